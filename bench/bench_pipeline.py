@@ -1,0 +1,115 @@
+"""Pipeline benchmark: N tasks × 4 lifecycle events through the whole otelflow pipeline.
+
+JSONL, spans and metrics are all on (the resource monitor is off so it does not add
+noise). Each N runs in a fresh subprocess so peak RSS is that run's own.
+
+Reports per N: µs per task end to end (first emit → stop() returned), caller-side µs
+per emit (measured on a burst that fits the bus, so no back-pressure is included),
+events/s, peak RSS, time producers were throttled, and a loss check against the JSONL.
+
+    python bench/bench_pipeline.py                 # N = 1e4, 1e5, 1e6
+    python bench/bench_pipeline.py --n 100000      # one size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_one(n: int, runs_dir: str) -> dict:
+    import otelflow
+
+    tel = otelflow.start_telemetry(checkpoint_path=runs_dir, resource_poll_interval=0, environ={})
+    trk = otelflow.tracker("bench")
+    created, submitted, started, completed = trk.created, trk.submitted, trk.started, trk.completed
+
+    # Caller cost: a burst small enough to stay under the bus bound (no throttling).
+    burst = min(n, 8000)
+    t0 = time.perf_counter()
+    t_first = t0
+    with otelflow.workflow_scope("bench"):
+        for i in range(burst):
+            tid = created(f"b{i}", "noop")
+            submitted(tid)
+            started(tid)
+            completed(tid)
+        caller_us = (time.perf_counter() - t0) / (burst * 4) * 1e6
+        for i in range(burst, n):
+            tid = created(f"b{i}", "noop")
+            submitted(tid)
+            started(tid)
+            completed(tid)
+    t_emitted = time.perf_counter()
+    summary = tel.stop()
+    t_end = time.perf_counter()
+    total = t_end - t_first
+    event_lines = span_lines = 0
+    for f in Path(tel.run_dir).glob("*.jsonl"):
+        with open(f, "rb") as fh:
+            for line in fh:
+                if line.startswith(b'{"section":"event"'):
+                    event_lines += 1
+                elif b'"kind":"task"' in line:
+                    span_lines += 1
+    expected_events = n * 5 + 4  # 4 emitted + 1 derived TaskResolved per task; session/workflow events
+    return {
+        "n": n,
+        "us_per_task_end_to_end": total / n * 1e6,
+        "caller_us_per_emit": caller_us,
+        "emit_phase_s": t_emitted - t_first,
+        "stop_s": t_end - t_emitted,
+        "events_per_s": n * 4 / total,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "throttled_s": summary["dropped"]["throttled_s"],
+        "dropped": summary["dropped"]["events"],
+        "completed": summary["tasks"]["completed"],
+        "event_lines": event_lines,
+        "expected_event_lines": expected_events,
+        "task_span_lines": span_lines,
+        "lossless": summary["tasks"]["completed"] == n
+        and summary["dropped"]["events"] == 0
+        and span_lines == n
+        and event_lines == expected_events,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, action="append", help="task count (repeatable)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sizes = args.n or [10_000, 100_000, 1_000_000]
+    if args.child:
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps(run_one(sizes[0], d)))
+        return 0
+    rows = []
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--n", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    hdr = f"{'N':>9} {'µs/task e2e':>12} {'µs/emit':>8} {'events/s':>10} {'peak RSS MB':>12} {'throttled s':>12} lossless"
+    print(hdr)
+    for r in rows:
+        print(
+            f"{r['n']:>9} {r['us_per_task_end_to_end']:>12.1f} {r['caller_us_per_emit']:>8.2f} "
+            f"{r['events_per_s']:>10.0f} {r['peak_rss_mb']:>12.1f} {r['throttled_s']:>12.2f} {r['lossless']}"
+        )
+    return 0 if all(r["lossless"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""otelflow: first-class OpenTelemetry observability for task and workflow systems.
+
+Quick use::
+
+    import otelflow
+
+    with otelflow.start_telemetry(checkpoint_path="./telemetry") as telemetry:
+        with otelflow.workflow_scope("etl"):
+            with otelflow.block("load"):
+                load()                       # @otelflow.task functions become task spans
+    print(telemetry.summary())
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from otelflow import _global
+from otelflow._version import __version__
+from otelflow.bus.subscribers import Subscriber
+from otelflow.errors import ConfigError, EventError, OtelflowError
+from otelflow.events import Event, define_event, make_event
+from otelflow.scope import block, workflow_scope
+from otelflow.session import Telemetry
+from otelflow.tasks import TaskTracker, task, tracker
+
+__all__ = [
+    "ConfigError",
+    "Event",
+    "EventError",
+    "OtelflowError",
+    "TaskTracker",
+    "Telemetry",
+    "__version__",
+    "block",
+    "current_telemetry",
+    "define_event",
+    "emit",
+    "make_event",
+    "start_telemetry",
+    "stop",
+    "subscribe",
+    "summary",
+    "task",
+    "tracker",
+    "unsubscribe",
+    "workflow_scope",
+]
+
+logging.getLogger("otelflow").addHandler(logging.NullHandler())
+_log = logging.getLogger("otelflow")
+
+
+def start_telemetry(
+    *,
+    checkpoint_path: str | None = None,
+    resource_poll_interval: float | None = None,
+    checkpoint_interval: float | None = None,
+    span_processors: Sequence[Any] = (),
+    metric_readers: Sequence[Any] = (),
+    resource: Any = None,
+    service_name: str | None = None,
+    prometheus_port: int | None = None,
+    **options: Any,
+) -> Telemetry:
+    """Start telemetry for this process and make it current.
+
+    Args:
+        checkpoint_path: Runs directory; each run gets ``<checkpoint_path>/<run-id>/``
+            (env ``OTELFLOW_RUNS_DIR``, default ``./.otelflow/runs``).
+        resource_poll_interval: Seconds between resource samples; 0 disables
+            (``OTELFLOW_RESOURCE_POLL_INTERVAL``, default 5).
+        checkpoint_interval: Seconds between metric snapshots in the JSONL
+            (``OTELFLOW_CHECKPOINT_INTERVAL``, default 10).
+        span_processors: Your OTel span processors, added next to the built-in sinks.
+        metric_readers: Your OTel metric readers, added next to the built-in ones.
+        resource: An OTel ``Resource`` merged over the detected one.
+        service_name: ``service.name`` (env ``OTEL_SERVICE_NAME``; default ``otelflow``).
+        prometheus_port: Serve a Prometheus scrape endpoint on this port
+            (``OTEL_EXPORTER_PROMETHEUS_PORT``); 0 picks a free port.
+        **options: Any other setting by name (see docs/configuration.md).
+
+    Returns:
+        The running :class:`Telemetry` (also a context manager, sync and async).
+        If telemetry is already running in this process, that one is returned and a
+        warning says the new arguments were ignored; stop it first to change settings.
+
+    Raises:
+        ConfigError: A bad argument or environment value; the message names the fix.
+    """
+    existing = _global.current()
+    if existing is not None and existing.active:
+        _log.warning(
+            "otelflow telemetry is already running (run %s); returning it and ignoring the new "
+            "arguments. Call stop() first to start with different settings.",
+            existing.run_id,
+        )
+        return existing
+    telemetry = Telemetry(
+        checkpoint_path=checkpoint_path,
+        resource_poll_interval=resource_poll_interval,
+        checkpoint_interval=checkpoint_interval,
+        span_processors=span_processors,
+        metric_readers=metric_readers,
+        resource=resource,
+        service_name=service_name,
+        prometheus_port=prometheus_port,
+        **options,
+    )
+    return telemetry.start()
+
+
+def current_telemetry() -> Telemetry | None:
+    """The running telemetry of this process, or None."""
+    return _global.current()
+
+
+def stop(timeout: float = 30.0) -> dict[str, Any] | None:
+    """Stop the current telemetry and return its summary; None (a no-op) if none runs."""
+    tel = _global.current()
+    return tel.stop(timeout) if tel is not None else None
+
+
+def emit(event: Event | str, /, **fields: Any) -> bool:
+    """Emit an event on the current telemetry. O(1), thread-safe, never raises.
+
+    Returns False (doing nothing) when no telemetry runs or the event was invalid
+    (the reason is logged once).
+    """
+    tel = _global._current  # noqa: SLF001 - hot path: one attribute read
+    if tel is None:
+        return False
+    return tel.emit(event, **fields)
+
+
+def subscribe(
+    callback: Callable[[Event], Any],
+    event_types: type[Event] | Sequence[type[Event]] | None = None,
+) -> Subscriber:
+    """Subscribe ``callback`` to the current telemetry's events (see ``Telemetry.subscribe``).
+
+    Raises:
+        OtelflowError: No telemetry is running; call ``start_telemetry()`` first.
+    """
+    tel = _global.current()
+    if tel is None:
+        raise OtelflowError("No telemetry is running; call otelflow.start_telemetry() before subscribe().")
+    return tel.subscribe(callback, event_types)
+
+
+def unsubscribe(subscriber: Subscriber) -> bool:
+    """Remove a subscriber from the current telemetry. Returns False if it was not found."""
+    tel = _global.current()
+    return tel.unsubscribe(subscriber) if tel is not None else False
+
+
+def summary() -> dict[str, Any] | None:
+    """The current telemetry's ``summary()``, or None if none runs."""
+    tel = _global.current()
+    return tel.summary() if tel is not None else None

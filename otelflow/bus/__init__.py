@@ -1,0 +1,1 @@
+"""The event bus (bounded queue), its dispatcher thread, and user subscribers."""

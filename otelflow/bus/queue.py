@@ -1,0 +1,118 @@
+"""The event bus: a bounded, lock-free-on-the-fast-path queue in front of one dispatcher.
+
+``put()`` is what every producer calls. On the fast path it is a ``deque.append`` (atomic
+under the GIL) and a length check: no lock, no I/O, no allocation beyond the deque slot.
+When the bus holds ``maxsize`` items (a producer outrunning the dispatcher for a long
+time), the ``queue_full`` policy applies:
+
+* ``"wait"`` (default, lossless): the producer sleeps in short slices until the
+  dispatcher has drained the bus below three quarters of ``maxsize``. Total throttled
+  time is counted and reported in ``summary()``. After ``max_wait`` seconds without
+  progress (a wedged dispatcher) the item is dropped instead.
+* ``"drop"``: the item is dropped.
+
+Drops are counted, reported in ``summary()`` and the run's JSONL, and warned about once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+_log = logging.getLogger("otelflow")
+
+__all__ = ["EventBus"]
+
+
+class EventBus:
+    """Bounded multi-producer, single-consumer queue of events and internal items."""
+
+    __slots__ = (
+        "_append",
+        "_closed",
+        "_consumer_ident",
+        "_lock",
+        "_low_water",
+        "_max_wait",
+        "_warned",
+        "dropped",
+        "maxsize",
+        "policy",
+        "queue",
+        "throttled_ns",
+        "wake",
+    )
+
+    def __init__(self, maxsize: int = 65536, policy: str = "wait", max_wait: float = 30.0) -> None:
+        self.queue: deque[Any] = deque()
+        self._append = self.queue.append
+        self.maxsize = maxsize
+        self.policy = policy
+        self._low_water = maxsize * 3 // 4
+        self._max_wait = max_wait
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warned = False
+        self._consumer_ident: int | None = None
+        self.dropped = 0
+        self.throttled_ns = 0
+
+    def put(self, item: Any) -> bool:
+        """Enqueue ``item``. O(1), thread-safe, never raises. Returns False if it was dropped."""
+        if len(self.queue) < self.maxsize and not self._closed:
+            self._append(item)
+            return True
+        return self._put_slow(item)
+
+    def _put_slow(self, item: Any) -> bool:
+        if self._closed:
+            return self._drop("the telemetry was stopped")
+        if self.policy == "wait" and threading.get_ident() != self._consumer_ident:
+            self.wake.set()
+            start = time.monotonic_ns()
+            deadline = start + int(self._max_wait * 1e9)
+            while len(self.queue) > self._low_water and not self._closed:
+                time.sleep(0.0005)
+                if time.monotonic_ns() > deadline:
+                    with self._lock:
+                        self.throttled_ns += time.monotonic_ns() - start
+                    return self._drop(f"the dispatcher made no progress for {self._max_wait:g} s")
+            with self._lock:
+                self.throttled_ns += time.monotonic_ns() - start
+            if self._closed:
+                return self._drop("the telemetry was stopped")
+            self._append(item)
+            return True
+        if threading.get_ident() == self._consumer_ident:
+            self._append(item)  # the dispatcher itself never waits on itself
+            return True
+        return self._drop(f"the bus is full ({self.maxsize} items)")
+
+    def _drop(self, why: str) -> bool:
+        with self._lock:
+            self.dropped += 1
+            warn = not self._warned
+            self._warned = True
+        if warn:
+            _log.warning(
+                "otelflow dropped an event because %s; drops are counted in summary()"
+                " — raise OTELFLOW_QUEUE_SIZE or use OTELFLOW_QUEUE_FULL=wait.",
+                why,
+            )
+        return False
+
+    def close(self) -> None:
+        """Refuse new items (they are dropped and counted). Queued items stay for draining."""
+        self._closed = True
+        self.wake.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self.queue)

@@ -1,0 +1,1 @@
+"""Metric names and units, running aggregates, and their bridge to OTel readers."""

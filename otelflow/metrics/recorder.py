@@ -1,0 +1,297 @@
+"""The metric recorder: running aggregates → OTel instruments and ``summary()``.
+
+Counters and gauges are OTel *observable* instruments whose callbacks read the
+aggregates; histograms are fed to every metric reader by :mod:`otelflow.metrics.bridge`.
+Either way the per-task cost is a few list operations on the dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from otelflow.events.model import ResourceUpdate
+from otelflow.metrics import instruments as inst
+from otelflow.metrics.aggregates import HistogramAgg, Sketch, TaskCounts
+
+if TYPE_CHECKING:
+    from otelflow.tracing.tree import ScopeRec, TaskRec
+
+_log = logging.getLogger("otelflow")
+
+_TASK_KEYS = (inst.TASK_NAME, inst.WORKFLOW_NAME, inst.BACKEND)
+_MAX_WORKFLOWS = 10_000
+
+
+class MetricRecorder:
+    """Owns the aggregates; written by the dispatcher, read by metric readers."""
+
+    def __init__(self, start_ns: int, node: str) -> None:
+        self.node = node
+        self.counts: dict[tuple[str, str | None, str | None], list[int]] = {}
+        self._counts_lock = threading.Lock()
+        self._overflow_warned = False
+        self.duration = HistogramAgg(inst.DURATION_BUCKETS, (*_TASK_KEYS, inst.STATUS), start_ns)
+        self.dependency_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
+        self.scheduling_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
+        self.workflow_duration = HistogramAgg(
+            inst.DURATION_BUCKETS, (inst.WORKFLOW_NAME, inst.STATUS), start_ns
+        )
+        self.cpu_time = HistogramAgg(inst.DURATION_BUCKETS, (inst.TASK_NAME, inst.BACKEND), start_ns)
+        self.peak_rss = HistogramAgg(inst.BYTES_BUCKETS, (inst.TASK_NAME, inst.BACKEND), start_ns)
+        # summary(): streaming stats, bounded memory.
+        self.duration_stats = Sketch()
+        self.dependency_wait_stats = Sketch()
+        self.scheduling_wait_stats = Sketch()
+        self.by_name: dict[str, Sketch] = {}
+        self.workflows: dict[str, dict[str, Any]] = {}
+        self.workflows_forgotten = 0
+        self.active_workflows: dict[str, int] = {}
+        self.resources: dict[tuple[str, str, str | None], ResourceUpdate] = {}
+        self.io_totals: dict[tuple[str, str, str], int] = {}
+        self.incomplete_tasks = 0
+        self.dropped_fn: Any = None  # set by the session: () -> int
+
+    # -- writers (dispatcher thread) ------------------------------------------------------------
+
+    def task_counts(self, name: str, workflow: str | None, backend: str | None) -> list[int]:
+        """Return the counts list for a series, creating it (bounded) if needed."""
+        key = (name, workflow, backend)
+        counts = self.counts.get(key)
+        if counts is None:
+            if len(self.counts) >= inst.MAX_SERIES:
+                if not self._overflow_warned:
+                    self._overflow_warned = True
+                    _log.warning(
+                        "otelflow metrics: more than %d distinct (task name, workflow name, "
+                        "backend) combinations; further ones are counted under %r. Use a task "
+                        "*type* as the task name, not a per-task value.",
+                        inst.MAX_SERIES,
+                        inst.OVERFLOW,
+                    )
+                key = (inst.OVERFLOW, inst.OVERFLOW, backend)
+                counts = self.counts.get(key)
+                if counts is not None:
+                    return counts
+            counts = [0] * TaskCounts.SIZE
+            with self._counts_lock:
+                self.counts[key] = counts
+        return counts
+
+    def task_finished(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        wf = rec.workflow
+        name = rec.name
+        key = (name, wf.name if wf is not None else None, rec.backend)
+        if len(self.counts) >= inst.MAX_SERIES and key not in self.counts:
+            key = (inst.OVERFLOW, inst.OVERFLOW, rec.backend)
+        if status == "incomplete":
+            self.incomplete_tasks += 1
+            return
+        if rec.started:
+            duration = (end - rec.started) / 1e9
+            self.duration.record((*key, status), duration)
+            self.duration_stats.add(duration)
+            sketch = self.by_name.get(name)
+            if sketch is None and len(self.by_name) < inst.MAX_SERIES:
+                sketch = self.by_name[name] = Sketch()
+            if sketch is not None:
+                sketch.add(duration)
+            ready = rec.submitted or rec.resolved
+            if ready:
+                wait = max(0, rec.started - ready) / 1e9
+                self.scheduling_wait.record(key, wait)
+                self.scheduling_wait_stats.add(wait)
+        if rec.resolved:
+            wait = max(0, rec.resolved - rec.created) / 1e9
+            self.dependency_wait.record(key, wait)
+            self.dependency_wait_stats.add(wait)
+        if ev is not None:
+            cpu = ev.cpu_time_s
+            if cpu is not None:
+                self.cpu_time.record((name, rec.backend), cpu)
+            rss = ev.peak_rss_bytes
+            if rss is not None:
+                self.peak_rss.record((name, rec.backend), float(rss))
+
+    def workflow_started(self, rec: ScopeRec) -> None:
+        self.active_workflows[rec.name] = self.active_workflows.get(rec.name, 0) + 1
+
+    def workflow_finished(self, rec: ScopeRec, status: str) -> None:
+        left = self.active_workflows.get(rec.name, 0) - 1
+        self.active_workflows[rec.name] = max(0, left)
+        duration = (rec.end - rec.start) / 1e9
+        self.workflow_duration.record((rec.name, status), duration)
+        if len(self.workflows) >= _MAX_WORKFLOWS:
+            del self.workflows[next(iter(self.workflows))]
+            self.workflows_forgotten += 1
+        self.workflows[rec.id] = {
+            "name": rec.name,
+            "status": status,
+            "start_time": rec.start,
+            "end_time": rec.end,
+            "duration_s": duration,
+            "tasks": {"completed": rec.counts[0], "failed": rec.counts[1], "canceled": rec.counts[2]},
+        }
+
+    def resource_update(self, ev: ResourceUpdate) -> None:
+        self.resources[(ev.scope, ev.node, ev.device)] = ev
+        if ev.scope == "node":
+            for field, direction, metric in (
+                ("disk_read_bytes", "read", inst.NODE_DISK_IO),
+                ("disk_write_bytes", "write", inst.NODE_DISK_IO),
+                ("net_recv_bytes", "receive", inst.NODE_NETWORK_IO),
+                ("net_sent_bytes", "transmit", inst.NODE_NETWORK_IO),
+            ):
+                value = getattr(ev, field)
+                if value:
+                    k = (metric, ev.node, direction)
+                    self.io_totals[k] = self.io_totals.get(k, 0) + value
+
+    # -- OTel instruments (reader threads) --------------------------------------------------------
+
+    def register(self, meter: Meter) -> None:
+        """Create the observable instruments on ``meter``."""
+        for i, transition in enumerate(inst.TRANSITIONS):
+            meter.create_observable_counter(
+                inst.COUNTER_NAMES[transition],
+                [self._counter_cb(i)],
+                unit="{task}",
+                description=f"Tasks that reached the {transition} state.",
+            )
+        meter.create_observable_up_down_counter(
+            inst.TASKS_RUNNING, [self._counter_cb(TaskCounts.RUNNING)], unit="{task}",
+            description="Tasks running now.",
+        )  # fmt: skip
+        meter.create_observable_up_down_counter(
+            inst.TASKS_QUEUED, [self._counter_cb(TaskCounts.QUEUED)], unit="{task}",
+            description="Tasks queued now, waiting for a worker.",
+        )  # fmt: skip
+        meter.create_observable_up_down_counter(
+            inst.WORKFLOWS_ACTIVE, [self._workflows_cb], unit="{workflow}",
+            description="Workflows whose span is open.",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            inst.EVENTS_DROPPED, [self._dropped_cb], unit="{event}",
+            description="Events otelflow dropped (bus full or telemetry stopped).",
+        )  # fmt: skip
+        for scope, gauges in (("node", inst.NODE_GAUGES), ("process", inst.PROCESS_GAUGES), ("gpu", inst.GPU_GAUGES)):
+            for name, unit, desc, field in gauges:
+                meter.create_observable_gauge(
+                    name, [self._resource_cb(scope, field)], unit=unit, description=desc
+                )
+        meter.create_observable_counter(
+            inst.NODE_DISK_IO, [self._io_cb(inst.NODE_DISK_IO)], unit="By",
+            description="Bytes read from and written to the host's disks.",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            inst.NODE_NETWORK_IO, [self._io_cb(inst.NODE_NETWORK_IO)], unit="By",
+            description="Bytes received and sent on the host's network interfaces.",
+        )  # fmt: skip
+
+    def _counter_cb(self, slot: int):  # noqa: ANN202
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            with self._counts_lock:
+                items = list(self.counts.items())
+            out = []
+            for (name, wf, backend), counts in items:
+                value = counts[slot]
+                if slot >= TaskCounts.RUNNING:
+                    value = max(0, value)
+                elif value == 0:
+                    continue
+                attrs = {inst.TASK_NAME: name}
+                if wf is not None:
+                    attrs[inst.WORKFLOW_NAME] = wf
+                if backend is not None:
+                    attrs[inst.BACKEND] = backend
+                out.append(Observation(value, attrs))
+            return out
+
+        return callback
+
+    def _workflows_cb(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {inst.WORKFLOW_NAME: w}) for w, n in list(self.active_workflows.items())]
+
+    def _dropped_cb(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.dropped_fn() if self.dropped_fn else 0)]
+
+    def _resource_cb(self, scope: str, field: str):  # noqa: ANN202
+        label = {"gpu": inst.GPU, "process": inst.PROCESS}.get(scope)
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            out = []
+            for (s, node, device), ev in list(self.resources.items()):
+                if s != scope:
+                    continue
+                value = getattr(ev, field)
+                if value is None:
+                    continue
+                attrs = {inst.NODE: node}
+                if label is not None and device is not None:
+                    attrs[label] = device
+                out.append(Observation(value, attrs))
+            return out
+
+        return callback
+
+    def _io_cb(self, metric: str):  # noqa: ANN202
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(v, {inst.NODE: node, inst.DIRECTION: direction})
+                for (m, node, direction), v in list(self.io_totals.items())
+                if m == metric
+            ]
+
+        return callback
+
+    def histograms(self) -> list[tuple[tuple[str, str, str], HistogramAgg]]:
+        """The histogram aggregates with their (name, unit, description)."""
+        return [
+            (inst.TASK_DURATION, self.duration),
+            (inst.DEPENDENCY_WAIT, self.dependency_wait),
+            (inst.SCHEDULING_WAIT, self.scheduling_wait),
+            (inst.WORKFLOW_DURATION, self.workflow_duration),
+            (inst.TASK_CPU_TIME, self.cpu_time),
+            (inst.TASK_PEAK_RSS, self.peak_rss),
+        ]
+
+    # -- summary --------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        totals = dict.fromkeys(inst.TRANSITIONS, 0)
+        running = queued = 0
+        with self._counts_lock:
+            items = list(self.counts.values())
+        for counts in items:
+            for i, t in enumerate(inst.TRANSITIONS):
+                totals[t] += counts[i]
+            running += max(0, counts[TaskCounts.RUNNING])
+            queued += max(0, counts[TaskCounts.QUEUED])
+        resources: dict[str, Any] = {}
+        for (scope, node, device), ev in list(self.resources.items()):
+            key = f"{scope}:{node}" + (f":{device}" if device is not None else "")
+            resources[key] = {
+                k: v
+                for k, v in (
+                    ("cpu_utilization", ev.cpu_utilization),
+                    ("memory_utilization", ev.memory_utilization),
+                    ("memory_used_bytes", ev.memory_used_bytes),
+                    ("memory_total_bytes", ev.memory_total_bytes),
+                    ("gpu_utilization", ev.gpu_utilization),
+                    ("time", ev.event_time),
+                )
+                if v is not None
+            }
+        return {
+            "tasks": {**totals, "running": running, "queued_now": queued, "incomplete": self.incomplete_tasks},
+            "duration_s": self.duration_stats.stats(),
+            "dependency_wait_s": self.dependency_wait_stats.stats(),
+            "scheduling_wait_s": self.scheduling_wait_stats.stats(),
+            "by_task_name": {name: s.stats() for name, s in sorted(self.by_name.items())},
+            "workflows": dict(self.workflows),
+            "resources": resources,
+        }

@@ -1,0 +1,236 @@
+"""Workflow and block scopes.
+
+Scopes live in :mod:`contextvars`, so they follow threads started with a copied context
+and asyncio tasks. Entering a scope also makes its span the current OTel span, so spans
+the user creates inside become children of the workflow/block span.
+
+Without a running telemetry, scopes still yield ids and nest, but record nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+
+from otelflow import _global
+from otelflow.errors import ConfigError
+from otelflow.events.model import (
+    BlockEnded,
+    BlockStarted,
+    WorkflowEnded,
+    WorkflowStarted,
+    new_event_id,
+    now_ns,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["Scope", "block", "current_ids", "current_scope", "workflow_scope"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Scope:
+    """One entered workflow or block: its id, name, span id and enclosing scope."""
+
+    __slots__ = ("id", "kind", "name", "parent", "span_id", "workflow")
+
+    def __init__(self, kind: str, id: str, name: str, span_id: int, parent: Scope | None) -> None:
+        self.kind = kind
+        self.id = id
+        self.name = name
+        self.span_id = span_id
+        self.parent = parent
+        self.workflow: Scope | None = (
+            self if kind == "workflow" else (parent.workflow if parent is not None else None)
+        )
+
+    @property
+    def workflow_id(self) -> str | None:
+        return self.workflow.id if self.workflow is not None else None
+
+    @property
+    def block_id(self) -> str | None:
+        return self.id if self.kind == "block" else None
+
+    def __repr__(self) -> str:
+        return f"Scope({self.kind}, {self.id!r}, {self.name!r})"
+
+
+_scope: ContextVar[Scope | None] = ContextVar("otelflow_scope", default=None)
+
+
+def current_scope() -> Scope | None:
+    """Return the innermost entered workflow/block scope of this context, or None."""
+    return _scope.get()
+
+
+def current_ids() -> tuple[str | None, str | None, str | None]:
+    """Return ``(session_id, workflow_id, block_id)`` for the current context."""
+    tel = _global.current()
+    scope = _scope.get()
+    session_id = tel.session_id if tel is not None else None
+    if scope is None:
+        return session_id, None, None
+    return session_id, scope.workflow_id, scope.block_id
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{random.getrandbits(32):08x}"
+
+
+def _new_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+class _ScopeContext:
+    """Context manager (sync and async) and decorator for one scope kind."""
+
+    def __init__(self, kind: str, name: str, scope_id: str | None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"A {kind} name must be a non-empty string, not {name!r}.")
+        self._kind = kind
+        self._name = name
+        self._id = scope_id
+        self._state: list[tuple[Scope, Token[Scope | None], object | None]] = []
+
+    # -- context manager ----------------------------------------------------------------
+    def __enter__(self) -> str:
+        parent = _scope.get()
+        if self._kind == "workflow":
+            sid = self._id or _new_id("wf")
+        else:
+            sid = self._id or _new_id("blk")
+        scope = Scope(self._kind, sid, self._name, _new_span_id(), parent)
+        token = _scope.set(scope)
+        otel_token = None
+        tel = _global.current()
+        if tel is not None and tel.active:
+            otel_token = otel_context.attach(
+                otel_trace.set_span_in_context(
+                    otel_trace.NonRecordingSpan(tel.span_context(scope.span_id))
+                )
+            )
+            if self._kind == "workflow":
+                ev: Any = WorkflowStarted(
+                    event_id=new_event_id(),
+                    event_time=now_ns(),
+                    session_id=tel.session_id,
+                    workflow_id=sid,
+                    workflow_name=self._name,
+                )
+            else:
+                ev = BlockStarted(
+                    event_id=new_event_id(),
+                    event_time=now_ns(),
+                    session_id=tel.session_id,
+                    workflow_id=scope.workflow_id,
+                    block_id=sid,
+                    block_name=self._name,
+                    parent_block_id=parent.block_id if parent is not None else None,
+                )
+            tel._scope_started(scope, ev)
+        self._state.append((scope, token, otel_token))
+        return sid
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope, token, otel_token = self._state.pop()
+        failed = exc_type is not None and not issubclass(exc_type, GeneratorExit)
+        tel = _global.current()
+        if tel is not None and tel.active:
+            cls = WorkflowEnded if self._kind == "workflow" else BlockEnded
+            tel.emit(
+                cls(
+                    event_id=new_event_id(),
+                    event_time=now_ns(),
+                    session_id=tel.session_id,
+                    workflow_id=scope.workflow_id,
+                    block_id=scope.block_id,
+                    status="failed" if failed else "completed",
+                    error_type=_qualname(exc_type) if failed else None,
+                )
+            )
+        if otel_token is not None:
+            try:
+                otel_context.detach(otel_token)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - a context switched elsewhere; nothing to undo
+                pass
+        try:
+            _scope.reset(token)
+        except ValueError:  # exited in another context (e.g. a generator); restore parent
+            _scope.set(scope.parent)
+
+    async def __aenter__(self) -> str:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- decorator --------------------------------------------------------------------------
+    def __call__(self, func: F) -> F:
+        kind, name, scope_id = self._kind, self._name, self._id
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with _ScopeContext(kind, name, scope_id):
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _ScopeContext(kind, name, scope_id):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+def _qualname(tp: type[BaseException] | None) -> str | None:
+    if tp is None:
+        return None
+    mod = tp.__module__
+    return tp.__qualname__ if mod == "builtins" else f"{mod}.{tp.__qualname__}"
+
+
+def workflow_scope(name: str | None = None, *, workflow_id: str | None = None) -> _ScopeContext:
+    """Group the work done inside into one workflow (one workflow span).
+
+    Use as ``with``/``async with`` (yields the workflow id) or as a decorator.
+
+    Args:
+        name: Human-readable workflow name (a metric attribute: keep it low-cardinality).
+            Defaults to the generated id.
+        workflow_id: Use this id instead of a generated ``wf-<hex8>``.
+    """
+    wid = workflow_id
+    if name is None:
+        wid = wid or _new_id("wf")
+        name = wid
+    return _ScopeContext("workflow", name, wid)
+
+
+def block(name: str, *, block_id: str | None = None) -> _ScopeContext:
+    """Group work inside a workflow into a named block (one block span). Blocks nest.
+
+    Use as ``with``/``async with`` (yields the block id) or as a decorator on sync and
+    async functions.
+    """
+    return _ScopeContext("block", name, block_id)

@@ -1,0 +1,647 @@
+"""``Telemetry``: one observability session — providers, bus, sinks, monitor, run directory.
+
+``start_telemetry()`` creates one and makes it the process's current telemetry; a
+``Telemetry`` object also works on its own (tests, libraries). Its life::
+
+    Telemetry(...).start()   # ids, run directory, providers, dispatcher, monitor
+    ... emit() / scopes / trackers ...
+    stop()                   # drain every accepted event, close spans, final metrics,
+                             # flush exporters, write run.json; returns summary()
+
+``stop()`` is idempotent; a repeat returns the same summary. With telemetry disabled
+(``OTEL_SDK_DISABLED=true`` or ``OTELFLOW_TELEMETRY=0``) every method is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import platform
+import random
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from otelflow import _global
+from otelflow._version import __version__
+from otelflow.bus.dispatcher import Call, Dispatcher
+from otelflow.bus.queue import EventBus
+from otelflow.bus.subscribers import Subscriber
+from otelflow.config.settings import Settings, load_settings
+from otelflow.errors import ConfigError, EventError
+from otelflow.events.model import Event, SessionEnded, SessionStarted, new_event_id, now_ns
+from otelflow.events.registry import make_event
+from otelflow.metrics import bridge
+from otelflow.scope import current_scope
+from otelflow.metrics.instruments import METER_NAME
+from otelflow.metrics.recorder import MetricRecorder
+from otelflow.sinks.exporters import BuiltExporters, build_exporters
+from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
+from otelflow.tracing import ids
+
+_log = logging.getLogger("otelflow")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+__all__ = ["Telemetry"]
+
+
+class Telemetry:
+    """One telemetry session. See :func:`otelflow.start_telemetry` for the arguments."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        resource_poll_interval: float | None = None,
+        checkpoint_interval: float | None = None,
+        span_processors: Sequence[SpanProcessor] = (),
+        metric_readers: Sequence[MetricReader] = (),
+        resource: Resource | None = None,
+        service_name: str | None = None,
+        prometheus_port: int | None = None,
+        run_id: str | None = None,
+        role: str = "main",
+        environ: dict[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        self.settings: Settings = load_settings(
+            environ=environ,
+            checkpoint_path=checkpoint_path,
+            resource_poll_interval=resource_poll_interval,
+            checkpoint_interval=checkpoint_interval,
+            service_name=service_name,
+            prometheus_port=prometheus_port,
+            run_id=run_id,
+            **options,
+        )
+        if resource is not None and not isinstance(resource, Resource):
+            raise ConfigError(
+                f"resource= must be an opentelemetry.sdk.resources.Resource, not {type(resource).__name__}."
+            )
+        for proc in span_processors:
+            if not hasattr(proc, "on_end"):
+                raise ConfigError(f"span_processors= items must be OTel SpanProcessors; got {proc!r}.")
+        for reader in metric_readers:
+            if not isinstance(reader, MetricReader):
+                raise ConfigError(f"metric_readers= items must be OTel MetricReaders; got {reader!r}.")
+        self._user_resource = resource
+        self._user_processors = tuple(span_processors)
+        self._user_readers = tuple(metric_readers)
+        self._role = role
+        self._state = "new"
+        self._state_lock = threading.Lock()
+        self._final_summary: dict[str, Any] | None = None
+        self.session_id = f"s-{random.getrandbits(48):012x}"
+        self.trace_id = ids.new_trace_id()
+        self.session_span_id = ids.new_span_id()
+        self.node = socket.gethostname()
+        self.run_id = self.settings.run_id or _new_run_id()
+        self.run_dir: Path | None = None
+        self.start_time = 0
+        self.end_time: int | None = None
+        self._invalid_emits = 0
+        self._warned_emit: set[str] = set()
+        self._scope_spans: dict[str, tuple[int, int]] = {}
+        self.bus: EventBus | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._jsonl: JsonlWriter | None = None
+        self._monitor: Any = None
+        self._exporters = BuiltExporters()
+        self.tracer_provider: TracerProvider | None = None
+        self.meter_provider: MeterProvider | None = None
+        self.resource: Resource | None = None
+        self._recorder: MetricRecorder | None = None
+        self._atexit_registered = False
+        self.bus_put: Callable[[Any], bool] = _noop_put
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True between a successful ``start()`` and ``stop()`` (False when disabled)."""
+        return self._state == "running"
+
+    @property
+    def enabled(self) -> bool:
+        """False when telemetry is switched off by configuration."""
+        return self.settings.enabled
+
+    # -- start --------------------------------------------------------------------------------
+
+    def start(self) -> Telemetry:
+        """Start the session: run directory, providers, dispatcher, monitor.
+
+        Returns ``self``. Starting twice is a no-op. Raises :class:`ConfigError` if the run
+        directory cannot be created or the Prometheus port cannot be bound.
+        """
+        with self._state_lock:
+            if self._state != "new":
+                return self
+            if not self.settings.enabled:
+                self._state = "disabled"
+                _global.install(self)
+                return self
+            self._start_locked()
+            self._state = "running"
+        _global.install(self)
+        return self
+
+    def _start_locked(self) -> None:
+        s = self.settings
+        self.start_time = now_ns()
+        if s.jsonl:
+            self.run_dir = Path(s.runs_dir) / self.run_id
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot create the run directory {self.run_dir}: {exc.strerror or exc}; set "
+                    "checkpoint_path= or OTELFLOW_RUNS_DIR to a writable directory."
+                ) from exc
+        self.resource = self._make_resource()
+        self._exporters = build_exporters(s)
+        self._recorder = recorder = MetricRecorder(self.start_time, self.node)
+        self.bus = bus = EventBus(s.queue_size, s.queue_full)
+        self.bus_put = bus.put
+        if self.run_dir is not None:
+            self._jsonl = JsonlWriter(
+                self.run_dir / run_file_name(self._role, self.node, os.getpid()), s.flush_interval
+            )
+        export_processors = [*self._user_processors, *self._exporters.span_processors]
+        if s.console:
+            from otelflow.sinks.console import ConsoleTreeProcessor
+
+            export_processors.append(ConsoleTreeProcessor())
+        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        if self._jsonl is not None:
+            self.tracer_provider.add_span_processor(JsonlSpanProcessor(bus.put))
+        for proc in export_processors:
+            self.tracer_provider.add_span_processor(proc)
+        readers: list[MetricReader] = []
+        if self._jsonl is not None:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    JsonlMetricExporter(bus.put),
+                    export_interval_millis=s.checkpoint_interval * 1000,
+                )
+            )
+        readers += [*self._user_readers, *self._exporters.metric_readers]
+        self.meter_provider = MeterProvider(
+            resource=self.resource, metric_readers=readers, shutdown_on_exit=False
+        )
+        recorder.register(self.meter_provider.get_meter(METER_NAME, __version__))
+        for reader in readers:
+            bridge.install(reader, recorder, self.resource, __version__)
+        from otelflow.tracing.tree import TraceTree
+
+        self._tree = TraceTree(
+            trace_id=self.trace_id,
+            session_span_id=self.session_span_id,
+            session_id=self.session_id,
+            resource=self.resource,
+            recorder=recorder,
+            jsonl=self._jsonl,
+            processors=export_processors,
+            scope_spans=self._scope_spans,
+            sample_ratio=_sample_ratio(s),
+            version=__version__,
+        )
+        self._dispatcher = Dispatcher(
+            bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
+        )
+        recorder.dropped_fn = lambda: bus.dropped
+        self._dispatcher.start()
+        self._write_run_json(status="running")
+        bus.put(
+            SessionStarted(
+                event_id=new_event_id(),
+                event_time=self.start_time,
+                emit_time=now_ns(),
+                session_id=self.session_id,
+                run_id=self.run_id,
+                service_name=self.resource.attributes.get("service.name"),  # type: ignore[arg-type]
+            )
+        )
+        if s.resource_poll_interval > 0:
+            self._start_monitor(s.resource_poll_interval)
+        from otelflow import _otel_globals
+
+        _otel_globals.maybe_install(s.set_global_providers)
+        if not self._atexit_registered:
+            atexit.register(self._atexit)
+            self._atexit_registered = True
+
+    def _make_resource(self) -> Resource:
+        # Resource.create() reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; our
+        # default service name applies only when neither they nor an argument name one.
+        base = Resource.create({"otelflow.run.id": self.run_id, "otelflow.session.id": self.session_id})
+        service = base.attributes.get("service.name", "")
+        if self.settings.service_name:
+            base = base.merge(Resource({"service.name": self.settings.service_name}))
+        elif not service or str(service).startswith("unknown_service"):
+            base = base.merge(Resource({"service.name": "otelflow"}))
+        if self._user_resource is not None:
+            base = base.merge(self._user_resource)
+        return base
+
+    def _start_monitor(self, interval: float) -> None:
+        try:
+            from otelflow.monitors import ResourceMonitor
+        except ImportError as exc:  # pragma: no cover - the monitor ships with the package
+            _log.warning("otelflow resource monitor unavailable: %s", exc)
+            return
+        self._monitor = ResourceMonitor(
+            interval, self._internal_put, session_id=self.session_id, node=self.node
+        )
+        self._monitor.start()
+
+    def _internal_put(self, item: Any) -> Any:
+        return self.bus_put(item)
+
+    # -- producer API (any thread) ------------------------------------------------------------
+
+    def emit(self, event: Event | str, /, **fields: Any) -> bool:
+        """Put an event on the bus. Never raises; returns False if it was not accepted.
+
+        Args:
+            event: An event object, or a registered event name (then ``fields`` make it).
+            **fields: Fields for ``make_event`` when ``event`` is a name.
+        """
+        if self._state != "running":
+            return False
+        try:
+            if isinstance(event, str):
+                event = make_event(event, **fields)
+            elif not isinstance(event, Event):
+                raise EventError(
+                    f"emit() takes an otelflow event or event name, not {type(event).__name__}; "
+                    "create events with otelflow.make_event() or an event class."
+                )
+            # Events built directly from their class get what make_event() would stamp.
+            now = now_ns()
+            setf = msgspec.structs.force_setattr
+            if event.emit_time == 0:
+                setf(event, "emit_time", now)
+            if event.event_id == 0:
+                setf(event, "event_id", new_event_id())
+            if event.event_time == 0:
+                setf(event, "event_time", now)
+            if event.session_id is None:
+                setf(event, "session_id", self.session_id)
+                if event.workflow_id is None and event.block_id is None:
+                    scope = current_scope()
+                    if scope is not None:
+                        setf(event, "workflow_id", scope.workflow_id)
+                        setf(event, "block_id", scope.block_id)
+            return self.bus_put(event)
+        except Exception as exc:  # noqa: BLE001 - emit() never raises into user code
+            self._invalid_emits += 1
+            key = f"{type(exc).__name__}:{exc}"[:200]
+            if key not in self._warned_emit and len(self._warned_emit) < 50:
+                self._warned_emit.add(key)
+                _log.warning("otelflow.emit() ignored an event: %s", exc)
+            return False
+
+    def _scope_started(self, scope: Any, ev: Event) -> None:
+        parent = scope.parent
+        self._scope_spans[scope.id] = (
+            scope.span_id,
+            parent.span_id if parent is not None else self.session_span_id,
+        )
+        self.bus_put(ev)
+
+    def subscribe(
+        self,
+        callback: Callable[[Event], Any],
+        event_types: type[Event] | Sequence[type[Event]] | None = None,
+    ) -> Subscriber:
+        """Deliver events to ``callback`` on its own thread (or its loop, if async).
+
+        Args:
+            callback: ``callback(event)`` or ``async def callback(event)``.
+            event_types: Only these event classes (and subclasses); default all.
+
+        Returns:
+            A handle for :meth:`unsubscribe`.
+        """
+        if isinstance(event_types, type):
+            event_types = (event_types,)
+        types = tuple(event_types) if event_types else None
+        if types:
+            for t in types:
+                if not (isinstance(t, type) and issubclass(t, Event)):
+                    raise ConfigError(f"subscribe(event_types=...) takes event classes, not {t!r}.")
+        sub = Subscriber(callback, types)
+        if self._dispatcher is not None and self._state == "running":
+            self._dispatcher.add_subscriber(sub)
+        else:
+            sub.stop(time.monotonic())
+        return sub
+
+    def unsubscribe(self, subscriber: Subscriber) -> bool:
+        """Stop delivering to ``subscriber`` (its queued events are still delivered)."""
+        if self._dispatcher is None:
+            return False
+        found = self._dispatcher.remove_subscriber(subscriber)
+        if found:
+            subscriber.stop(time.monotonic() + 5.0)
+        return found
+
+    # -- ids and context ---------------------------------------------------------------------
+
+    def span_context(self, span_id: int) -> SpanContext:
+        """An OTel ``SpanContext`` for ``span_id`` in this session's trace."""
+        return SpanContext(self.trace_id, span_id, False, _SAMPLED)
+
+    def task_span_id(self, task_id: str) -> int:
+        """The span id the task ``task_id`` has in this session (deterministic)."""
+        return ids.task_span_id(self.trace_id, task_id)
+
+    def task_traceparent(self, task_id: str) -> str:
+        """W3C ``traceparent`` for the task's span, to carry into a worker."""
+        return ids.traceparent(self.trace_id, self.task_span_id(task_id))
+
+    def tracer(self, name: str = "otelflow.user") -> Any:
+        """A tracer on this session's provider; its spans go to every span sink."""
+        if self.tracer_provider is None:
+            from opentelemetry.trace import NoOpTracer
+
+            return NoOpTracer()
+        return self.tracer_provider.get_tracer(name)
+
+    # -- flush, summary, stop ----------------------------------------------------------------
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every event emitted so far is processed and written. Thread-safe."""
+        if self._state != "running" or self._dispatcher is None:
+            return False
+        return self._call(None, timeout) is not _TIMEOUT
+
+    def _call(self, fn: Callable[[], Any] | None, timeout: float | None) -> Any:
+        assert self.bus is not None and self._dispatcher is not None
+        call = Call(fn)
+        self.bus.queue.append(call)  # internal: bypasses the bound, never dropped
+        self.bus.wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not call.done.wait(0.2):
+            if not self._dispatcher.alive:
+                return _TIMEOUT
+            if deadline is not None and time.monotonic() > deadline:
+                return _TIMEOUT
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, durations, waits, per-workflow totals, last resources, and losses.
+
+        Computed from running aggregates. During the run it is a live view; after
+        ``stop()`` it is final (and also written to ``run.json``).
+        """
+        if self._final_summary is not None:
+            return self._final_summary
+        return self._build_summary()
+
+    def _build_summary(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "session_id": self.session_id,
+            "trace_id": f"{self.trace_id:032x}",
+            "enabled": self.settings.enabled,
+        }
+        if self._recorder is None:
+            base.update(tasks={}, dropped={}, workflows={}, resources={})
+            return base
+        base.update(self._recorder.summary())
+        if self.start_time:
+            end = self.end_time or now_ns()
+            base["elapsed_s"] = (end - self.start_time) / 1e9
+        base["dropped"] = self._dropped()
+        if self._monitor is not None:
+            try:
+                base["gpu"] = str(self._monitor.gpu_status())
+            except Exception:  # noqa: BLE001
+                pass
+        return base
+
+    def _dropped(self) -> dict[str, Any]:
+        bus = self.bus
+        d = self._dispatcher
+        j = self._jsonl
+        subs = d.subscribers if d is not None else ()
+        tree = getattr(self, "_tree", None)
+        out = {
+            "events": bus.dropped if bus else 0,
+            "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus else 0.0,
+            "invalid_emits": self._invalid_emits,
+            "subscriber_events": sum(s.dropped for s in subs) + getattr(self, "_gone_sub_drops", 0),
+            "subscriber_errors": sum(s.errors for s in subs) + getattr(self, "_gone_sub_errors", 0),
+            "jsonl_lines_lost": j.lines_lost if j else 0,
+            "jsonl_write_errors": j.write_errors if j else 0,
+            "sanitized_values": j.sanitized if j else 0,
+            "late_events": tree.late_events if tree else 0,
+            "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
+            "internal_errors": d.internal_errors if d else 0,
+        }
+        out["export_failures"] = self._export_failures()
+        return out
+
+    def _export_failures(self) -> int:
+        total = 0
+        for obj in (*self._exporters.span_processors, *self._exporters.metric_readers):
+            total += getattr(obj, "otelflow_failures", 0)
+        return total
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Drain every accepted event to every sink, close spans, flush exporters.
+
+        Idempotent: a second call returns the same summary. Safe from any thread; in a
+        running event loop prefer ``await telemetry.astop()``, which runs this in a thread.
+
+        Args:
+            timeout: Seconds allowed for exporters (OTLP, subscribers) to finish. Draining
+                the JSONL run directory is never cut short by it.
+
+        Returns:
+            The final :meth:`summary`.
+        """
+        with self._state_lock:
+            if self._state in ("stopped", "stopping"):
+                return self.summary()
+            if self._state in ("new", "disabled"):
+                self._state = "stopped"
+                _global.uninstall(self)
+                self._final_summary = self._build_summary()
+                return self._final_summary
+            self._state = "stopping"
+        deadline = time.monotonic() + timeout
+        try:
+            self._stop_running(deadline)
+        finally:
+            self._state = "stopped"
+            _global.uninstall(self)
+            if self._atexit_registered:
+                atexit.unregister(self._atexit)
+                self._atexit_registered = False
+        return self._final_summary or self._build_summary()
+
+    def _stop_running(self, deadline: float) -> None:
+        assert self.bus is not None and self._dispatcher is not None
+        if self._monitor is not None:
+            self._monitor.stop()
+        end = now_ns()
+        self.end_time = end
+        self.bus_put(SessionEnded(event_id=new_event_id(), event_time=end, emit_time=end, session_id=self.session_id))
+        # 1. everything accepted so far, then close open tasks/scopes and the session span.
+        open_tasks = self._call(lambda: self._tree.close_all(end), None)
+        if open_tasks and open_tasks is not _TIMEOUT:
+            _log.warning(
+                "otelflow: %d task(s) were still open at stop(); their spans were closed and "
+                "marked incomplete.",
+                open_tasks,
+            )
+        # 2. final metrics (the JSONL reader's snapshot comes back through the bus).
+        remaining = max(1.0, deadline - time.monotonic())
+        if self.meter_provider is not None:
+            try:
+                self.meter_provider.shutdown(timeout_millis=remaining * 1000)
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("otelflow: metric shutdown reported: %s", exc)
+        # 3. exporters (OTLP batch processors flush here, bounded by their timeouts).
+        if self.tracer_provider is not None:
+            try:
+                self.tracer_provider.shutdown()
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("otelflow: span exporter shutdown reported: %s", exc)
+        self._exporters.close()
+        # 4. last drain; then refuse new items and end the dispatcher.
+        self._call(None, None)
+        self.bus.close()
+        self._dispatcher.exit(None)
+        leftover = len(self.bus.queue)
+        if leftover:  # raced in after close: counted, never silently lost
+            self.bus.dropped += leftover
+            self.bus.queue.clear()
+        subs = self._dispatcher.subscribers
+        for sub in subs:
+            sub.stop(max(deadline, time.monotonic() + 1.0))
+        if self._jsonl is not None:
+            self._jsonl.close()
+        from otelflow import _otel_globals
+
+        _otel_globals.session_stopped(self)
+        self._final_summary = self._build_summary()
+        self._write_run_json(status="completed", summary=self._final_summary)
+
+    async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """``stop()`` without blocking the running event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
+
+    def _atexit(self) -> None:
+        if self._state == "running":
+            try:
+                self.stop(timeout=5.0)
+            except Exception:  # noqa: BLE001 - interpreter is exiting
+                pass
+
+    def _forked(self) -> None:
+        """Called in a forked child: this copy must never write or wait on parent threads."""
+        self._state = "stopped"
+        self._jsonl = None
+        self.bus_put = _noop_put
+        self._atexit_registered = False
+
+    # -- run.json -----------------------------------------------------------------------------
+
+    def _write_run_json(self, status: str, summary: dict[str, Any] | None = None) -> None:
+        if self.run_dir is None:
+            return
+        meta = {
+            "run_id": self.run_id,
+            "session_id": self.session_id,
+            "service_name": self.resource.attributes.get("service.name") if self.resource else None,
+            "trace_id": f"{self.trace_id:032x}",
+            "session_span_id": f"{self.session_span_id:016x}",
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "status": status,
+            "host": self.node,
+            "pid": os.getpid(),
+            "argv": list(sys.argv),
+            "versions": _versions(),
+            "config": self.settings.redacted(),
+            "summary": summary,
+        }
+        name = "run.json" if self._role == "main" else f"run-{self._role}-{os.getpid()}.json"
+        path = self.run_dir / name
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(meta, enc_hook=repr), indent=2))
+            os.replace(tmp, path)
+        except OSError as exc:
+            _log.warning("otelflow could not write %s: %s", path, exc)
+
+    # -- context managers ---------------------------------------------------------------------
+
+    def __enter__(self) -> Telemetry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Telemetry:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+
+    def __repr__(self) -> str:
+        return f"<Telemetry run={self.run_id} state={self._state}>"
+
+
+_TIMEOUT = object()
+
+
+def _noop_put(item: Any) -> bool:
+    return False
+
+
+def _new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{random.getrandbits(24):06x}"
+
+
+def _sample_ratio(s: Settings) -> float:
+    sampler = s.sampler
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        return 1.0 if s.sampler_arg is None else s.sampler_arg
+    return 1.0
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"otelflow": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("opentelemetry-sdk", "prometheus-client", "psutil", "msgspec", "distributed"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,1 @@
+"""Where telemetry goes: the JSONL run directory, OTLP, Prometheus, the console."""

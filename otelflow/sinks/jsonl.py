@@ -1,0 +1,312 @@
+"""The JSONL run-directory sink: one file per process, written by the dispatcher only.
+
+Lines are appended to an in-memory ``bytearray`` with msgspec's ``encode_into`` (no
+per-line ``bytes`` objects) and written with ``os.write`` at most ``flush_interval``
+seconds later, or as soon as 256 KiB are waiting. A killed process therefore loses at
+most that window, and ``tail -f`` works. Write errors (a full disk, a removed directory)
+are logged once and counted; the workflow goes on.
+
+Every line is one JSON object with a ``section`` (event | span | metric | log) and, for
+events and spans, the W3C ``trace_id`` (32 hex) and ``span_id`` (16 hex).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import StatusCode
+
+from otelflow.events.model import Event, now_ns
+
+_log = logging.getLogger("otelflow")
+_COMMA = ord(",")
+_FLUSH_BYTES = 256 * 1024
+
+
+def _sanitize(obj: Any) -> Any:
+    """msgspec ``enc_hook``: turn anything unserializable into its ``repr``."""
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    try:
+        return repr(obj)
+    except Exception:  # noqa: BLE001 - a broken __repr__
+        return f"<unrepresentable {type(obj).__qualname__}>"
+
+
+class JsonlWriter:
+    """Buffered, single-writer JSONL file. Call only from the dispatcher thread."""
+
+    def __init__(self, path: Path | str, flush_interval: float = 0.25) -> None:
+        self.path = Path(path)
+        self.flush_interval = flush_interval
+        self._buf = bytearray()
+        self._lines = 0
+        self._encoder = msgspec.json.Encoder()
+        self._safe_encoder = msgspec.json.Encoder(enc_hook=_sanitize)
+        self._last_flush = time.monotonic()
+        self.lines_written = 0
+        self.lines_lost = 0
+        self.sanitized = 0
+        self.write_errors = 0
+        self._closed = False
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            self._fail(exc)
+
+    # -- writing (dispatcher thread) ---------------------------------------------------------
+
+    def write_event(self, ev: Event, header: bytes) -> None:
+        """Append one event line: ``header`` is ``{"section":…,"span_id":"…"`` (no brace end)."""
+        buf = self._buf
+        start = len(buf)
+        buf += header
+        pos = len(buf)
+        try:
+            self._encoder.encode_into(ev, buf, -1)
+        except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+            del buf[pos:]
+            self._note_sanitized(ev)
+            self._safe_encoder.encode_into(ev, buf, -1)
+        if len(buf) > pos + 2:
+            buf[pos] = _COMMA  # '{' of the event object → ',' joins it to the header
+        else:  # an empty object: close the header instead
+            del buf[pos:]
+            buf += b"}"
+        buf += b"\n"
+        self._lines += 1
+        if len(buf) >= _FLUSH_BYTES:
+            self.flush()
+        del start
+
+    def write_struct(self, obj: Any) -> None:
+        """Append one line holding ``obj`` encoded as JSON (a struct or a dict)."""
+        buf = self._buf
+        pos = len(buf)
+        try:
+            self._encoder.encode_into(obj, buf, -1)
+        except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+            del buf[pos:]
+            self._note_sanitized(obj)
+            self._safe_encoder.encode_into(obj, buf, -1)
+        buf += b"\n"
+        self._lines += 1
+        if len(buf) >= _FLUSH_BYTES:
+            self.flush()
+
+    def _note_sanitized(self, obj: Any) -> None:
+        self.sanitized += 1
+        if self.sanitized == 1:
+            _log.warning(
+                "otelflow: a %s had a value JSON cannot hold; it was written as its repr(). "
+                "Use str, int, float, bool, lists and dicts of those as attribute values.",
+                type(obj).__name__,
+            )
+
+    def tick(self, now: float) -> None:
+        """Flush if the oldest buffered line is ``flush_interval`` old (dispatcher loop)."""
+        if self._buf and now - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffer to the file now."""
+        self._last_flush = time.monotonic()
+        buf = self._buf
+        if not buf:
+            return
+        lines = self._lines
+        self._lines = 0
+        if self._fd is None:
+            self.lines_lost += lines
+            buf.clear()
+            return
+        view = memoryview(buf)
+        try:
+            written = 0
+            total = len(buf)
+            while written < total:
+                written += os.write(self._fd, view[written:])
+            self.lines_written += lines
+        except OSError as exc:
+            self.lines_lost += lines
+            self._fail(exc)
+        finally:
+            view.release()
+            buf.clear()
+
+    def _fail(self, exc: OSError) -> None:
+        self.write_errors += 1
+        if self.write_errors == 1:
+            _log.warning(
+                "otelflow could not write the run file %s: %s. Telemetry lines are being "
+                "dropped and counted; free disk space or point OTELFLOW_RUNS_DIR "
+                "(checkpoint_path=) at a writable directory. The workflow goes on.",
+                self.path,
+                exc,
+            )
+
+    def close(self) -> None:
+        """Flush and close the file. Further writes are counted as lost."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
+# --- bus items handed to the dispatcher by other threads --------------------------------------
+
+
+class SpanItem:
+    """A span finished by user code (via our TracerProvider), to be written as a line."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self.span = span
+
+
+class MetricsItem:
+    """A metrics snapshot from the periodic reader, to be written as lines."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: MetricsData) -> None:
+        self.data = data
+
+
+class JsonlSpanProcessor(SpanProcessor):
+    """Span processor that sends spans made by user code to the run directory via the bus."""
+
+    def __init__(self, put: Any) -> None:
+        self._put = put
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._put(SpanItem(span))
+
+    def shutdown(self) -> None:  # the session closes the writer itself
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class JsonlMetricExporter(MetricExporter):
+    """Metric exporter that sends periodic snapshots to the run directory via the bus."""
+
+    def __init__(self, put: Any) -> None:
+        super().__init__(preferred_temporality={}, preferred_aggregation={})
+        self._put = put
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self._put(MetricsItem(metrics_data))
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+def user_span_line(span: ReadableSpan) -> dict[str, Any]:
+    """Encode a span made by user code as a ``section: span`` line (dispatcher thread)."""
+    ctx = span.context
+    parent = span.parent
+    status = span.status.status_code
+    return {
+        "section": "span",
+        "trace_id": f"{ctx.trace_id:032x}" if ctx else None,
+        "span_id": f"{ctx.span_id:016x}" if ctx else None,
+        "parent_span_id": f"{parent.span_id:016x}" if parent else None,
+        "name": span.name,
+        "kind": "user",
+        "start_time": span.start_time,
+        "end_time": span.end_time,
+        "status": "failed" if status == StatusCode.ERROR else "completed",
+        "attributes": dict(span.attributes or {}),
+        "events": [(e.name, e.timestamp) for e in span.events],
+        "links": [f"{link.context.span_id:016x}" for link in span.links],
+        "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
+    }
+
+
+def metric_lines(data: MetricsData) -> list[dict[str, Any]]:
+    """Encode a metrics snapshot as ``section: metric`` lines, one per metric."""
+    out: list[dict[str, Any]] = []
+    t = now_ns()
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points: list[dict[str, Any]] = []
+                kind = type(metric.data).__name__.lower()
+                for p in metric.data.data_points:
+                    point: dict[str, Any] = {"attributes": dict(p.attributes or {})}
+                    if hasattr(p, "bucket_counts"):
+                        point.update(
+                            count=p.count,
+                            sum=p.sum,
+                            min=p.min,
+                            max=p.max,
+                            bucket_counts=list(p.bucket_counts),
+                            explicit_bounds=list(p.explicit_bounds),
+                        )
+                    else:
+                        point["value"] = p.value  # type: ignore[union-attr]
+                    points.append(point)
+                temporality = getattr(metric.data, "aggregation_temporality", None)
+                out.append(
+                    {
+                        "section": "metric",
+                        "time": t,
+                        "scope": sm.scope.name,
+                        "name": metric.name,
+                        "unit": metric.unit,
+                        "kind": kind,
+                        "temporality": (
+                            "delta" if temporality == AggregationTemporality.DELTA else "cumulative"
+                        )
+                        if temporality is not None
+                        else None,
+                        "points": points,
+                    }
+                )
+    return out
+
+
+def run_file_name(role: str, host: str, pid: int) -> str:
+    """Name of this process's JSONL file inside the run directory."""
+    safe_host = "".join(c if c.isalnum() or c in "-_." else "_" for c in host) or "host"
+    return f"{role}-{safe_host}-{pid}.jsonl"
+
+
+__all__: Sequence[str] = (
+    "JsonlMetricExporter",
+    "JsonlSpanProcessor",
+    "JsonlWriter",
+    "MetricsItem",
+    "SpanItem",
+    "metric_lines",
+    "run_file_name",
+    "user_span_line",
+)

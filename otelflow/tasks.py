@@ -1,0 +1,340 @@
+"""The task-tracking API that execution engines (and users) call, and ``@task``.
+
+An engine calls one :class:`TaskTracker` method per lifecycle step::
+
+    tracker = otelflow.tracker(backend="my-engine")
+    tid = tracker.created("t1", "load", depends_on=["t0"])
+    tracker.submitted(tid)
+    tracker.started(tid, worker="w3")          # ideally measured where the task runs
+    tracker.completed(tid)                     # or failed(tid, exc) / canceled(tid)
+
+``TaskResolved`` is derived by the dispatcher when the last upstream task (from
+``depends_on``) reaches a terminal state — immediately if there is none; an engine that
+knows better may call :meth:`TaskTracker.resolved` itself. Every method takes an optional
+``event_time`` (ns since the epoch) for steps measured elsewhere (a worker process).
+
+All methods are thread-safe, cost about a microsecond, never raise into the engine, and
+do nothing while no telemetry is running. Task ids must be unique within a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+import random
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+
+from otelflow import _global
+from otelflow.events.model import (
+    TaskCanceled,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskQueued,
+    TaskResolved,
+    TaskStarted,
+    TaskSubmitted,
+    new_event_id,
+    now_ns,
+)
+from otelflow.scope import _scope
+
+if TYPE_CHECKING:
+    from otelflow.session import Telemetry
+
+__all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
+_MAX_MESSAGE = 2000
+
+
+def error_type_name(exc: BaseException | type[BaseException]) -> str:
+    """Qualified name of an exception type: ``ValueError`` or ``pkg.mod.MyError``."""
+    tp = exc if isinstance(exc, type) else type(exc)
+    mod = tp.__module__
+    return tp.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{tp.__qualname__}"
+
+
+class TaskTracker:
+    """Records task lifecycle steps as events on the current (or a given) telemetry.
+
+    Args:
+        backend: Engine name recorded on every task (a metric attribute), e.g. ``"threads"``.
+        telemetry: Record on this telemetry instead of the process's current one.
+    """
+
+    def __init__(self, backend: str | None = None, telemetry: Telemetry | None = None) -> None:
+        self.backend = backend
+        self._telemetry = telemetry
+        # task id -> (name, workflow id, block id), from created() until the terminal step,
+        # so later events carry the same context without the engine passing it again.
+        self._ctx: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._prefix = f"t{random.getrandbits(24):06x}-"
+        self._counter = itertools.count(1)
+
+    def _tel(self) -> Telemetry | None:
+        tel = self._telemetry or _global._current  # noqa: SLF001
+        if tel is None or not tel.active:
+            return None
+        return tel
+
+    def new_task_id(self) -> str:
+        """Return a fresh task id, unique within this process."""
+        return f"{self._prefix}{next(self._counter)}"
+
+    def created(
+        self,
+        task_id: str | None = None,
+        name: str = "task",
+        *,
+        depends_on: Iterable[str] = (),
+        attributes: dict[str, str | int | float | bool] | None = None,
+        event_time: int | None = None,
+    ) -> str:
+        """Record that a task was defined, in the caller's workflow/block scope.
+
+        Args:
+            task_id: Unique id; generated if None.
+            name: The task's name or type — a metric attribute, keep it low-cardinality.
+            depends_on: Ids of upstream tasks; ``TaskResolved`` follows the last of them.
+            attributes: Extra span attributes for this task (per-task values are fine here).
+            event_time: When it happened (ns since the epoch); now if None.
+
+        Returns:
+            The task id.
+        """
+        if task_id is None:
+            task_id = self.new_task_id()
+        tel = self._tel()
+        if tel is None:
+            return task_id
+        scope = _scope.get()
+        if scope is None:
+            wf = blk = None
+        else:
+            wf = scope.workflow.id if scope.workflow is not None else None
+            blk = scope.id if scope.kind == "block" else None
+        self._ctx[task_id] = (name, wf, blk)
+        t = now_ns()
+        tel.bus_put(
+            TaskCreated(
+                event_id=new_event_id(),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                depends_on=tuple(depends_on) if depends_on else (),
+                backend=self.backend,
+                attributes=attributes,
+            )
+        )
+        return task_id
+
+    def _step(self, cls: Any, task_id: str, event_time: int | None, **extra: Any) -> None:
+        tel = self._tel()
+        if tel is None:
+            return
+        name, wf, blk = self._ctx.get(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            cls(
+                event_id=new_event_id(),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                **extra,
+            )
+        )
+
+    def resolved(self, task_id: str, event_time: int | None = None) -> None:
+        """Record that all of the task's dependencies are satisfied."""
+        self._step(TaskResolved, task_id, event_time)
+
+    def submitted(self, task_id: str, event_time: int | None = None) -> None:
+        """Record that the task was handed to the engine."""
+        self._step(TaskSubmitted, task_id, event_time)
+
+    def queued(self, task_id: str, event_time: int | None = None) -> None:
+        """Record that the task waits in the engine's queue for a worker."""
+        self._step(TaskQueued, task_id, event_time)
+
+    def started(
+        self,
+        task_id: str,
+        event_time: int | None = None,
+        *,
+        worker: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        """Record that the task began running (pass the worker-side time if you have it)."""
+        self._step(TaskStarted, task_id, event_time, worker=worker, pid=pid)
+
+    def completed(
+        self,
+        task_id: str,
+        event_time: int | None = None,
+        *,
+        cpu_time_s: float | None = None,
+        peak_rss_bytes: int | None = None,
+    ) -> None:
+        """Record that the task finished successfully."""
+        self._step(
+            TaskCompleted, task_id, event_time, cpu_time_s=cpu_time_s, peak_rss_bytes=peak_rss_bytes
+        )
+        self._ctx.pop(task_id, None)
+
+    def failed(
+        self,
+        task_id: str,
+        error: BaseException | str,
+        event_time: int | None = None,
+        *,
+        message: str | None = None,
+        cpu_time_s: float | None = None,
+        peak_rss_bytes: int | None = None,
+    ) -> None:
+        """Record that the task failed with ``error`` (an exception, or its type name)."""
+        if isinstance(error, BaseException):
+            etype = error_type_name(error)
+            if message is None:
+                try:
+                    message = str(error)
+                except Exception:  # noqa: BLE001 - a broken __str__
+                    message = "<unprintable>"
+        else:
+            etype = str(error)
+        self._step(
+            TaskFailed,
+            task_id,
+            event_time,
+            error_type=etype,
+            error_message=(message or "")[:_MAX_MESSAGE],
+            cpu_time_s=cpu_time_s,
+            peak_rss_bytes=peak_rss_bytes,
+        )
+        self._ctx.pop(task_id, None)
+
+    def canceled(self, task_id: str, event_time: int | None = None, *, reason: str | None = None) -> None:
+        """Record that the task was canceled."""
+        self._step(TaskCanceled, task_id, event_time, reason=reason)
+        self._ctx.pop(task_id, None)
+
+    def traceparent(self, task_id: str) -> str | None:
+        """W3C ``traceparent`` of the task's span, to carry to a worker; None if not running."""
+        tel = self._tel()
+        if tel is None:
+            return None
+        return tel.task_traceparent(task_id)
+
+    def span_context(self, task_id: str) -> otel_trace.SpanContext | None:
+        """The task span's OTel ``SpanContext`` (to parent spans made inside the task)."""
+        tel = self._tel()
+        if tel is None:
+            return None
+        return tel.span_context(tel.task_span_id(task_id))
+
+
+_default_tracker = TaskTracker(backend="inline")
+
+
+def tracker(backend: str | None = None) -> TaskTracker:
+    """Return a :class:`TaskTracker` for an engine named ``backend``."""
+    return TaskTracker(backend=backend)
+
+
+@overload
+def task(func: F, /) -> F: ...
+@overload
+def task(*, name: str | None = None, backend: str = "inline") -> Callable[[F], F]: ...
+
+
+def task(
+    func: F | None = None, /, *, name: str | None = None, backend: str = "inline"
+) -> F | Callable[[F], F]:
+    """Record each call of a function (sync or async) as a task.
+
+    The call is one task: created and started when called, completed when it returns,
+    failed if it raises (the exception still propagates), canceled if an async call is
+    canceled. While it runs, the task span is the current OTel span, so spans made
+    inside are its children. Use as ``@otelflow.task`` or ``@otelflow.task(name="x")``.
+    """
+
+    def decorate(fn: F) -> F:
+        task_name = name or fn.__qualname__
+        trk = TaskTracker(backend=backend)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if trk._tel() is None:
+                    return await fn(*args, **kwargs)
+                tid = trk.created(None, task_name)
+                token = _attach(trk, tid)
+                trk.started(tid)
+                try:
+                    result = await fn(*args, **kwargs)
+                except asyncio.CancelledError:
+                    trk.canceled(tid, reason="cancelled")
+                    raise
+                except BaseException as exc:
+                    trk.failed(tid, exc)
+                    raise
+                finally:
+                    _detach(token)
+                trk.completed(tid)
+                return result
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if trk._tel() is None:
+                return fn(*args, **kwargs)
+            tid = trk.created(None, task_name)
+            token = _attach(trk, tid)
+            trk.started(tid)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                trk.failed(tid, exc)
+                raise
+            finally:
+                _detach(token)
+            trk.completed(tid)
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+def _attach(trk: TaskTracker, task_id: str) -> object | None:
+    ctx = trk.span_context(task_id)
+    if ctx is None:
+        return None
+    return otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx)))
+
+
+def _detach(token: object | None) -> None:
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - context already gone
+            pass

@@ -1,0 +1,1 @@
+"""Trace ids and the events → span tree builder."""

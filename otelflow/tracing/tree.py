@@ -1,0 +1,688 @@
+"""Events → the four-level trace tree: session → workflow → block (nested) → task.
+
+Runs on the dispatcher thread only. It keeps one record per task and per scope *in
+flight* (memory is bounded by what is running, not by what ran), and when a task reaches
+a terminal state it:
+
+* writes the task's span line to the JSONL run directory,
+* builds an OTel ``ReadableSpan`` for the export processors (OTLP, console, the user's),
+  only if there are any — that keeps the JSONL-only path cheap,
+* updates the running metric aggregates,
+* and ends the enclosing scopes whose own exit has already happened.
+
+Span times are the events' ``event_time``, never the time the dispatcher got to them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from opentelemetry.sdk.trace import Event as SpanEvent
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from otelflow.events.model import (
+    BlockEnded,
+    BlockStarted,
+    Event,
+    SessionEnded,
+    SessionStarted,
+    TaskCanceled,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskQueued,
+    TaskResolved,
+    TaskStarted,
+    TaskSubmitted,
+    WorkflowEnded,
+    WorkflowStarted,
+    new_event_id,
+    now_ns,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from otelflow.metrics.recorder import MetricRecorder
+    from otelflow.sinks.jsonl import JsonlWriter
+
+_log = logging.getLogger("otelflow")
+
+# Task states, in lifecycle order.
+CREATED, RESOLVED, SUBMITTED, QUEUED, STARTED = range(5)
+
+
+class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="span"):
+    """One finished span as written to the JSONL run directory (``section: span``)."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    kind: str
+    start_time: int
+    end_time: int
+    status: str
+    parent_span_id: str | None = None
+    attributes: dict[str, Any] = {}
+    events: list[tuple[str, int]] = []
+    links: list[str] = []
+    error_message: str | None = None
+
+
+class ScopeRec:
+    """A workflow, block or the session, while its span is open."""
+
+    __slots__ = (
+        "counts",
+        "end",
+        "error_type",
+        "exited",
+        "id",
+        "kind",
+        "name",
+        "open",
+        "parent",
+        "span_hex",
+        "span_id",
+        "start",
+        "status",
+        "workflow_name",
+    )
+
+    def __init__(
+        self, kind: str, id: str, name: str, span_id: int, parent: ScopeRec | None, start: int
+    ) -> None:
+        self.kind = kind
+        self.id = id
+        self.name = name
+        self.span_id = span_id
+        self.span_hex = f"{span_id:016x}"
+        self.parent = parent
+        self.start = start
+        self.end = start
+        self.exited = False
+        self.open = 0
+        self.status = "completed"
+        self.error_type: str | None = None
+        self.workflow_name: str | None = None
+        self.counts = [0, 0, 0]  # completed, failed, canceled tasks directly or below
+
+
+class TaskRec:
+    """One task in flight."""
+
+    __slots__ = (
+        "attributes",
+        "backend",
+        "counts",
+        "created",
+        "deps",
+        "dependents",
+        "header",
+        "id",
+        "name",
+        "pending",
+        "resolved",
+        "scope",
+        "span_id",
+        "started",
+        "state",
+        "submitted",
+        "queued",
+        "worker",
+        "workflow",
+    )
+
+
+class TraceTree:
+    """Builds the trace tree and metric aggregates from events (dispatcher thread)."""
+
+    def __init__(
+        self,
+        *,
+        trace_id: int,
+        session_span_id: int,
+        session_id: str,
+        resource: Resource,
+        recorder: MetricRecorder,
+        jsonl: JsonlWriter | None,
+        processors: Sequence[SpanProcessor],
+        scope_spans: dict[str, tuple[int, int]],
+        sample_ratio: float = 1.0,
+        version: str = "",
+    ) -> None:
+        self.trace_id = trace_id
+        self.trace_hex = f"{trace_id:032x}"
+        self.session_id = session_id
+        self.resource = resource
+        self.recorder = recorder
+        self.jsonl = jsonl
+        self.processors = tuple(processors)
+        self.scope_spans = scope_spans
+        self._task_key = blake2b(digest_size=8, key=trace_id.to_bytes(16, "big"))
+        self._scope_info = InstrumentationScope("otelflow", version)
+        self._sample_below = int(max(0.0, min(1.0, sample_ratio)) * (2**64 - 1))
+        self._span_ctx_flags = TraceFlags(TraceFlags.SAMPLED)
+        self.tasks: dict[str, TaskRec] = {}
+        self.scopes: dict[str, ScopeRec] = {}
+        self.session = ScopeRec("session", session_id, "session", session_span_id, None, now_ns())
+        self.derived: list[Event] = []
+        self._recent_done: dict[str, None] = {}
+        self.late_events = 0
+        self.duplicate_tasks = 0
+        self._header_prefix = f'{{"section":"event","trace_id":"{self.trace_hex}","span_id":"'
+        self._session_header = (self._header_prefix + self.session.span_hex + '"').encode()
+        self._routes: dict[type, Callable[[Any], bytes]] = {
+            TaskCreated: self._created,
+            TaskResolved: self._resolved,
+            TaskSubmitted: self._submitted,
+            TaskQueued: self._queued,
+            TaskStarted: self._started,
+            TaskCompleted: self._terminal,
+            TaskFailed: self._terminal,
+            TaskCanceled: self._terminal,
+            WorkflowStarted: self._scope_started,
+            BlockStarted: self._scope_started,
+            WorkflowEnded: self._scope_ended,
+            BlockEnded: self._scope_ended,
+            SessionStarted: self._session_started,
+            SessionEnded: self._session_header_for,
+        }
+
+    # -- entry point ----------------------------------------------------------------------
+
+    def handle(self, ev: Event) -> bytes:
+        """Apply ``ev``; return the JSONL line header (section, trace and span ids)."""
+        route = self._routes.get(type(ev))
+        if route is None:
+            return self._other(ev)
+        return route(ev)
+
+    def task_span_id(self, task_id: str) -> int:
+        h = self._task_key.copy()
+        h.update(task_id.encode())
+        return int.from_bytes(h.digest(), "big") or 1
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def _new_task(self, ev: Event, backend: str | None, attributes: Any) -> TaskRec:
+        rec = TaskRec()
+        tid = ev.task_id or ""
+        rec.id = tid
+        rec.name = ev.task_name or "task"
+        rec.span_id = sid = self.task_span_id(tid)
+        scope = self.scopes.get(ev.block_id or ev.workflow_id or "")
+        if scope is None and ev.workflow_id:
+            scope = self.scopes.get(ev.workflow_id)
+        if scope is None:
+            scope = self.session
+        scope.open += 1
+        rec.scope = scope
+        wf = scope
+        while wf is not None and wf.kind == "block":
+            wf = wf.parent
+        rec.workflow = wf if wf is not None and wf.kind == "workflow" else None
+        rec.backend = backend
+        rec.attributes = attributes
+        rec.created = ev.event_time
+        rec.resolved = rec.submitted = rec.queued = rec.started = 0
+        rec.state = CREATED
+        rec.deps = ()
+        rec.dependents = None
+        rec.pending = 0
+        rec.worker = None
+        wf_name = rec.workflow.name if rec.workflow is not None else None
+        rec.counts = self.recorder.task_counts(rec.name, wf_name, backend)
+        rec.header = (self._header_prefix + f'{sid:016x}"').encode()
+        self.tasks[tid] = rec
+        return rec
+
+    def _lookup(self, ev: Event) -> TaskRec | None:
+        rec = self.tasks.get(ev.task_id)  # type: ignore[arg-type]
+        if rec is None:
+            if ev.task_id in self._recent_done:
+                self.late_events += 1
+                return None
+            # A lifecycle event with no TaskCreated before it: track it from here.
+            rec = self._new_task(ev, None, None)
+            rec.counts[0] += 1
+        return rec
+
+    def _created(self, ev: TaskCreated) -> bytes:
+        tid = ev.task_id
+        if tid in self.tasks:
+            self.duplicate_tasks += 1
+            if self.duplicate_tasks == 1:
+                _log.warning(
+                    "otelflow saw task id %r created twice while it was still running; task "
+                    "ids must be unique within a session (the second is ignored).",
+                    tid,
+                )
+            return self.tasks[tid].header  # type: ignore[index]
+        rec = self._new_task(ev, ev.backend, ev.attributes)
+        rec.counts[0] += 1
+        deps = ev.depends_on
+        if deps:
+            rec.deps = deps
+            pending = 0
+            tasks = self.tasks
+            for dep in deps:
+                up = tasks.get(dep)
+                if up is not None:
+                    if up.dependents is None:
+                        up.dependents = [rec]
+                    else:
+                        up.dependents.append(rec)
+                    pending += 1
+            rec.pending = pending
+        if rec.pending == 0:
+            self._derive_resolved(rec, ev.event_time)
+        return rec.header
+
+    def _derive_resolved(self, rec: TaskRec, when: int) -> None:
+        wf = rec.workflow
+        self.derived.append(
+            TaskResolved(
+                event_id=new_event_id(),
+                event_time=when,
+                emit_time=now_ns(),
+                session_id=self.session_id,
+                workflow_id=wf.id if wf is not None else None,
+                block_id=rec.scope.id if rec.scope.kind == "block" else None,
+                task_id=rec.id,
+                task_name=rec.name,
+            )
+        )
+
+    def _resolved(self, ev: TaskResolved) -> bytes:
+        rec = self._lookup(ev)
+        if rec is None:
+            return self._session_header
+        if not rec.resolved:
+            rec.resolved = ev.event_time
+            rec.pending = 0
+            if rec.state < RESOLVED:
+                rec.state = RESOLVED
+            rec.counts[1] += 1
+        return rec.header
+
+    def _submitted(self, ev: TaskSubmitted) -> bytes:
+        rec = self._lookup(ev)
+        if rec is None:
+            return self._session_header
+        if not rec.submitted:
+            rec.submitted = ev.event_time
+            rec.counts[2] += 1
+            if rec.state < SUBMITTED:
+                rec.state = SUBMITTED
+        return rec.header
+
+    def _queued(self, ev: TaskQueued) -> bytes:
+        rec = self._lookup(ev)
+        if rec is None:
+            return self._session_header
+        if rec.state < QUEUED:
+            rec.queued = ev.event_time
+            rec.state = QUEUED
+            counts = rec.counts
+            counts[3] += 1
+            counts[9] += 1
+        return rec.header
+
+    def _started(self, ev: TaskStarted) -> bytes:
+        rec = self._lookup(ev)
+        if rec is None:
+            return self._session_header
+        if rec.state < STARTED:
+            counts = rec.counts
+            if rec.state == QUEUED:
+                counts[9] -= 1
+            rec.state = STARTED
+            rec.started = ev.event_time
+            rec.worker = ev.worker
+            counts[4] += 1
+            counts[8] += 1
+        return rec.header
+
+    def _terminal(self, ev: TaskCompleted | TaskFailed | TaskCanceled) -> bytes:
+        rec = self._lookup(ev)
+        if rec is None:
+            return self._session_header
+        cls = type(ev)
+        status = "completed" if cls is TaskCompleted else "failed" if cls is TaskFailed else "canceled"
+        self._finish_task(rec, ev.event_time, status, ev)
+        return rec.header
+
+    def _finish_task(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        counts = rec.counts
+        state = rec.state
+        if state == STARTED:
+            counts[8] -= 1
+        elif state == QUEUED:
+            counts[9] -= 1
+        if status == "completed":
+            counts[5] += 1
+        elif status == "failed":
+            counts[6] += 1
+        elif status == "canceled":
+            counts[7] += 1
+        tid = rec.id
+        del self.tasks[tid]
+        done = self._recent_done
+        done[tid] = None
+        if len(done) > 16384:
+            del done[next(iter(done))]
+        self.recorder.task_finished(rec, end, status, ev)
+        if self.jsonl is not None:
+            self._write_task_span(rec, end, status, ev)
+        if self.processors:
+            self._export_task_span(rec, end, status, ev)
+        # Downstream tasks waiting on this one.
+        dependents = rec.dependents
+        if dependents:
+            for down in dependents:
+                if down.pending > 0:
+                    down.pending -= 1
+                    if down.pending == 0 and not down.resolved and down.id in self.tasks:
+                        self._derive_resolved(down, end)
+        # The enclosing scope may be waiting for this task before it ends.
+        scope = rec.scope
+        idx = 0 if status == "completed" else 1 if status == "failed" else 2 if status == "canceled" else -1
+        if idx >= 0:
+            s: ScopeRec | None = scope
+            while s is not None:
+                s.counts[idx] += 1
+                s = s.parent
+        scope.open -= 1
+        if end > scope.end:
+            scope.end = end
+        if scope.exited and scope.open <= 0:
+            self._close_scope(scope)
+
+    def _task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
+        events = [("TaskCreated", rec.created)]
+        if rec.resolved:
+            events.append(("TaskResolved", rec.resolved))
+        if rec.submitted:
+            events.append(("TaskSubmitted", rec.submitted))
+        if rec.queued:
+            events.append(("TaskQueued", rec.queued))
+        if rec.started:
+            events.append(("TaskStarted", rec.started))
+        events.append(("Task" + status.capitalize(), end))
+        return events
+
+    def _task_attributes(self, rec: TaskRec, status: str, ev: Any) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "otelflow.task.id": rec.id,
+            "otelflow.task.name": rec.name,
+            "otelflow.task.status": status,
+        }
+        wf = rec.workflow
+        if wf is not None:
+            attrs["otelflow.workflow.id"] = wf.id
+            attrs["otelflow.workflow.name"] = wf.name
+        scope = rec.scope
+        if scope.kind == "block":
+            attrs["otelflow.block.id"] = scope.id
+            attrs["otelflow.block.name"] = scope.name
+        if rec.backend:
+            attrs["otelflow.task.backend"] = rec.backend
+        if rec.worker:
+            attrs["otelflow.task.worker"] = rec.worker
+        if rec.deps:
+            attrs["otelflow.task.depends_on"] = tuple(rec.deps)
+        if ev is not None:
+            if type(ev) is TaskFailed:
+                attrs["error.type"] = ev.error_type
+            cpu = getattr(ev, "cpu_time_s", None)
+            if cpu is not None:
+                attrs["otelflow.task.cpu_time_s"] = cpu
+            rss = getattr(ev, "peak_rss_bytes", None)
+            if rss is not None:
+                attrs["otelflow.task.peak_rss_bytes"] = rss
+        if rec.attributes:
+            for k, v in rec.attributes.items():
+                attrs.setdefault(k, v)
+        return attrs
+
+    def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        assert self.jsonl is not None
+        self.jsonl.write_struct(
+            SpanLine(
+                trace_id=self.trace_hex,
+                span_id=f"{rec.span_id:016x}",
+                parent_span_id=rec.scope.span_hex,
+                name=rec.name,
+                kind="task",
+                start_time=rec.created,
+                end_time=end,
+                status=status,
+                attributes=self._task_attributes(rec, status, ev),
+                events=self._task_events(rec, end, status),
+                links=[f"{self.task_span_id(d):016x}" for d in rec.deps],
+                error_message=ev.error_message if type(ev) is TaskFailed else None,
+            )
+        )
+
+    def _export_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        if rec.span_id > self._sample_below:
+            return
+        trace_id = self.trace_id
+        flags = self._span_ctx_flags
+        links = [
+            Link(SpanContext(trace_id, self.task_span_id(d), False, flags)) for d in rec.deps
+        ]
+        events = [SpanEvent(name, attributes=None, timestamp=t) for name, t in self._task_events(rec, end, status)]
+        if type(ev) is TaskFailed:
+            events.append(
+                SpanEvent(
+                    "exception",
+                    attributes={"exception.type": ev.error_type, "exception.message": ev.error_message},
+                    timestamp=end,
+                )
+            )
+            span_status = Status(StatusCode.ERROR, f"{ev.error_type}: {ev.error_message}")
+        else:
+            span_status = Status(StatusCode.UNSET)
+        self._export(
+            rec.name,
+            rec.span_id,
+            rec.scope.span_id,
+            rec.created,
+            end,
+            self._task_attributes(rec, status, ev),
+            events,
+            links,
+            span_status,
+        )
+
+    def _export(
+        self,
+        name: str,
+        span_id: int,
+        parent_span_id: int | None,
+        start: int,
+        end: int,
+        attributes: dict[str, Any],
+        events: list[SpanEvent],
+        links: list[Link],
+        status: Status,
+    ) -> None:
+        flags = self._span_ctx_flags
+        span = ReadableSpan(
+            name=name,
+            context=SpanContext(self.trace_id, span_id, False, flags),
+            parent=(
+                SpanContext(self.trace_id, parent_span_id, False, flags)
+                if parent_span_id
+                else None
+            ),
+            resource=self.resource,
+            attributes=attributes,
+            events=events,
+            links=links,
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope_info,
+        )
+        for proc in self.processors:
+            try:
+                proc.on_end(span)
+            except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
+                _log.warning("otelflow span processor %r failed: %s", proc, exc)
+
+    # -- scopes ------------------------------------------------------------------------------
+
+    def _session_started(self, ev: SessionStarted) -> bytes:
+        self.session.start = ev.event_time
+        self.session.end = ev.event_time
+        return self._session_header
+
+    def _session_header_for(self, ev: Event) -> bytes:
+        return self._session_header
+
+    def _scope_started(self, ev: WorkflowStarted | BlockStarted) -> bytes:
+        if type(ev) is WorkflowStarted:
+            kind, sid, name = "workflow", ev.workflow_id or "", ev.workflow_name
+            parent_id = None
+        else:
+            kind, sid, name = "block", ev.block_id or "", ev.block_name
+            parent_id = ev.parent_block_id or ev.workflow_id
+        span_id, parent_span = self.scope_spans.pop(sid, (0, 0))
+        parent = self.scopes.get(parent_id) if parent_id else None
+        if parent is None and parent_span:
+            parent = next((s for s in self.scopes.values() if s.span_id == parent_span), None)
+        if parent is None:
+            parent = self.session
+        if not span_id:
+            span_id = self.task_span_id(sid)
+        rec = ScopeRec(kind, sid, name, span_id, parent, ev.event_time)
+        if kind == "workflow":
+            rec.workflow_name = name
+            self.recorder.workflow_started(rec)
+        parent.open += 1
+        self.scopes[sid] = rec
+        return (self._header_prefix + rec.span_hex + '"').encode()
+
+    def _scope_ended(self, ev: WorkflowEnded | BlockEnded) -> bytes:
+        sid = ev.block_id if type(ev) is BlockEnded else ev.workflow_id
+        rec = self.scopes.get(sid or "")
+        if rec is None:
+            self.late_events += 1
+            return self._session_header
+        rec.exited = True
+        rec.status = ev.status
+        rec.error_type = ev.error_type
+        if ev.event_time > rec.end:
+            rec.end = ev.event_time
+        header = (self._header_prefix + rec.span_hex + '"').encode()
+        if rec.open <= 0:
+            self._close_scope(rec)
+        return header
+
+    def _close_scope(self, rec: ScopeRec, incomplete: bool = False) -> None:
+        self.scopes.pop(rec.id, None)
+        status = "incomplete" if incomplete else rec.status
+        if rec.kind == "workflow":
+            self.recorder.workflow_finished(rec, status)
+        attrs: dict[str, Any] = {f"otelflow.{rec.kind}.id": rec.id, f"otelflow.{rec.kind}.name": rec.name}
+        if rec.kind == "block":
+            wf = rec.parent
+            while wf is not None and wf.kind == "block":
+                wf = wf.parent
+            if wf is not None and wf.kind == "workflow":
+                attrs["otelflow.workflow.id"] = wf.id
+                attrs["otelflow.workflow.name"] = wf.name
+        attrs["otelflow.tasks.completed"] = rec.counts[0]
+        attrs["otelflow.tasks.failed"] = rec.counts[1]
+        attrs["otelflow.tasks.canceled"] = rec.counts[2]
+        if rec.error_type:
+            attrs["error.type"] = rec.error_type
+        self._emit_scope_span(rec, f"{rec.kind} {rec.name}", status, attrs)
+        parent = rec.parent
+        if parent is not None:
+            parent.open -= 1
+            if rec.end > parent.end:
+                parent.end = rec.end
+            if parent.exited and parent.open <= 0 and parent.kind != "session":
+                self._close_scope(parent)
+
+    def _emit_scope_span(self, rec: ScopeRec, name: str, status: str, attrs: dict[str, Any]) -> None:
+        parent_id = rec.parent.span_id if rec.parent is not None else None
+        if self.jsonl is not None:
+            self.jsonl.write_struct(
+                SpanLine(
+                    trace_id=self.trace_hex,
+                    span_id=rec.span_hex,
+                    parent_span_id=f"{parent_id:016x}" if parent_id else None,
+                    name=name,
+                    kind=rec.kind,
+                    start_time=rec.start,
+                    end_time=rec.end,
+                    status=status,
+                    attributes=attrs,
+                )
+            )
+        if self.processors:
+            span_status = (
+                Status(StatusCode.ERROR, rec.error_type or "failed")
+                if status == "failed"
+                else Status(StatusCode.UNSET)
+            )
+            self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status)
+
+    def _other(self, ev: Event) -> bytes:
+        if ev.task_id:
+            rec = self.tasks.get(ev.task_id)
+            if rec is not None:
+                return rec.header
+        scope = self.scopes.get(ev.block_id or ev.workflow_id or "")
+        if scope is not None:
+            return (self._header_prefix + scope.span_hex + '"').encode()
+        return self._session_header
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def close_all(self, end: int, attributes: dict[str, Any] | None = None) -> int:
+        """Close every open task (marked incomplete), scope and the session span.
+
+        Returns the number of tasks that were still open.
+        """
+        open_tasks = list(self.tasks.values())
+        for rec in open_tasks:
+            self._finish_task(rec, max(end, rec.created), "incomplete", None)
+        # Close innermost scopes first so parents see their children end.
+        for rec in sorted(self.scopes.values(), key=_depth, reverse=True):
+            if rec.id in self.scopes:
+                rec.end = max(rec.end, end) if not rec.exited else rec.end
+                self._close_scope(rec, incomplete=not rec.exited)
+        session = self.session
+        session.end = max(end, session.end)
+        attrs = {"otelflow.session.id": self.session_id, **(attributes or {})}
+        attrs["otelflow.tasks.completed"] = session.counts[0]
+        attrs["otelflow.tasks.failed"] = session.counts[1]
+        attrs["otelflow.tasks.canceled"] = session.counts[2]
+        self._emit_scope_span(session, "session", "completed", attrs)
+        return len(open_tasks)
+
+
+def _depth(rec: ScopeRec) -> int:
+    d = 0
+    p = rec.parent
+    while p is not None:
+        d += 1
+        p = p.parent
+    return d
+
+
+__all__ = ["SpanLine", "TraceTree"]

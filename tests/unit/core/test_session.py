@@ -1,0 +1,157 @@
+"""Session lifecycle: start/stop, repeats, async use, off switch, run directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+
+import otelflow
+from otelflow.errors import ConfigError
+from tests.conftest import read_lines
+
+
+def test_start_twice_returns_the_running_one_with_a_warning(tmp_path, caplog_otelflow):
+    a = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    b = otelflow.start_telemetry(checkpoint_path=str(tmp_path / "other"), environ={})
+    assert a is b
+    assert "already running" in caplog_otelflow.text
+    a.stop()
+
+
+def test_stop_twice_returns_the_same_summary(tmp_path):
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    first = tel.stop()
+    assert tel.stop() is first
+    assert otelflow.current_telemetry() is None
+
+
+def test_scopes_and_tasks_without_telemetry_are_documented_noops():
+    @otelflow.task
+    def f(x):
+        return x + 1
+
+    with otelflow.workflow_scope("nothing") as wid, otelflow.block("b") as bid:
+        assert f(1) == 2
+    assert wid.startswith("wf-") and bid.startswith("blk-")
+    assert otelflow.tracker().created(None, "x")  # returns an id, records nothing
+
+
+def test_context_manager_and_run_json(tmp_path):
+    with otelflow.start_telemetry(
+        checkpoint_path=str(tmp_path), resource_poll_interval=0, service_name="svc", environ={}
+    ) as tel:
+        with otelflow.workflow_scope("wf"):
+            otelflow.task(lambda: None)()
+    meta = json.loads((tel.run_dir / "run.json").read_text())
+    assert meta["status"] == "completed"
+    assert meta["service_name"] == "svc"
+    assert len(meta["trace_id"]) == 32
+    assert meta["end_time"] > meta["start_time"]
+    assert meta["summary"]["tasks"]["completed"] == 1
+    assert "opentelemetry-sdk" in meta["versions"]
+    assert meta["config"]["runs_dir"] == str(tmp_path)
+    files = list(tel.run_dir.glob("*.jsonl"))
+    assert len(files) == 1 and files[0].name.startswith("main-")
+    for line in read_lines(tel.run_dir):
+        assert line["section"] in {"event", "span", "metric"}
+        if line["section"] in ("event", "span"):
+            assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
+
+
+def test_lines_reach_the_disk_within_the_flush_interval(tmp_path):
+    tel = otelflow.start_telemetry(
+        checkpoint_path=str(tmp_path), resource_poll_interval=0, flush_interval=0.2, environ={}
+    )
+    trk = otelflow.tracker()
+    trk.created("visible", "t")
+    deadline = time.monotonic() + 1.0
+    found = False
+    while time.monotonic() < deadline and not found:
+        found = any(b'"visible"' in f.read_bytes() for f in tel.run_dir.glob("*.jsonl"))
+        time.sleep(0.02)
+    assert found, "a created task was not on disk within 1 s"
+    tel.stop()
+
+
+def test_start_inside_a_running_event_loop_does_not_block_it(tmp_path):
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        t = asyncio.create_task(ticker())
+        async with otelflow.start_telemetry(
+            checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={}
+        ) as tel:
+
+            @otelflow.task
+            async def work(i):
+                await asyncio.sleep(0.01)
+                return i
+
+            with otelflow.workflow_scope("async-wf"):
+                assert await asyncio.gather(*(work(i) for i in range(10))) == list(range(10))
+        t.cancel()
+        return tel, ticks
+
+    tel, ticks = asyncio.run(main())
+    assert tel.summary()["tasks"]["completed"] == 10
+    assert ticks > 5
+
+
+@pytest.mark.parametrize("env", [{"OTEL_SDK_DISABLED": "true"}, {"OTELFLOW_TELEMETRY": "0"}])
+def test_off_switch_gives_the_same_api_as_a_noop(tmp_path, env):
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), environ=env)
+    assert not tel.active and not tel.enabled
+    with otelflow.workflow_scope("off"):
+        otelflow.task(lambda: 1)()
+        assert otelflow.emit("ml.Whatever") is False
+    summary = tel.stop()
+    assert summary["enabled"] is False
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_config_is_a_clear_error_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="OTELFLOW_FLUSH_INTERVAL"):
+        otelflow.start_telemetry(checkpoint_path=str(tmp_path), environ={"OTELFLOW_FLUSH_INTERVAL": "soon"})
+    with pytest.raises(ConfigError, match="resource_poll_interval"):
+        otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=-1, environ={})
+    with pytest.raises(ConfigError, match="metric_readers"):
+        otelflow.start_telemetry(checkpoint_path=str(tmp_path), metric_readers=[object()], environ={})
+    assert otelflow.current_telemetry() is None
+
+
+def test_unwritable_runs_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="writable directory"):
+        otelflow.start_telemetry(checkpoint_path=str(blocker / "runs"), environ={})
+
+
+def test_full_disk_keeps_the_workflow_running_and_counts_the_loss(tmp_path, caplog_otelflow):
+    from otelflow.sinks.jsonl import JsonlWriter
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("/dev/full is needed to simulate a full disk")
+    w = JsonlWriter("/dev/full", flush_interval=0.01)
+    w.write_struct({"a": 1})
+    w.flush()
+    w.write_struct({"a": 2})
+    w.close()
+    assert w.lines_lost == 2 and w.write_errors == 2
+    assert "No space left" in caplog_otelflow.text
+
+
+def test_service_name_from_environment_is_not_overridden(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    assert tel.resource.attributes["service.name"] == "from-env"
+    tel.stop()
