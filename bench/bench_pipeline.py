@@ -101,7 +101,10 @@ def main() -> int:
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    hdr = f"{'N':>9} {'µs/task e2e':>12} {'µs/emit':>8} {'events/s':>10} {'peak RSS MB':>12} {'throttled s':>12} lossless"
+    hdr = (
+        f"{'N':>9} {'µs/task e2e':>12} {'µs/emit':>8} {'events/s':>10} {'peak RSS MB':>12} "
+        f"{'throttled s':>12} lossless"
+    )
     print(hdr)
     for r in rows:
         print(

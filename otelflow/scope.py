@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -104,10 +105,7 @@ class _ScopeContext:
     # -- context manager ----------------------------------------------------------------
     def __enter__(self) -> str:
         parent = _scope.get()
-        if self._kind == "workflow":
-            sid = self._id or _new_id("wf")
-        else:
-            sid = self._id or _new_id("blk")
+        sid = self._id or _new_id("wf" if self._kind == "workflow" else "blk")
         scope = Scope(self._kind, sid, self._name, _new_span_id(), parent)
         token = _scope.set(scope)
         otel_token = None

@@ -46,9 +46,9 @@ from otelflow.errors import ConfigError, EventError
 from otelflow.events.model import Event, SessionEnded, SessionStarted, new_event_id, now_ns
 from otelflow.events.registry import make_event
 from otelflow.metrics import bridge
-from otelflow.scope import current_scope
 from otelflow.metrics.instruments import METER_NAME
 from otelflow.metrics.recorder import MetricRecorder
+from otelflow.scope import current_scope
 from otelflow.sinks.exporters import BuiltExporters, build_exporters
 from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
 from otelflow.tracing import ids
@@ -120,6 +120,7 @@ class Telemetry:
         self._dispatcher: Dispatcher | None = None
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
+        self._log_handler: Any = None
         self._exporters = BuiltExporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
@@ -238,6 +239,10 @@ class Telemetry:
         )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
+        if s.capture_logs:
+            from otelflow.integrations import logging as log_bridge
+
+            self._log_handler = log_bridge.install(self, s.log_level)
         from otelflow import _otel_globals
 
         _otel_globals.maybe_install(s.set_global_providers)
@@ -504,6 +509,10 @@ class Telemetry:
         assert self.bus is not None and self._dispatcher is not None
         if self._monitor is not None:
             self._monitor.stop()
+        if self._log_handler is not None:
+            from otelflow.integrations import logging as log_bridge
+
+            log_bridge.uninstall(self._log_handler)
         end = now_ns()
         self.end_time = end
         self.bus_put(SessionEnded(event_id=new_event_id(), event_time=end, emit_time=end, session_id=self.session_id))

@@ -1,7 +1,54 @@
 """Event types, user-defined events, and the helpers that make them."""
 
-from otelflow.events.model import *  # noqa: F403
-from otelflow.events.model import __all__ as _model_all
+from otelflow.events.model import (
+    BlockEnded,
+    BlockStarted,
+    Event,
+    LogRecord,
+    ResourceUpdate,
+    SessionEnded,
+    SessionStarted,
+    TaskCanceled,
+    TaskCompleted,
+    TaskCreated,
+    TaskEvent,
+    TaskFailed,
+    TaskQueued,
+    TaskResolved,
+    TaskStarted,
+    TaskSubmitted,
+    TaskTerminal,
+    WorkflowEnded,
+    WorkflowStarted,
+    new_event_id,
+    now_ns,
+)
 from otelflow.events.registry import UserEvent, define_event, event_class, make_event
 
-__all__ = [*_model_all, "UserEvent", "define_event", "event_class", "make_event"]
+__all__ = [
+    "BlockEnded",
+    "BlockStarted",
+    "Event",
+    "LogRecord",
+    "ResourceUpdate",
+    "SessionEnded",
+    "SessionStarted",
+    "TaskCanceled",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskQueued",
+    "TaskResolved",
+    "TaskStarted",
+    "TaskSubmitted",
+    "TaskTerminal",
+    "UserEvent",
+    "WorkflowEnded",
+    "WorkflowStarted",
+    "define_event",
+    "event_class",
+    "make_event",
+    "new_event_id",
+    "now_ns",
+]

@@ -253,7 +253,7 @@ class ResourceUpdate(Event, frozen=True, kw_only=True, tag=True):
 class LogRecord(Event, frozen=True, kw_only=True, tag=True):
     """A Python ``logging`` record bridged into the run (``OTELFLOW_CAPTURE_LOGS``)."""
 
-    level: str = "INFO"
+    level: str = ""
     logger: str = ""
     message: str = ""
     trace_id: str | None = None

@@ -50,16 +50,14 @@ class HistogramAgg:
             entry[0][bisect_left(self.bounds, value)] += 1
             entry[1] += 1
             entry[2] += value
-            if value < entry[3]:
-                entry[3] = value
-            if value > entry[4]:
-                entry[4] = value
+            entry[3] = min(entry[3], value)
+            entry[4] = max(entry[4], value)
 
     def snapshot(self) -> list[tuple[dict[str, Any], list[int], int, float, float, float]]:
         """Return ``(attributes, bucket_counts, count, sum, min, max)`` per series."""
         with self.lock:
             items = [(k, list(e[0]), e[1], e[2], e[3], e[4]) for k, e in self.data.items()]
-        return [(dict(zip(self.keys, k)), *rest) for k, *rest in items]  # type: ignore[misc]
+        return [(dict(zip(self.keys, k, strict=True)), *rest) for k, *rest in items]  # type: ignore[misc]
 
 
 class Sketch:
@@ -83,10 +81,8 @@ class Sketch:
     def add(self, value: float) -> None:
         self.count += 1
         self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
         if value <= 1e-9:
             self.zeros += 1
             return

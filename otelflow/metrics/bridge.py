@@ -52,7 +52,7 @@ def install(reader: MetricReader, recorder: MetricRecorder, resource: Resource, 
     try:  # the reader's preferred temporality for histograms, keyed by the SDK class
         from opentelemetry.sdk.metrics._internal.instrument import _Histogram
 
-        temporality = reader._instrument_class_temporality[_Histogram]  # noqa: SLF001
+        temporality = reader._instrument_class_temporality[_Histogram]
     except (ImportError, AttributeError, KeyError):
         pass
     delta = temporality == AggregationTemporality.DELTA
@@ -71,7 +71,7 @@ def install(reader: MetricReader, recorder: MetricRecorder, resource: Resource, 
             return data
         return _merge(data, metrics, scope, resource)
 
-    reader._set_collect_callback(collect)  # noqa: SLF001
+    reader._set_collect_callback(collect)
     return True
 
 
@@ -86,15 +86,16 @@ def _histogram_metrics(
     metrics = []
     for (name, unit, description), agg in recorder.histograms():
         points = []
-        for attrs, buckets, count, total, lo, hi in agg.snapshot():
+        for attrs, cum_buckets, cum_count, cum_total, lo, hi in agg.snapshot():
+            buckets, count, total = cum_buckets, cum_count, cum_total
             if delta:
                 key = (name, tuple(sorted(attrs.items())))
                 prev = previous.get(key)
-                previous[key] = (buckets, count, total)
+                previous[key] = (cum_buckets, cum_count, cum_total)
                 if prev is not None:
-                    buckets = [a - b for a, b in zip(buckets, prev[0])]
-                    count -= prev[1]
-                    total -= prev[2]
+                    buckets = [a - b for a, b in zip(cum_buckets, prev[0], strict=True)]
+                    count = cum_count - prev[1]
+                    total = cum_total - prev[2]
                 if count == 0:
                     continue
             points.append(

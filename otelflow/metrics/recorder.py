@@ -192,7 +192,7 @@ class MetricRecorder:
             description="Bytes received and sent on the host's network interfaces.",
         )  # fmt: skip
 
-    def _counter_cb(self, slot: int):  # noqa: ANN202
+    def _counter_cb(self, slot: int):
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             with self._counts_lock:
                 items = list(self.counts.items())
@@ -219,7 +219,7 @@ class MetricRecorder:
     def _dropped_cb(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.dropped_fn() if self.dropped_fn else 0)]
 
-    def _resource_cb(self, scope: str, field: str):  # noqa: ANN202
+    def _resource_cb(self, scope: str, field: str):
         label = {"gpu": inst.GPU, "process": inst.PROCESS}.get(scope)
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -238,7 +238,7 @@ class MetricRecorder:
 
         return callback
 
-    def _io_cb(self, metric: str):  # noqa: ANN202
+    def _io_cb(self, metric: str):
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(v, {inst.NODE: node, inst.DIRECTION: direction})

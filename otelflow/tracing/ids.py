@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from hashlib import blake2b
 
-__all__ = ["new_span_id", "new_trace_id", "task_span_id", "traceparent", "parse_traceparent"]
+__all__ = ["new_span_id", "new_trace_id", "parse_traceparent", "task_span_id", "traceparent"]
 
 
 def new_trace_id() -> int:

@@ -30,6 +30,7 @@ from otelflow.events.model import (
     BlockEnded,
     BlockStarted,
     Event,
+    LogRecord,
     SessionEnded,
     SessionStarted,
     TaskCanceled,
@@ -123,19 +124,19 @@ class TaskRec:
         "backend",
         "counts",
         "created",
-        "deps",
         "dependents",
+        "deps",
         "header",
         "id",
         "name",
         "pending",
+        "queued",
         "resolved",
         "scope",
         "span_id",
         "started",
         "state",
         "submitted",
-        "queued",
         "worker",
         "workflow",
     )
@@ -194,6 +195,7 @@ class TraceTree:
             BlockEnded: self._scope_ended,
             SessionStarted: self._session_started,
             SessionEnded: self._session_header_for,
+            LogRecord: self._log_header,
         }
 
     # -- entry point ----------------------------------------------------------------------
@@ -308,8 +310,7 @@ class TraceTree:
         if not rec.resolved:
             rec.resolved = ev.event_time
             rec.pending = 0
-            if rec.state < RESOLVED:
-                rec.state = RESOLVED
+            rec.state = max(rec.state, RESOLVED)
             rec.counts[1] += 1
         return rec.header
 
@@ -320,8 +321,7 @@ class TraceTree:
         if not rec.submitted:
             rec.submitted = ev.event_time
             rec.counts[2] += 1
-            if rec.state < SUBMITTED:
-                rec.state = SUBMITTED
+            rec.state = max(rec.state, SUBMITTED)
         return rec.header
 
     def _queued(self, ev: TaskQueued) -> bytes:
@@ -401,8 +401,7 @@ class TraceTree:
                 s.counts[idx] += 1
                 s = s.parent
         scope.open -= 1
-        if end > scope.end:
-            scope.end = end
+        scope.end = max(scope.end, end)
         if scope.exited and scope.open <= 0:
             self._close_scope(scope)
 
@@ -583,8 +582,7 @@ class TraceTree:
         rec.exited = True
         rec.status = ev.status
         rec.error_type = ev.error_type
-        if ev.event_time > rec.end:
-            rec.end = ev.event_time
+        rec.end = max(rec.end, ev.event_time)
         header = (self._header_prefix + rec.span_hex + '"').encode()
         if rec.open <= 0:
             self._close_scope(rec)
@@ -612,8 +610,7 @@ class TraceTree:
         parent = rec.parent
         if parent is not None:
             parent.open -= 1
-            if rec.end > parent.end:
-                parent.end = rec.end
+            parent.end = max(parent.end, rec.end)
             if parent.exited and parent.open <= 0 and parent.kind != "session":
                 self._close_scope(parent)
 
@@ -640,6 +637,11 @@ class TraceTree:
                 else Status(StatusCode.UNSET)
             )
             self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status)
+
+    def _log_header(self, ev: LogRecord) -> bytes:
+        trace_hex = ev.trace_id or self.trace_hex
+        span_hex = ev.span_id or self.session.span_hex
+        return f'{{"section":"log","trace_id":"{trace_hex}","span_id":"{span_hex}"'.encode()
 
     def _other(self, ev: Event) -> bytes:
         if ev.task_id:

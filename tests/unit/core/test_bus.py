@@ -47,7 +47,7 @@ def test_eight_threads_fifty_thousand_events_each_none_lost_or_duplicated(tmp_pa
                 rec = json.loads(raw)
                 seen[rec["thread"]] += 1
                 ids.add(rec["event_id"])
-    assert seen == {i: 50_000 for i in range(8)}
+    assert seen == dict.fromkeys(range(8), 50000)
     assert len(ids) == 400_000
 
 

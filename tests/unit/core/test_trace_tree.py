@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
-import contextvars
 
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode

@@ -1,0 +1,726 @@
+"""Every environment variable otelflow reads, with its rule, default and meaning.
+
+Each variable is a module constant holding its name (``OTEL_SERVICE_NAME ==
+"OTEL_SERVICE_NAME"``), declared together with an :class:`EnvVar` entry in
+:data:`ENV_VARS`. That table is the single source for the loader
+(:func:`otelflow.config.load_settings`) and for ``docs/configuration.md``
+(``python -m otelflow.config.render``), so the documentation cannot drift from the code.
+
+``OTEL_*`` names follow the OpenTelemetry specification; ``OTELFLOW_*`` names exist only
+for what OpenTelemetry has no name for.
+
+The ``parse_*`` functions turn a raw environment string, or an argument of the matching
+Python type, into a checked value. They raise :class:`~otelflow.errors.ConfigError` with
+one sentence naming the variable or argument, the bad value, and what is accepted.
+Everything here is pure and thread-safe; nothing reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, Literal, NoReturn
+from urllib.parse import unquote, urlsplit
+
+from otelflow.errors import ConfigError
+
+Kind = Literal["bool", "int", "float", "str", "path", "url", "choice", "choices", "headers", "mapping"]
+"""How a variable's text is read: ``choices`` is a comma-separated list of choices;
+``headers`` and ``mapping`` are ``key=value,key2=value2`` lists with URL-encoded values
+(``headers`` lower-cases the keys, as HTTP and gRPC metadata need)."""
+
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+_HEADER_KEY: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What values a variable or argument accepts.
+
+    Attributes:
+        kind: How the value is read (see :data:`Kind`).
+        expected: What is accepted, as the end of a sentence ("a number of seconds > 0");
+            used verbatim in error messages and in the documentation.
+        choices: Allowed words for ``choice`` and ``choices`` (compared case-insensitively).
+        low: Smallest allowed number, or None.
+        low_inclusive: Whether ``low`` itself is allowed.
+        high: Largest allowed number (inclusive), or None.
+        pattern: Regular expression a ``str`` value must match in full, or None.
+    """
+
+    kind: Kind
+    expected: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    low_inclusive: bool = True
+    high: float | None = None
+    pattern: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One environment variable otelflow honours.
+
+    Attributes:
+        name: The variable's name.
+        rule: What it accepts; ``rule.kind`` is its type.
+        meaning: One or two sentences for the documentation.
+        fields: The :class:`~otelflow.config.Settings` field(s) it feeds, dotted for
+            nested ones (``otlp_traces.endpoint``).
+        group: Heading it is listed under in the documentation.
+        default: The default written as the variable would be, or None when there is no
+            default or it is computed from other values (then see ``default_doc``).
+        default_doc: How the default reads in the documentation when ``default`` alone
+            does not say it.
+        secret: The value may hold credentials: never logged, echoed in errors, or
+            written to ``run.json``.
+        scale: Factor from the variable's unit to the field's (0.001 for milliseconds
+            into seconds).
+    """
+
+    name: str
+    rule: Rule
+    meaning: str
+    fields: tuple[str, ...]
+    group: str
+    default: str | None = None
+    default_doc: str | None = None
+    secret: bool = False
+    scale: float = 1.0
+
+    @property
+    def kind(self) -> Kind:
+        """The variable's type (``bool``, ``int``, ``float``, ...)."""
+        return self.rule.kind
+
+    @property
+    def accepted(self) -> str:
+        """What the variable accepts, in words."""
+        return self.rule.expected
+
+    @property
+    def is_otel(self) -> bool:
+        """True for a variable of the OpenTelemetry specification, False for ``OTELFLOW_*``."""
+        return self.name.startswith("OTEL_")
+
+    @property
+    def default_text(self) -> str:
+        """The default as the documentation shows it."""
+        if self.default_doc is not None:
+            return self.default_doc
+        return "(unset)" if self.default is None else self.default
+
+    def read(self, environ: Mapping[str, str]) -> str | None:
+        """Return the variable's stripped text from ``environ``; empty counts as unset (None)."""
+        raw = environ.get(self.name)
+        if raw is None:
+            return None
+        return raw.strip() or None
+
+
+# ---------------------------------------------------------------------------------------
+# Error reporting and parsers
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a value came from, so that an error message can name it.
+
+    Attributes:
+        name: The variable or argument name.
+        is_argument: True for a keyword argument, False for an environment variable.
+        secret: Never echo the value (it may hold credentials).
+    """
+
+    name: str
+    is_argument: bool = False
+    secret: bool = False
+
+    def fail(self, value: object, expected: str, detail: str | None = None) -> NoReturn:
+        """Raise :class:`ConfigError` for ``value``, in one sentence.
+
+        Args:
+            value: The rejected value.
+            expected: What is accepted, as the end of a sentence.
+            detail: What exactly is wrong, when the value alone does not show it.
+
+        Raises:
+            ConfigError: Always.
+        """
+        who = f"Argument {self.name}" if self.is_argument else self.name
+        shown = " (value hidden: it may hold credentials)" if self.secret else f"={value!r}"
+        why = f" ({detail})" if detail else ""
+        raise ConfigError(f"{who}{shown} is not valid{why}: expected {expected}.")
+
+
+def _text(value: object, src: Source, rule: Rule) -> str:
+    if not isinstance(value, str):
+        src.fail(value, rule.expected)
+    return value.strip()
+
+
+def parse_bool(value: object, src: Source, rule: Rule) -> bool:
+    """Read a boolean: a bool, or true/false/1/0/yes/no/on/off in any case."""
+    if isinstance(value, bool):
+        return value
+    word = _text(value, src, rule).lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    src.fail(value, rule.expected)
+
+
+def _check_range(number: float, value: object, src: Source, rule: Rule) -> None:
+    if rule.low is not None and (number < rule.low or (number == rule.low and not rule.low_inclusive)):
+        src.fail(value, rule.expected)
+    if rule.high is not None and number > rule.high:
+        src.fail(value, rule.expected)
+
+
+def parse_int(value: object, src: Source, rule: Rule) -> int:
+    """Read an integer (an int, or its decimal text) within ``rule``'s bounds."""
+    if isinstance(value, bool):
+        src.fail(value, rule.expected)
+    if isinstance(value, int):
+        number = value
+    else:
+        try:
+            number = int(_text(value, src, rule), 10)
+        except ValueError:
+            src.fail(value, rule.expected)
+    _check_range(number, value, src, rule)
+    return number
+
+
+def parse_float(value: object, src: Source, rule: Rule) -> float:
+    """Read a finite number (an int, a float, or its text) within ``rule``'s bounds."""
+    if isinstance(value, bool):
+        src.fail(value, rule.expected)
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        try:
+            number = float(_text(value, src, rule))
+        except ValueError:
+            src.fail(value, rule.expected)
+    if not math.isfinite(number):
+        src.fail(value, rule.expected)
+    _check_range(number, value, src, rule)
+    return number
+
+
+def parse_str(value: object, src: Source, rule: Rule) -> str:
+    """Read a non-empty string, matching ``rule.pattern`` in full when there is one."""
+    text = _text(value, src, rule)
+    if not text or (rule.pattern is not None and re.fullmatch(rule.pattern, text) is None):
+        src.fail(value, rule.expected)
+    return text
+
+
+def parse_path(value: object, src: Source, rule: Rule) -> Path:
+    """Read a filesystem path (a str or path-like); ``~`` is expanded, nothing else resolved."""
+    if isinstance(value, os.PathLike):
+        text = os.fspath(value)
+        if not isinstance(text, str):
+            src.fail(value, rule.expected)
+    else:
+        text = _text(value, src, rule)
+    if not text:
+        src.fail(value, rule.expected)
+    return Path(text).expanduser()
+
+
+def parse_url(value: object, src: Source, rule: Rule) -> str:
+    """Read an ``http://`` or ``https://`` URL with a host (and, if given, a valid port)."""
+    text = _text(value, src, rule)
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError:
+        src.fail(value, rule.expected)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        src.fail(value, rule.expected)
+    return text
+
+
+def parse_choice(value: object, src: Source, rule: Rule) -> str:
+    """Read one of ``rule.choices`` (case-insensitive); returns the choice as declared."""
+    word = _text(value, src, rule).lower()
+    for choice in rule.choices:
+        if word == choice.lower():
+            return choice
+    src.fail(value, rule.expected)
+
+
+def parse_choices(value: object, src: Source, rule: Rule) -> tuple[str, ...]:
+    """Read a comma-separated list (or a list/tuple) of ``rule.choices``.
+
+    Duplicates and empty items are dropped, order is kept. ``none`` means "no item" and
+    returns ``()``; combining it with anything else is an error.
+    """
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        src.fail(value, rule.expected)
+    words: list[str] = []
+    for item in items:
+        word = item.strip().lower()
+        if not word:
+            continue
+        if word not in rule.choices:
+            src.fail(value, rule.expected, f"{item.strip()!r} is not one of them")
+        if word not in words:
+            words.append(word)
+    if not words:
+        src.fail(value, rule.expected)
+    if "none" in words:
+        if len(words) > 1:
+            src.fail(value, rule.expected, "'none' cannot be combined with other values")
+        return ()
+    return tuple(words)
+
+
+def parse_mapping(value: object, src: Source, rule: Rule) -> dict[str, str]:
+    """Read ``key=value,key2=value2`` (W3C-baggage-like, values URL-decoded) or a mapping.
+
+    For ``headers`` rules the keys must be HTTP header names and are lower-cased. Empty
+    items are skipped. A mapping argument must have str keys and values.
+    """
+    headers = rule.kind == "headers"
+    if isinstance(value, Mapping):
+        pairs: list[tuple[object, object]] = list(value.items())
+        decode = False
+    else:
+        text = _text(value, src, rule)
+        pairs = []
+        for position, item in enumerate(text.split(","), start=1):
+            if not item.strip():
+                continue
+            key_text, sep, value_text = item.partition("=")
+            if not sep:
+                src.fail(value, rule.expected, f"item {position} has no '='")
+            pairs.append((key_text, value_text))
+        decode = True
+    result: dict[str, str] = {}
+    for position, (key, raw) in enumerate(pairs, start=1):
+        if not isinstance(key, str) or not isinstance(raw, str):
+            src.fail(value, rule.expected, f"item {position} is not a pair of strings")
+        name = key.strip()
+        if not name or (headers and _HEADER_KEY.fullmatch(name) is None):
+            src.fail(value, rule.expected, f"item {position} has no valid key")
+        result[name.lower() if headers else name] = unquote(raw.strip()) if decode else raw
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------
+
+_BOOL = Rule("bool", "true or false (also 1/0, yes/no, on/off, any case)")
+_MILLIS = Rule("float", "a number of milliseconds > 0", low=0.0, low_inclusive=False)
+_URL = Rule("url", "an http:// or https:// URL with a host")
+_PROTOCOL = Rule("choice", "grpc or http/protobuf", choices=("grpc", "http/protobuf"))
+_HEADERS = Rule("headers", "comma-separated key=value pairs with URL-encoded values")
+_COMPRESSION = Rule("choice", "gzip or none", choices=("gzip", "none"))
+_SECONDS_POSITIVE = Rule("float", "a number of seconds > 0", low=0.0, low_inclusive=False)
+
+GROUPS: Final[tuple[str, ...]] = (
+    "General",
+    "Exporters",
+    "OTLP exporter",
+    "Prometheus",
+    "Sampling",
+    "Metric export",
+    "Run directory and pipeline",
+    "Logs",
+)
+"""Documentation headings, in order; every :attr:`EnvVar.group` is one of them."""
+
+_declared: dict[str, EnvVar] = {}
+
+
+def _declare(
+    name: str,
+    rule: Rule,
+    meaning: str,
+    *,
+    fields: tuple[str, ...],
+    group: str,
+    default: str | None = None,
+    default_doc: str | None = None,
+    secret: bool = False,
+    scale: float = 1.0,
+) -> str:
+    """Add a variable to :data:`ENV_VARS` and return its name for the module constant."""
+    assert group in GROUPS and name not in _declared, name
+    _declared[name] = EnvVar(name, rule, meaning, fields, group, default, default_doc, secret, scale)
+    return name
+
+
+def _per_signal(generic: str, signal: str) -> str:
+    return generic.replace("OTEL_EXPORTER_OTLP_", f"OTEL_EXPORTER_OTLP_{signal.upper()}_")
+
+
+def _declare_signal(generic: str, signal: str) -> str:
+    base = _declared[generic]
+    name = _per_signal(generic, signal)
+    if base.rule.kind == "url":
+        meaning = f"URL of the OTLP {signal} receiver, used as is (nothing appended)."
+        default_doc = f"`{generic}`, with `/v1/{signal}` appended for http/protobuf"
+        fields: tuple[str, ...] = (f"otlp_{signal}.endpoint", f"{signal}_exporters")
+    else:
+        meaning = f"As `{generic}`, for {signal} only; beats it when both are set."
+        default_doc = f"`{generic}`"
+        fields = tuple(f for f in base.fields if f.startswith(f"otlp_{signal}."))
+    return _declare(
+        name,
+        base.rule,
+        meaning,
+        fields=fields,
+        group=base.group,
+        default_doc=default_doc,
+        secret=base.secret,
+        scale=base.scale,
+    )
+
+
+# --- General -----------------------------------------------------------------------------
+
+OTEL_SDK_DISABLED: Final = _declare(
+    "OTEL_SDK_DISABLED",
+    _BOOL,
+    "`true` turns otelflow off entirely, as it turns off the OpenTelemetry SDK: no spans, "
+    "metrics or run directory, and `emit()` does nothing.",
+    fields=("enabled",),
+    group="General",
+    default="false",
+)
+OTELFLOW_TELEMETRY: Final = _declare(
+    "OTELFLOW_TELEMETRY",
+    _BOOL,
+    "otelflow's own switch: `0`, `false` or `off` turns otelflow off and leaves any other "
+    "OpenTelemetry use in the process alone.",
+    fields=("enabled",),
+    group="General",
+    default="true",
+)
+OTEL_SERVICE_NAME: Final = _declare(
+    "OTEL_SERVICE_NAME",
+    Rule("str", "a non-empty string"),
+    "The `service.name` resource attribute. Unset: the OpenTelemetry SDK's default applies.",
+    fields=("service_name",),
+    group="General",
+)
+OTEL_RESOURCE_ATTRIBUTES: Final = _declare(
+    "OTEL_RESOURCE_ATTRIBUTES",
+    Rule("mapping", "comma-separated key=value pairs with URL-encoded values"),
+    "Extra resource attributes. The OpenTelemetry SDK's `Resource` reads them; otelflow "
+    "checks the syntax and records them in `run.json`.",
+    fields=("resource_attributes",),
+    group="General",
+)
+
+# --- Exporters ---------------------------------------------------------------------------
+
+OTEL_TRACES_EXPORTER: Final = _declare(
+    "OTEL_TRACES_EXPORTER",
+    Rule(
+        "choices",
+        "a comma-separated list of otlp and console, or none",
+        choices=("otlp", "console", "none"),
+    ),
+    "Where spans go besides the run directory, which is always written.",
+    fields=("traces_exporters",),
+    group="Exporters",
+    default_doc="`none`; `otlp` when an OTLP endpoint (generic or traces) is set",
+)
+OTEL_METRICS_EXPORTER: Final = _declare(
+    "OTEL_METRICS_EXPORTER",
+    Rule(
+        "choices",
+        "a comma-separated list of otlp, prometheus and console, or none",
+        choices=("otlp", "prometheus", "console", "none"),
+    ),
+    "Where metrics go besides the run directory. `prometheus` serves a scrape endpoint "
+    "on `OTEL_EXPORTER_PROMETHEUS_HOST:PORT`.",
+    fields=("metrics_exporters", "prometheus_port"),
+    group="Exporters",
+    default_doc="`none`; `otlp` when an OTLP endpoint (generic or metrics) is set",
+)
+
+# --- OTLP exporter -----------------------------------------------------------------------
+
+OTEL_EXPORTER_OTLP_ENDPOINT: Final = _declare(
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    _URL,
+    "Base URL of the OTLP receiver for both signals. With `http/protobuf`, `/v1/traces` or "
+    "`/v1/metrics` is appended. Setting it makes `otlp` the default exporter.",
+    fields=("otlp_traces.endpoint", "otlp_metrics.endpoint", "traces_exporters", "metrics_exporters"),
+    group="OTLP exporter",
+    default_doc="`http://localhost:4317` (grpc); `http://localhost:4318/v1/<signal>` (http/protobuf)",
+)
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = _declare_signal(OTEL_EXPORTER_OTLP_ENDPOINT, "traces")
+OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: Final = _declare_signal(OTEL_EXPORTER_OTLP_ENDPOINT, "metrics")
+OTEL_EXPORTER_OTLP_PROTOCOL: Final = _declare(
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    _PROTOCOL,
+    "OTLP transport for both signals.",
+    fields=("otlp_traces.protocol", "otlp_metrics.protocol"),
+    group="OTLP exporter",
+    default="grpc",
+)
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = _declare_signal(OTEL_EXPORTER_OTLP_PROTOCOL, "traces")
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: Final = _declare_signal(OTEL_EXPORTER_OTLP_PROTOCOL, "metrics")
+OTEL_EXPORTER_OTLP_HEADERS: Final = _declare(
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    _HEADERS,
+    "Headers (gRPC metadata) sent with every export, e.g. `authorization=Bearer%20abc`. "
+    "Secret: never logged or written to `run.json`.",
+    fields=("otlp_traces.headers", "otlp_metrics.headers"),
+    group="OTLP exporter",
+    default_doc="(none)",
+    secret=True,
+)
+OTEL_EXPORTER_OTLP_TRACES_HEADERS: Final = _declare_signal(OTEL_EXPORTER_OTLP_HEADERS, "traces")
+OTEL_EXPORTER_OTLP_METRICS_HEADERS: Final = _declare_signal(OTEL_EXPORTER_OTLP_HEADERS, "metrics")
+OTEL_EXPORTER_OTLP_COMPRESSION: Final = _declare(
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    _COMPRESSION,
+    "Compression of OTLP exports for both signals.",
+    fields=("otlp_traces.compression", "otlp_metrics.compression"),
+    group="OTLP exporter",
+    default="none",
+)
+OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: Final = _declare_signal(OTEL_EXPORTER_OTLP_COMPRESSION, "traces")
+OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: Final = _declare_signal(OTEL_EXPORTER_OTLP_COMPRESSION, "metrics")
+OTEL_EXPORTER_OTLP_TIMEOUT: Final = _declare(
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    _MILLIS,
+    "How long one OTLP export may take, in milliseconds, for both signals.",
+    fields=("otlp_traces.timeout_s", "otlp_metrics.timeout_s"),
+    group="OTLP exporter",
+    default="10000",
+    scale=0.001,
+)
+OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: Final = _declare_signal(OTEL_EXPORTER_OTLP_TIMEOUT, "traces")
+OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: Final = _declare_signal(OTEL_EXPORTER_OTLP_TIMEOUT, "metrics")
+OTEL_EXPORTER_OTLP_INSECURE: Final = _declare(
+    "OTEL_EXPORTER_OTLP_INSECURE",
+    _BOOL,
+    "gRPC only: `true` sends without TLS. Unset: decided by the endpoint's scheme "
+    "(`http` plaintext, `https` TLS).",
+    fields=("otlp_traces.insecure", "otlp_metrics.insecure"),
+    group="OTLP exporter",
+)
+OTEL_EXPORTER_OTLP_TRACES_INSECURE: Final = _declare_signal(OTEL_EXPORTER_OTLP_INSECURE, "traces")
+OTEL_EXPORTER_OTLP_METRICS_INSECURE: Final = _declare_signal(OTEL_EXPORTER_OTLP_INSECURE, "metrics")
+
+
+# --- Prometheus --------------------------------------------------------------------------
+
+OTEL_EXPORTER_PROMETHEUS_HOST: Final = _declare(
+    "OTEL_EXPORTER_PROMETHEUS_HOST",
+    Rule("str", "a host name or IP address", pattern=r"[^\s/]+"),
+    "Address the Prometheus scrape endpoint binds to. otelflow's default is `127.0.0.1`, "
+    "not OpenTelemetry's `localhost`: a name can resolve to a non-loopback address, and "
+    "metrics should not leave the machine unless asked.",
+    fields=("prometheus_host",),
+    group="Prometheus",
+    default="127.0.0.1",
+)
+OTEL_EXPORTER_PROMETHEUS_PORT: Final = _declare(
+    "OTEL_EXPORTER_PROMETHEUS_PORT",
+    Rule("int", "an integer port from 0 to 65535", low=0, high=65535),
+    "Port of the Prometheus scrape endpoint, used when `prometheus` is a metrics exporter "
+    "(0 picks a free port).",
+    fields=("prometheus_port",),
+    group="Prometheus",
+    default="9464",
+)
+
+# --- Sampling ----------------------------------------------------------------------------
+
+RATIO_SAMPLERS: Final[frozenset[str]] = frozenset({"traceidratio", "parentbased_traceidratio"})
+"""Samplers that read :data:`OTEL_TRACES_SAMPLER_ARG`."""
+
+OTEL_TRACES_SAMPLER: Final = _declare(
+    "OTEL_TRACES_SAMPLER",
+    Rule(
+        "choice",
+        "always_on, always_off, traceidratio, parentbased_always_on, "
+        "parentbased_always_off or parentbased_traceidratio",
+        choices=(
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ),
+    ),
+    "Head sampler for spans sent to exporters.",
+    fields=("sampler",),
+    group="Sampling",
+    default="parentbased_always_on",
+)
+OTEL_TRACES_SAMPLER_ARG: Final = _declare(
+    "OTEL_TRACES_SAMPLER_ARG",
+    Rule("float", "a number from 0 to 1", low=0.0, high=1.0),
+    "Sampling ratio for `traceidratio` and `parentbased_traceidratio`; ignored (and not "
+    "checked) for other samplers.",
+    fields=("sampler_arg",),
+    group="Sampling",
+    default_doc="`1.0` for ratio samplers",
+)
+
+# --- Metric export -----------------------------------------------------------------------
+
+OTEL_METRIC_EXPORT_INTERVAL: Final = _declare(
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    _MILLIS,
+    "Milliseconds between metric exports to OTLP and console exporters.",
+    fields=("metric_export_interval_s",),
+    group="Metric export",
+    default="60000",
+    scale=0.001,
+)
+OTEL_METRIC_EXPORT_TIMEOUT: Final = _declare(
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+    _MILLIS,
+    "How long one metric export may take, in milliseconds.",
+    fields=("metric_export_timeout_s",),
+    group="Metric export",
+    default="30000",
+    scale=0.001,
+)
+
+# --- Run directory and pipeline ----------------------------------------------------------
+
+OTELFLOW_RUNS_DIR: Final = _declare(
+    "OTELFLOW_RUNS_DIR",
+    Rule("path", "a directory path"),
+    "Directory holding one sub-directory per run (`run.json` and one JSONL file per "
+    "process). Relative paths are taken from the current directory.",
+    fields=("runs_dir",),
+    group="Run directory and pipeline",
+    default="./.otelflow/runs",
+)
+OTELFLOW_RUN_ID: Final = _declare(
+    "OTELFLOW_RUN_ID",
+    Rule(
+        "str",
+        "1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', other than '.' and '..'",
+        pattern=r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}",
+    ),
+    "Id of the run directory to use. Set it in worker processes so that they join an "
+    "existing run instead of starting a new one.",
+    fields=("run_id",),
+    group="Run directory and pipeline",
+    default_doc="(a new id per run)",
+)
+OTELFLOW_RESOURCE_POLL_INTERVAL: Final = _declare(
+    "OTELFLOW_RESOURCE_POLL_INTERVAL",
+    Rule("float", "a number of seconds >= 0", low=0.0),
+    "Seconds between CPU, memory and GPU samples; `0` turns the resource monitor off.",
+    fields=("resource_poll_interval",),
+    group="Run directory and pipeline",
+    default="5.0",
+)
+OTELFLOW_CHECKPOINT_INTERVAL: Final = _declare(
+    "OTELFLOW_CHECKPOINT_INTERVAL",
+    _SECONDS_POSITIVE,
+    "Seconds between metric snapshots written to the JSONL file.",
+    fields=("checkpoint_interval",),
+    group="Run directory and pipeline",
+    default="10.0",
+)
+OTELFLOW_FLUSH_INTERVAL: Final = _declare(
+    "OTELFLOW_FLUSH_INTERVAL",
+    Rule("float", "a number of seconds > 0 and <= 60", low=0.0, low_inclusive=False, high=60.0),
+    "Longest delay, in seconds, before a JSONL line reaches the disk.",
+    fields=("flush_interval",),
+    group="Run directory and pipeline",
+    default="0.25",
+)
+OTELFLOW_JSONL: Final = _declare(
+    "OTELFLOW_JSONL",
+    _BOOL,
+    "Write events, spans and metric snapshots to the run directory's JSONL files.",
+    fields=("jsonl",),
+    group="Run directory and pipeline",
+    default="true",
+)
+OTELFLOW_CONSOLE: Final = _declare(
+    "OTELFLOW_CONSOLE",
+    _BOOL,
+    "Print an indented span tree to stderr when telemetry stops.",
+    fields=("console",),
+    group="Run directory and pipeline",
+    default="false",
+)
+OTELFLOW_QUEUE_SIZE: Final = _declare(
+    "OTELFLOW_QUEUE_SIZE",
+    Rule("int", "an integer >= 1024", low=1024),
+    "Most events in flight on the bus between `emit()` and the dispatcher.",
+    fields=("queue_size",),
+    group="Run directory and pipeline",
+    default="65536",
+)
+OTELFLOW_QUEUE_FULL: Final = _declare(
+    "OTELFLOW_QUEUE_FULL",
+    Rule("choice", "wait or drop", choices=("wait", "drop")),
+    "What `emit()` does when the bus is full: `wait` briefly throttles the producer until "
+    "the dispatcher catches up (lossless); `drop` drops the event and counts it.",
+    fields=("queue_full",),
+    group="Run directory and pipeline",
+    default="wait",
+)
+OTELFLOW_SET_GLOBAL_PROVIDERS: Final = _declare(
+    "OTELFLOW_SET_GLOBAL_PROVIDERS",
+    Rule(
+        "choice",
+        "auto, true or false (also 1/0, yes/no, on/off)",
+        choices=("auto", "true", "false"),
+    ),
+    "Whether to install otelflow's tracer and meter providers as the OpenTelemetry "
+    "globals: `auto` does so only if none is set yet.",
+    fields=("set_global_providers",),
+    group="Run directory and pipeline",
+    default="auto",
+)
+
+# --- Logs --------------------------------------------------------------------------------
+
+OTELFLOW_CAPTURE_LOGS: Final = _declare(
+    "OTELFLOW_CAPTURE_LOGS",
+    _BOOL,
+    "Bridge Python `logging` records into the run, with trace and span ids.",
+    fields=("capture_logs",),
+    group="Logs",
+    default="false",
+)
+OTELFLOW_LOG_LEVEL: Final = _declare(
+    "OTELFLOW_LOG_LEVEL",
+    Rule(
+        "choice",
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    ),
+    "Lowest level of the log records captured when `OTELFLOW_CAPTURE_LOGS` is on.",
+    fields=("log_level",),
+    group="Logs",
+    default="INFO",
+)
+
+ENV_VARS: Final[Mapping[str, EnvVar]] = MappingProxyType(_declared)
+"""Every variable otelflow reads, by name, in documentation order (grouped by :data:`GROUPS`)."""

@@ -1,0 +1,1 @@
+"""Integrations with execution engines and libraries (optional imports inside)."""
