@@ -129,7 +129,7 @@ def emit(event: Event | str, /, **fields: Any) -> bool:
     Returns False (doing nothing) when no telemetry runs or the event was invalid
     (the reason is logged once).
     """
-    tel = _global._current  # noqa: SLF001 - hot path: one attribute read
+    tel = _global._current
     if tel is None:
         return False
     return tel.emit(event, **fields)

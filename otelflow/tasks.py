@@ -24,8 +24,8 @@ import functools
 import inspect
 import itertools
 import random
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -80,7 +80,7 @@ class TaskTracker:
         self._counter = itertools.count(1)
 
     def _tel(self) -> Telemetry | None:
-        tel = self._telemetry or _global._current  # noqa: SLF001
+        tel = self._telemetry or _global._current
         if tel is None or not tel.active:
             return None
         return tel

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from otelflow.events.model import Event, ResourceUpdate
 from otelflow.sinks.jsonl import MetricsItem, SpanItem, metric_lines, user_span_line
@@ -96,7 +97,7 @@ class Dispatcher:
 
     def _run(self) -> None:
         bus = self.bus
-        bus._consumer_ident = threading.get_ident()  # noqa: SLF001
+        bus._consumer_ident = threading.get_ident()
         queue = bus.queue
         popleft = queue.popleft
         handle = self._handle

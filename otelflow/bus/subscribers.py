@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from otelflow.errors import ConfigError
 from otelflow.events.model import Event

@@ -74,7 +74,9 @@ def _otlp_metric_exporter(cfg: OtlpSettings) -> Any:
             kwargs["insecure"] = cfg.insecure
         return OTLPMetricExporter(**kwargs)
     from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
 
     kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
     return HttpMetricExporter(**kwargs)

@@ -16,6 +16,7 @@ Span times are the events' ``event_time``, never the time the dispatcher got to 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
@@ -175,7 +176,8 @@ class TraceTree:
         self.scopes: dict[str, ScopeRec] = {}
         self.session = ScopeRec("session", session_id, "session", session_span_id, None, now_ns())
         self.derived: list[Event] = []
-        self._recent_done: dict[str, None] = {}
+        # Recently finished task ids, so late events for them are recognised (bounded).
+        self._recent_done: OrderedDict[str, None] = OrderedDict()
         self.late_events = 0
         self.duplicate_tasks = 0
         self._header_prefix = f'{{"section":"event","trace_id":"{self.trace_hex}","span_id":"'
@@ -378,7 +380,7 @@ class TraceTree:
         done = self._recent_done
         done[tid] = None
         if len(done) > 16384:
-            del done[next(iter(done))]
+            done.popitem(last=False)  # O(1); a plain dict used as a FIFO degrades to O(n)
         self.recorder.task_finished(rec, end, status, ev)
         if self.jsonl is not None:
             self._write_task_span(rec, end, status, ev)
