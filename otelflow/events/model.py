@@ -81,6 +81,7 @@ class Event(
     omit_defaults=True,
     tag_field="type",
     tag=True,
+    gc=False,  # events hold only scalars and plain containers: no cycles to collect
 ):
     """Base of every event.
 

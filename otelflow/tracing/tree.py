@@ -61,7 +61,7 @@ _log = logging.getLogger("otelflow")
 CREATED, RESOLVED, SUBMITTED, QUEUED, STARTED = range(5)
 
 
-class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="span"):
+class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="span", gc=False):
     """One finished span as written to the JSONL run directory (``section: span``)."""
 
     trace_id: str
