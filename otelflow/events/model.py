@@ -85,6 +85,9 @@ class Event(
 ):
     """Base of every event.
 
+    Fields whose value equals their default are left out of the JSON, so a field whose
+    every value matters (a status, a scope) has no default.
+
     Attributes:
         event_id: Unique id of this event (see :func:`new_event_id`).
         event_time: When it happened, ns since the epoch.
@@ -148,7 +151,7 @@ class WorkflowStarted(Event, frozen=True, kw_only=True, tag=True):
 class WorkflowEnded(Event, frozen=True, kw_only=True, tag=True):
     """A ``workflow_scope()`` was exited (its span ends once its tasks have finished too)."""
 
-    status: Literal["completed", "failed"] = "completed"
+    status: Literal["completed", "failed"]
     error_type: str | None = None
 
 
@@ -162,7 +165,7 @@ class BlockStarted(Event, frozen=True, kw_only=True, tag=True):
 class BlockEnded(Event, frozen=True, kw_only=True, tag=True):
     """A ``block()`` was exited."""
 
-    status: Literal["completed", "failed"] = "completed"
+    status: Literal["completed", "failed"]
     error_type: str | None = None
 
 
@@ -214,7 +217,7 @@ class TaskCompleted(TaskTerminal, frozen=True, kw_only=True, tag=True):
 class TaskFailed(TaskTerminal, frozen=True, kw_only=True, tag=True):
     """The task raised. ``error_type`` is the exception's qualified type name."""
 
-    error_type: str = "Exception"
+    error_type: str
     error_message: str = ""
 
 
@@ -236,7 +239,7 @@ class ResourceUpdate(Event, frozen=True, kw_only=True, tag=True):
     are deltas since the previous sample.
     """
 
-    scope: Literal["node", "gpu", "process"] = "node"
+    scope: Literal["node", "gpu", "process"]
     node: str = ""
     device: str | None = None
     cpu_utilization: float | None = None
