@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 
 class _Discard(SpanExporter):
-    def export(self, spans):  # noqa: ANN001, ANN201
+    def export(self, spans):
         return SpanExportResult.SUCCESS
 
 

@@ -1,0 +1,563 @@
+"""Read a run directory: ``run.json`` plus one JSONL file per process.
+
+A run directory needs no live session to be read: this module only parses files. Every
+iterator streams: per file, lines are decoded one at a time with a :mod:`msgspec`
+decoder, put in order through a small reorder buffer (files are written almost in time
+order), and merged across files with :func:`heapq.merge`. Memory is bounded by the buffer,
+not by the size of the run.
+
+A process that was killed can leave a torn (incomplete) last line; it is skipped and
+counted in :attr:`Run.torn_lines`. Any other line that does not decode is skipped, counted
+in :attr:`Run.bad_lines`, and warned about once per run.
+
+Example::
+
+    run = open_run(".otelflow/runs")  # the latest run there
+    for ev in run.events(types={"TaskFailed"}):
+        print(ev["task_id"], ev["error_type"])
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from otelflow.errors import OtelflowError
+
+if TYPE_CHECKING:
+    from otelflow.analysis._tables import RunData, TaskInfo
+
+__all__ = [
+    "DEFAULT_RUNS_DIR",
+    "RUNS_DIR_ENV",
+    "Run",
+    "RunInfo",
+    "RunNotFoundError",
+    "default_runs_dir",
+    "is_run_dir",
+    "list_runs",
+    "open_run",
+]
+
+_log = logging.getLogger("otelflow.analysis")
+
+RUNS_DIR_ENV = "OTELFLOW_RUNS_DIR"
+"""Environment variable naming the runs directory (default ``./.otelflow/runs``)."""
+
+DEFAULT_RUNS_DIR = Path(".otelflow") / "runs"
+"""The runs directory used when neither an argument nor :data:`RUNS_DIR_ENV` names one."""
+
+DEFAULT_REORDER_WINDOW = 20_000
+"""How many lines per file the reorder buffer holds (see :class:`Run`)."""
+
+_END_KEYS = {"event": "event_time", "span": "end_time", "metric": "time", "log": "time"}
+
+Line = dict[str, Any]
+
+
+class RunNotFoundError(OtelflowError, FileNotFoundError):
+    """No run directory was found where one was expected."""
+
+
+def default_runs_dir() -> Path:
+    """Return the runs directory: ``$OTELFLOW_RUNS_DIR`` or ``./.otelflow/runs``."""
+    env = os.environ.get(RUNS_DIR_ENV)
+    return Path(env) if env else DEFAULT_RUNS_DIR
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """Return True if ``path`` is a directory holding ``run.json`` or ``*.jsonl`` files."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    if (p / "run.json").is_file():
+        return True
+    return any(p.glob("*.jsonl"))
+
+
+def _read_meta(path: Path) -> tuple[dict[str, Any], str | None]:
+    """Read ``run.json``; return ``({}, reason)`` if it is missing or unreadable."""
+    f = path / "run.json"
+    try:
+        raw = f.read_bytes()
+    except FileNotFoundError:
+        return {}, None
+    except OSError as exc:
+        return {}, f"could not read {f}: {exc}"
+    try:
+        meta = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        return {}, f"{f} is not valid JSON ({exc})"
+    if not isinstance(meta, dict):
+        return {}, f"{f} does not hold a JSON object"
+    return meta, None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run in a runs directory, as listed by :func:`list_runs`.
+
+    Attributes:
+        run_id: The run id (``run.json``'s ``run_id``, else the directory name).
+        path: The run directory.
+        start_time: Start in ns since the epoch (``run.json``, else the newest file's mtime).
+        end_time: End in ns, or None while running or unknown.
+        status: ``"running"``, ``"completed"`` or ``"unknown"`` (no ``run.json``).
+        service_name: The service name recorded in ``run.json``, if any.
+        meta: The whole ``run.json`` (empty if missing or unreadable).
+    """
+
+    run_id: str
+    path: Path
+    start_time: int
+    end_time: int | None
+    status: str
+    service_name: str | None
+    meta: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def _info(path: Path) -> RunInfo:
+    meta, _ = _read_meta(path)
+    start = meta.get("start_time")
+    if not isinstance(start, int):
+        mtimes = [f.stat().st_mtime_ns for f in path.glob("*.jsonl")]
+        start = max(mtimes) if mtimes else path.stat().st_mtime_ns
+    end = meta.get("end_time")
+    return RunInfo(
+        run_id=str(meta.get("run_id") or path.name),
+        path=path,
+        start_time=start,
+        end_time=end if isinstance(end, int) else None,
+        status=str(meta.get("status") or "unknown"),
+        service_name=meta.get("service_name"),
+        meta=meta,
+    )
+
+
+def list_runs(runs_dir: str | os.PathLike[str] | None = None) -> list[RunInfo]:
+    """List the runs in a runs directory, oldest first.
+
+    Args:
+        runs_dir: The directory holding one sub-directory per run; default
+            :func:`default_runs_dir`.
+
+    Returns:
+        One :class:`RunInfo` per run directory, sorted by start time.
+
+    Raises:
+        RunNotFoundError: ``runs_dir`` does not exist or is not a directory.
+    """
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not root.is_dir():
+        raise RunNotFoundError(
+            f"No runs directory at {root}: expected a directory holding one run directory "
+            f"per run (set {RUNS_DIR_ENV} or pass the path)."
+        )
+    runs = [_info(p) for p in root.iterdir() if is_run_dir(p)]
+    runs.sort(key=lambda r: (r.start_time, r.run_id))
+    return runs
+
+
+def _resolve(path: str | os.PathLike[str] | None, runs_dir: str | os.PathLike[str] | None) -> Path:
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if path is None:
+        return _latest(root)
+    p = Path(path)
+    if p.is_file() and (p.name == "run.json" or p.suffix == ".jsonl"):
+        return p.parent
+    if is_run_dir(p):
+        return p
+    if p.is_dir():
+        return _latest(p)
+    if p.exists():
+        raise RunNotFoundError(
+            f"{p} is not a run: expected a run directory (run.json and *.jsonl files) or a runs directory holding them."
+        )
+    # Not a path: a run id (or a unique prefix of one) in the runs directory.
+    if root.is_dir() and not p.is_absolute() and len(p.parts) == 1:
+        if is_run_dir(root / p):
+            return root / p
+        matches = [r for r in list_runs(root) if r.run_id.startswith(str(p)) or r.path.name.startswith(str(p))]
+        if len(matches) == 1:
+            return matches[0].path
+        if len(matches) > 1:
+            names = ", ".join(r.run_id for r in matches[:5])
+            raise RunNotFoundError(f"Run id prefix {str(p)!r} is ambiguous in {root}: it matches {names}.")
+    raise RunNotFoundError(f"No run at {p}: expected a run directory, a runs directory, or a run id in {root}.")
+
+
+def _latest(root: Path) -> Path:
+    if not root.is_dir():
+        raise RunNotFoundError(
+            f"No runs directory at {root}: expected a run directory or a directory of runs "
+            f"(set {RUNS_DIR_ENV} or pass the path)."
+        )
+    runs = list_runs(root)
+    if not runs:
+        raise RunNotFoundError(f"No runs in {root}: expected run directories holding run.json and *.jsonl files.")
+    return runs[-1].path
+
+
+def open_run(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    reorder_window: int = DEFAULT_REORDER_WINDOW,
+) -> Run:
+    """Open a run for reading.
+
+    Args:
+        path: A run directory; a runs directory (its latest run is opened); a run's
+            ``run.json`` or JSONL file; or a run id, or a unique prefix of one, in
+            ``runs_dir``. None opens the latest run in ``runs_dir``.
+        runs_dir: Where run ids are looked up; default :func:`default_runs_dir`.
+        reorder_window: Lines per file the reorder buffer holds (see :class:`Run`).
+
+    Returns:
+        The :class:`Run`. Nothing is read but ``run.json`` and the file tails until you
+        iterate.
+
+    Raises:
+        RunNotFoundError: Nothing there looks like a run. Its message says what was
+            expected.
+    """
+    return Run(_resolve(path, runs_dir), reorder_window=reorder_window)
+
+
+def _torn_tail(path: Path) -> bool:
+    """True if the file's last line is incomplete (no final newline)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+class Run:
+    """A recorded run: metadata plus streaming, time-ordered access to its lines.
+
+    Ordering: each file's lines pass through a reorder buffer of ``reorder_window`` lines
+    and the files are merged with :func:`heapq.merge`, so the result is in time order
+    whenever no line was written more than ``reorder_window`` lines late. A line later than
+    that is yielded as soon as it is read and counted in :attr:`out_of_order`.
+
+    Not thread-safe; iterate from one thread at a time. Several iterations may be open at
+    once (each reopens the files).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, reorder_window: int = DEFAULT_REORDER_WINDOW) -> None:
+        """Read ``run.json`` and list the JSONL files of the run directory ``path``.
+
+        Args:
+            path: The run directory.
+            reorder_window: Lines per file the reorder buffer holds.
+
+        Raises:
+            RunNotFoundError: ``path`` is not a run directory.
+        """
+        self.path = Path(path)
+        if not is_run_dir(self.path):
+            raise RunNotFoundError(f"{self.path} is not a run directory: expected run.json and *.jsonl files in it.")
+        self.reorder_window = max(1, reorder_window)
+        meta, problem = _read_meta(self.path)
+        if problem:
+            _log.warning("otelflow: %s; reading the run without its metadata.", problem)
+        #: The ``run.json`` metadata (empty if missing or unreadable).
+        self.meta: dict[str, Any] = meta
+        #: The run's JSONL files, one per process, sorted by name.
+        self.files: list[Path] = sorted(self.path.glob("*.jsonl"))
+        #: Incomplete last lines (a killed process), one at most per file.
+        self.torn_lines: int = sum(_torn_tail(f) for f in self.files)
+        #: Lines yielded later than the reorder window allowed (time order not exact).
+        self.out_of_order: int = 0
+        self._bad: dict[Path, int] = {}
+        self._warned = False
+        self._decoder = msgspec.json.Decoder()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, run_id={self.run_id!r}, files={len(self.files)})"
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The run id (``run.json``'s, else the directory name)."""
+        return str(self.meta.get("run_id") or self.path.name)
+
+    @property
+    def service_name(self) -> str:
+        """The service name recorded in ``run.json`` (``"unknown_service"`` if none)."""
+        return str(self.meta.get("service_name") or "unknown_service")
+
+    @property
+    def trace_id(self) -> str | None:
+        """The run's trace id (32 hex), from ``run.json``, if recorded."""
+        tid = self.meta.get("trace_id")
+        return str(tid) if tid else None
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"completed"``, or ``"unknown"`` without ``run.json``."""
+        return str(self.meta.get("status") or "unknown")
+
+    @property
+    def start_time(self) -> int | None:
+        """Start of the run in ns since the epoch, from ``run.json``."""
+        t = self.meta.get("start_time")
+        return t if isinstance(t, int) else None
+
+    @property
+    def end_time(self) -> int | None:
+        """End of the run in ns since the epoch; None while it runs or if unknown."""
+        t = self.meta.get("end_time")
+        return t if isinstance(t, int) else None
+
+    @property
+    def bad_lines(self) -> int:
+        """Undecodable lines (other than torn last lines) met so far while iterating."""
+        return sum(self._bad.values())
+
+    # -- iteration --------------------------------------------------------------------------
+
+    def _file_lines(
+        self, path: Path, keep: Callable[[Line], bool] | None, needles: tuple[bytes, ...] | None = None
+    ) -> Iterator[Line]:
+        """Decode one file's lines in file order, skipping torn and bad lines.
+
+        ``needles``: a line containing none of these bytes cannot match ``keep`` and is
+        skipped without being decoded (a JSON string value always appears quoted as is).
+        """
+        decode = self._decoder.decode
+        bad = 0
+        try:
+            f = path.open("rb")
+        except OSError as exc:
+            _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+            return
+        with f:
+            lineno = 0
+            for raw in f:
+                lineno += 1
+                if needles is not None and not any(n in raw for n in needles):
+                    continue
+                if not raw.endswith(b"\n"):
+                    # The last line of a killed (or still running) process; counted in
+                    # torn_lines when the run was opened.
+                    try:
+                        obj = decode(raw)
+                    except msgspec.DecodeError:
+                        break
+                    if not isinstance(obj, dict):
+                        break
+                elif raw.isspace():
+                    continue
+                else:
+                    try:
+                        obj = decode(raw)
+                    except msgspec.DecodeError as exc:
+                        bad += 1
+                        self._note_bad(path, lineno, str(exc))
+                        continue
+                    if not isinstance(obj, dict):
+                        bad += 1
+                        self._note_bad(path, lineno, "not a JSON object")
+                        continue
+                if keep is None or keep(obj):
+                    yield obj
+        # A complete pass counts the file's bad lines exactly once (a filtered pass, which
+        # skips lines undecoded, gives a lower bound).
+        self._bad[path] = max(bad, self._bad.get(path, 0)) if needles is not None else bad
+
+    def _note_bad(self, path: Path, lineno: int, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "otelflow: skipped an undecodable line in %s (line %d: %s); further ones are "
+                "skipped too and counted in Run.bad_lines.",
+                path,
+                lineno,
+                why,
+            )
+
+    def _ordered(
+        self, lines: Iterator[Line], key: Callable[[Line], int], idx: int
+    ) -> Iterator[tuple[int, int, int, Line]]:
+        """Yield ``(time, file index, seq, line)`` through a bounded reorder heap."""
+        heap: list[tuple[int, int, int, Line]] = []
+        window = self.reorder_window
+        push, pop = heapq.heappush, heapq.heappop
+        last = -(2**63)
+        for seq, line in enumerate(lines):
+            push(heap, (key(line), idx, seq, line))
+            if len(heap) > window:
+                item = pop(heap)
+                if item[0] < last:
+                    self.out_of_order += 1
+                else:
+                    last = item[0]
+                yield item
+        while heap:
+            item = pop(heap)
+            if item[0] < last:
+                self.out_of_order += 1
+            yield item
+
+    def _stream(
+        self,
+        keep: Callable[[Line], bool] | None,
+        key: Callable[[Line], int],
+        ordered: bool,
+        needles: tuple[bytes, ...] | None = None,
+    ) -> Iterator[Line]:
+        if not ordered:
+            for path in self.files:
+                yield from self._file_lines(path, keep, needles)
+            return
+        streams = [self._ordered(self._file_lines(p, keep, needles), key, i) for i, p in enumerate(self.files)]
+        for item in heapq.merge(*streams):
+            yield item[3]
+
+    def lines(self, sections: Iterable[str] | str | None = None, *, ordered: bool = True) -> Iterator[Line]:
+        """Iterate over every line, as dicts, in the order the run unfolded.
+
+        Lines are keyed by when what they record was complete: an event's ``event_time``, a
+        span's ``end_time``, a metric snapshot's ``time``.
+
+        Args:
+            sections: Only these sections (``"event"``, ``"span"``, ``"metric"``, ``"log"``).
+            ordered: False yields file by file in file order, which is cheaper.
+
+        Yields:
+            One dict per decodable line.
+        """
+        if sections is None:
+            return self._stream(None, _line_end_time, ordered)
+        wanted = frozenset((sections,) if isinstance(sections, str) else sections)
+        return self._stream(lambda d: d.get("section") in wanted, _line_end_time, ordered, _needles(wanted))
+
+    def events(self, types: Iterable[str] | str | None = None, *, ordered: bool = True) -> Iterator[Line]:
+        """Iterate over event lines in ``event_time`` order.
+
+        Args:
+            types: Only events of these types (e.g. ``{"TaskStarted", "ml.Checkpoint"}``).
+            ordered: False yields file by file in file order, which is cheaper.
+
+        Yields:
+            One dict per event line.
+        """
+        if types is None:
+            return self._stream(_is_event, _event_time, ordered, (b'"event"',))
+        wanted = frozenset((types,) if isinstance(types, str) else types)
+
+        def keep(d: Line) -> bool:
+            return d.get("section") == "event" and d.get("type") in wanted
+
+        return self._stream(keep, _event_time, ordered, _needles(wanted))
+
+    def spans(self, kind: Iterable[str] | str | None = None, *, ordered: bool = True) -> Iterator[Line]:
+        """Iterate over span lines in ``start_time`` order.
+
+        Args:
+            kind: Only spans of this kind or kinds (``session``, ``workflow``, ``block``,
+                ``task``, ``user``).
+            ordered: False yields file by file in file order (spans are written when they
+                end), which is cheaper.
+
+        Yields:
+            One dict per span line.
+        """
+        needles = (b'"span"',)
+        if kind is None:
+            return self._stream(_is_span, _span_start, ordered, needles)
+        kinds = frozenset((kind,) if isinstance(kind, str) else kind)
+
+        def keep(d: Line) -> bool:
+            return d.get("section") == "span" and d.get("kind") in kinds
+
+        return self._stream(keep, _span_start, ordered, needles)
+
+    def metrics(self, names: Iterable[str] | str | None = None, *, ordered: bool = True) -> Iterator[Line]:
+        """Iterate over metric snapshot lines in ``time`` order.
+
+        Args:
+            names: Only metrics with these names (e.g. ``"otelflow.task.duration"``).
+            ordered: False yields file by file in file order, which is cheaper.
+
+        Yields:
+            One dict per metric line (one metric with all its points).
+        """
+        needles = (b'"metric"',)
+        if names is None:
+            return self._stream(_is_metric, _metric_time, ordered, needles)
+        wanted = frozenset((names,) if isinstance(names, str) else names)
+
+        def keep(d: Line) -> bool:
+            return d.get("section") == "metric" and d.get("name") in wanted
+
+        return self._stream(keep, _metric_time, ordered, needles)
+
+    # -- tables -----------------------------------------------------------------------------
+
+    @cached_property
+    def data(self) -> RunData:
+        """Tasks, workflows, blocks and counts of the run, from one pass over its lines.
+
+        Computed on first access and cached; memory grows with the number of tasks. For a
+        run still being written, open it again to see the lines written since.
+        """
+        from otelflow.analysis._tables import collect
+
+        return collect(self)
+
+    def tasks(self) -> dict[str, TaskInfo]:
+        """Return every task of the run by task id (see :attr:`data`)."""
+        return self.data.tasks
+
+
+def _needles(values: Iterable[str]) -> tuple[bytes, ...]:
+    """The quoted JSON forms of ``values``, for the cheap pre-filter of ``_file_lines``."""
+    return tuple(msgspec.json.encode(v) for v in values)
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) else 0
+
+
+def _event_time(d: Line) -> int:
+    return _int(d.get("event_time"))
+
+
+def _span_start(d: Line) -> int:
+    return _int(d.get("start_time"))
+
+
+def _metric_time(d: Line) -> int:
+    return _int(d.get("time"))
+
+
+def _line_end_time(d: Line) -> int:
+    return _int(d.get(_END_KEYS.get(d.get("section"), "time")))  # type: ignore[arg-type]
+
+
+def _is_event(d: Line) -> bool:
+    return d.get("section") == "event"
+
+
+def _is_span(d: Line) -> bool:
+    return d.get("section") == "span"
+
+
+def _is_metric(d: Line) -> bool:
+    return d.get("section") == "metric"
