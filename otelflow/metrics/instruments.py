@@ -48,7 +48,7 @@ DEPENDENCY_WAIT = (
 SCHEDULING_WAIT = (
     "otelflow.task.scheduling_wait",
     "s",
-    "Time from submission (or resolution) until the task started running.",
+    "Time from dependency resolution (else submission) until the task started running.",
 )
 WORKFLOW_DURATION = ("otelflow.workflow.duration", "s", "Workflow duration, scope entry to end.")
 TASK_CPU_TIME = ("otelflow.task.cpu_time", "s", "CPU seconds used by the task's process(es).")

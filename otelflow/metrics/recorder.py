@@ -100,7 +100,9 @@ class MetricRecorder:
                 sketch = self.by_name[name] = Sketch()
             if sketch is not None:
                 sketch.add(duration)
-            ready = rec.submitted or rec.resolved
+            # Ready = dependencies satisfied, so dependency wait + scheduling wait +
+            # execution add up to the task's lifetime (the report uses the same split).
+            ready = rec.resolved or rec.submitted or rec.created
             if ready:
                 wait = max(0, rec.started - ready) / 1e9
                 self.scheduling_wait.record(key, wait)

@@ -49,7 +49,7 @@ def test_counters_gauges_and_histograms_reach_a_reader(capture):
     assert abs(by_status["completed"].sum - 1.5) < 1e-6  # 3 × 0.5 s
     assert list(by_status["completed"].explicit_bounds) == list(inst.DURATION_BUCKETS)
     sched = m["otelflow.task.scheduling_wait"].data.data_points[0]
-    assert sched.count == 4 and abs(sched.sum - 0.8) < 1e-6  # 4 × 0.2 s
+    assert sched.count == 4 and abs(sched.sum - 1.2) < 1e-6  # 4 × 0.3 s: resolved at creation
 
 
 def test_no_metric_attribute_holds_a_task_id(capture):

@@ -32,7 +32,7 @@ def test_summary_counts_durations_waits_and_workflows(capture):
     assert abs(d["p50"] - 5.0) / 5.0 < 0.03
     # 11 durations: 1 (the failure), 1..10; exact p95 by rank 0.95 * 10 = 9.5 -> 9..10
     assert 9.0 * 0.98 <= d["p95"] <= 10.0
-    assert s["scheduling_wait_s"]["max"] == 2.0
+    assert s["scheduling_wait_s"]["max"] == 3.0  # resolved at creation (no upstream) -> started
     assert s["dependency_wait_s"]["max"] == 0.0
     wf = s["workflows"][wid]
     assert wf["name"] == "wf-sum"
