@@ -29,6 +29,15 @@ _lock = threading.Lock()
 _registry: dict[str, type[Event]] = {cls.__struct_config__.tag: cls for cls in BUILTIN_EVENTS}  # type: ignore[misc]
 _schemas: dict[str, tuple[tuple[str, Any, Any], ...]] = {}
 _encoder = msgspec.json.Encoder()
+_field_sets: dict[type, frozenset[str]] = {}
+
+
+def _current_ids() -> tuple[str | None, str | None, str | None]:
+    global _current_ids
+    from otelflow.scope import current_ids  # scope sits above events in the import graph
+
+    _current_ids = current_ids  # bind once: later calls skip the import machinery
+    return current_ids()
 
 
 class UserEvent(Event, frozen=True, kw_only=True):
@@ -187,22 +196,26 @@ def make_event(name_or_class: str | type[Event], /, **fields: Any) -> Event:
         EventError: Unknown event name, unknown field, or a missing required field.
     """
     cls = event_class(name_or_class) if isinstance(name_or_class, str) else name_or_class
-    if not (isinstance(cls, type) and issubclass(cls, Event)):
-        raise EventError(f"{name_or_class!r} is not an otelflow event class or name.")
-    unknown = set(fields) - set(cls.__struct_fields__)
-    if unknown:
+    allowed = _field_sets.get(cls)
+    if allowed is None:
+        if not (isinstance(cls, type) and issubclass(cls, Event)):
+            raise EventError(f"{name_or_class!r} is not an otelflow event class or name.")
+        allowed = _field_sets[cls] = frozenset(cls.__struct_fields__)
+    if not allowed.issuperset(fields):
+        unknown = set(fields) - allowed
         valid = sorted(set(cls.__struct_fields__) - {"event_id", "emit_time"})
         raise EventError(
             f"Event {cls.__struct_config__.tag!r} has no field(s) {sorted(unknown)}; "
             f"valid fields: {', '.join(valid)}."
         )
-    from otelflow.scope import current_ids  # local import: scope sits above events
-
-    session_id, workflow_id, block_id = current_ids()
-    fields.setdefault("session_id", session_id)
-    fields.setdefault("workflow_id", workflow_id)
-    fields.setdefault("block_id", block_id)
-    fields.setdefault("event_time", now_ns())
+    session_id, workflow_id, block_id = _current_ids()
+    if "session_id" not in fields:
+        fields["session_id"] = session_id
+    if "workflow_id" not in fields and "block_id" not in fields:
+        fields["workflow_id"] = workflow_id
+        fields["block_id"] = block_id
+    if "event_time" not in fields:
+        fields["event_time"] = now_ns()
     try:
         return cls(event_id=new_event_id(), **fields)
     except TypeError as exc:
