@@ -253,7 +253,14 @@ class Telemetry:
     def _make_resource(self) -> Resource:
         # Resource.create() reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; our
         # default service name applies only when neither they nor an argument name one.
-        base = Resource.create({"otelflow.run.id": self.run_id, "otelflow.session.id": self.session_id})
+        base = Resource.create(
+            {
+                # from environ= as well as os.environ (Resource.create reads only the latter)
+                **self.settings.resource_attributes,
+                "otelflow.run.id": self.run_id,
+                "otelflow.session.id": self.session_id,
+            }
+        )
         service = base.attributes.get("service.name", "")
         if self.settings.service_name:
             base = base.merge(Resource({"service.name": self.settings.service_name}))
@@ -467,10 +474,12 @@ class Telemetry:
         return out
 
     def _export_failures(self) -> int:
-        total = 0
-        for obj in (*self._exporters.span_processors, *self._exporters.metric_readers):
-            total += getattr(obj, "otelflow_failures", 0)
-        return total
+        return self._exporters.failures()
+
+    @property
+    def prometheus_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` the Prometheus endpoint is bound to (the real port if 0 was asked)."""
+        return self._exporters.prometheus_address
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """Drain every accepted event to every sink, close spans, flush exporters.
@@ -525,6 +534,8 @@ class Telemetry:
                 open_tasks,
             )
         # 2. final metrics (the JSONL reader's snapshot comes back through the bus).
+        # Metrics and spans share one bounded OTLP flush window (a dead collector: none).
+        self._exporters.begin_shutdown(deadline)
         remaining = max(1.0, deadline - time.monotonic())
         if self.meter_provider is not None:
             try:
