@@ -135,17 +135,17 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     lines = [
         f"run {summary.get('run_id')}  ({summary.get('elapsed_s', 0):.2f} s)",
-        f"  run directory : {summary.get('run_dir')}",
-        f"  tasks         : {t.get('created', 0)} created · {t.get('completed', 0)} completed · "
+        f"  run directory   : {summary.get('run_dir')}",
+        f"  tasks           : {t.get('created', 0)} created · {t.get('completed', 0)} completed · "
         f"{t.get('failed', 0)} failed · {t.get('canceled', 0)} canceled · {t.get('incomplete', 0)} incomplete",
-        f"  execution     : {fmt(summary.get('duration_s', {}))}",
-        f"  dependency wait: {fmt(summary.get('dependency_wait_s', {}))}",
-        f"  scheduling wait: {fmt(summary.get('scheduling_wait_s', {}))}",
-        "  by task name  :",
+        f"  execution       : {fmt(summary.get('duration_s', {}))}",
+        f"  dependency wait : {fmt(summary.get('dependency_wait_s', {}))}",
+        f"  scheduling wait : {fmt(summary.get('scheduling_wait_s', {}))}",
+        "  by task name    :",
     ]
     for name, stats in summary.get("by_task_name", {}).items():
         lines.append(f"    {name:<12} {stats['count']:>6} × {fmt(stats)}")
-    lines.append("  workflows     :")
+    lines.append("  workflows       :")
     for wid, wf in summary.get("workflows", {}).items():
         c = wf["tasks"]
         lines.append(
@@ -153,7 +153,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{c['completed']} ok · {c['failed']} failed · {c['canceled']} canceled"
         )
     dropped = {k: v for k, v in summary.get("dropped", {}).items() if v}
-    lines.append(f"  losses        : {dropped or 'none'}")
+    lines.append(f"  losses          : {dropped or 'none'}")
     return "\n".join(lines)
 
 
