@@ -13,18 +13,17 @@ documentation is rendered from it and from :data:`otelflow.config.env.ENV_VARS`.
 from __future__ import annotations
 
 import difflib
-import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from otelflow.config import env as ev
-from otelflow.config.env import (
-    ENV_VARS,
-    RATIO_SAMPLERS,
+from otelflow.config.env import ENV_VARS, RATIO_SAMPLERS
+from otelflow.config.parse import (
+    Parser,
     Rule,
     Source,
     parse_bool,
@@ -32,8 +31,10 @@ from otelflow.config.env import (
     parse_choices,
     parse_float,
     parse_int,
+    parse_log_level,
     parse_mapping,
     parse_path,
+    parse_set_global,
     parse_str,
     parse_url,
 )
@@ -50,13 +51,6 @@ SetGlobalProviders = Literal["auto", "true", "false"]
 REDACTED: Final = "<redacted>"
 """What :meth:`Settings.redacted` writes in place of a secret."""
 
-_LOG_LEVELS: Final[Mapping[str, int]] = {
-    "DEBUG": logging.DEBUG,
-    "INFO": logging.INFO,
-    "WARNING": logging.WARNING,
-    "ERROR": logging.ERROR,
-    "CRITICAL": logging.CRITICAL,
-}
 _SECONDS_POSITIVE: Final = Rule("float", "a number of seconds > 0", low=0.0, low_inclusive=False)
 _OTLP_SETTINGS: Final = Rule("str", "an OtlpSettings instance")
 _DEFAULT_OTLP_BASE: Final[Mapping[str, str]] = {
@@ -309,8 +303,6 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
 # Loading
 # ---------------------------------------------------------------------------------------
 
-Parser = Callable[[object, Source, Rule], T]
-
 
 class _Loader:
     """Reads arguments and variables; every read value is checked, used or not."""
@@ -386,23 +378,6 @@ def _parse_otlp_settings(value: object, src: Source, rule: Rule) -> OtlpSettings
     if not isinstance(value, OtlpSettings):
         src.fail(value, rule.expected)
     return value
-
-
-def _parse_set_global(value: object, src: Source, rule: Rule) -> str:
-    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() != "auto"):
-        try:
-            return "true" if parse_bool(value, src, rule) else "false"
-        except ConfigError:
-            pass
-    return parse_choice(value, src, rule)
-
-
-def _parse_log_level(value: object, src: Source, rule: Rule) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value not in _LOG_LEVELS.values():
-            src.fail(value, rule.expected)
-        return value
-    return _LOG_LEVELS[parse_choice(value, src, rule)]
 
 
 def _otlp(ld: _Loader, signal: Signal) -> OtlpSettings:
@@ -592,8 +567,8 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         queue_full=cast(QueueFull, ld.value(parse_choice, "queue_full", ev.OTELFLOW_QUEUE_FULL)),
         set_global_providers=cast(
             SetGlobalProviders,
-            ld.value(_parse_set_global, "set_global_providers", ev.OTELFLOW_SET_GLOBAL_PROVIDERS),
+            ld.value(parse_set_global, "set_global_providers", ev.OTELFLOW_SET_GLOBAL_PROVIDERS),
         ),
         capture_logs=ld.value(parse_bool, "capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
-        log_level=ld.value(_parse_log_level, "log_level", ev.OTELFLOW_LOG_LEVEL),
+        log_level=ld.value(parse_log_level, "log_level", ev.OTELFLOW_LOG_LEVEL),
     )

@@ -24,14 +24,12 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.trace import SpanProcessor
 
 from otelflow.errors import ConfigError
+from otelflow.sinks._export_logs import ExportHealth, install_log_filter, uninstall_log_filter
 from otelflow.sinks.resilience import (
     ExportGuard,
-    ExportHealth,
     GuardedMetricExporter,
     GuardedMetricReader,
     GuardedSpanProcessor,
-    install_log_filter,
-    uninstall_log_filter,
 )
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ wraps them so that:
   until a probe, every few seconds to a minute, gets through again;
 * the exporters' own per-attempt log records are kept out of the user's logs while
   otelflow runs them; :class:`ExportHealth` logs **one** warning per session that names
-  the endpoint and the fix (a later recovery or relapse is logged at INFO);
+  the endpoint and the fix (a later recovery or relapse is logged at INFO) — both live in
+  :mod:`otelflow.sinks._export_logs`;
 * at shutdown each exporter gets one bounded flush window — the OTLP timeout, never more
   than what is left of ``stop(timeout)`` — and is aborted at once if the collector is
   already known to be down or nothing accepts TCP connections at its address (checked
@@ -32,12 +33,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -50,6 +50,15 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from otelflow.sinks._export_logs import (
+    ExportHealth,
+    _current,
+    _debug_log,
+    _short,
+    install_log_filter,
+    uninstall_log_filter,
+)
+
 _log = logging.getLogger("otelflow")
 _monotonic = time.monotonic
 
@@ -61,154 +70,6 @@ MAX_COOLDOWN_S = 60.0
 PROBE_TIMEOUT_S = 0.2
 #: Grace after the flush window for a worker to notice an abort before it is abandoned.
 ABORT_GRACE_S = 0.5
-#: Longest exporter detail quoted in the warning.
-_DETAIL_CHARS = 400
-_RETRY_PLAN = re.compile(r",? retrying in [0-9.]+ ?s\b\.?")
-
-# Loggers of the OTel exporters whose per-attempt records otelflow replaces by its own
-# single warning, while (and only while) one of otelflow's threads runs an export.
-_SDK_LOGGER_PREFIXES = ("opentelemetry.exporter",)
-
-
-# ---------------------------------------------------------------------------------------
-# Keeping the exporters' own log records out of the user's logs
-# ---------------------------------------------------------------------------------------
-
-
-class _ThreadState(threading.local):
-    guard: ExportGuard | None = None
-
-
-_current = _ThreadState()
-
-
-class _ExporterLogFilter(logging.Filter):
-    """Diverts WARNING+ records of OTel exporter loggers emitted inside a guarded export.
-
-    Records from any other thread (someone else's exporter in the same process) pass
-    untouched. A diverted record is handed to the guard as the failure's detail and
-    re-logged at DEBUG on ``otelflow.export``.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        guard = _current.guard
-        if guard is None or record.levelno < logging.WARNING:
-            return True
-        guard.exporter_reported(record)
-        return False
-
-
-_FILTER = _ExporterLogFilter()
-_filter_lock = threading.Lock()
-_filter_users = 0
-_filtered: list[logging.Logger] = []
-_debug_log = logging.getLogger("otelflow.export")
-
-
-def install_log_filter(modules: Sequence[str] = ()) -> None:
-    """Attach the filter to every exporter logger that exists now (idempotent, counted).
-
-    Call after the exporters are constructed (their modules create their loggers on
-    import). ``modules`` adds the exporters' own module names. Undo with
-    :func:`uninstall_log_filter`.
-    """
-    global _filter_users
-    with _filter_lock:
-        _filter_users += 1
-        names = [n for n in list(logging.Logger.manager.loggerDict) if n.startswith(_SDK_LOGGER_PREFIXES)]
-        for name in [*names, *modules]:
-            logger = logging.getLogger(name)
-            if _FILTER not in logger.filters:
-                # First in line: the SDK's own DuplicateFilter, on the same loggers, would
-                # otherwise hide the metrics exporter's record right after the traces one.
-                logger.filters.insert(0, _FILTER)
-                _filtered.append(logger)
-
-
-def uninstall_log_filter() -> None:
-    """Remove the filter once the last session that installed it is gone."""
-    global _filter_users
-    with _filter_lock:
-        _filter_users = max(0, _filter_users - 1)
-        if _filter_users:
-            return
-        for logger in _filtered:
-            logger.removeFilter(_FILTER)
-        _filtered.clear()
-
-
-# ---------------------------------------------------------------------------------------
-# One warning per session
-# ---------------------------------------------------------------------------------------
-
-
-def _has_handler(logger: logging.Logger) -> bool:
-    """Whether a record of ``logger`` reaches a handler other than a ``NullHandler``."""
-    current: logging.Logger | None = logger
-    while current is not None:
-        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
-            return True
-        if not current.propagate:
-            return False
-        current = current.parent
-    return False
-
-
-def _warn_visibly(msg: str, *args: object) -> None:
-    """``_log.warning``, shown on stderr even when the application configured no logging.
-
-    otelflow's logger carries a ``NullHandler`` (the library convention), which also
-    keeps Python's last-resort stderr handler away. The OTel exporters' own messages,
-    which this module silences, would have reached stderr that way; so does this one,
-    unless logging is configured (then it goes where the application sends warnings) or
-    otelflow's warnings are switched off by level.
-    """
-    if not _log.isEnabledFor(logging.WARNING):
-        return
-    if _has_handler(_log) or logging.lastResort is None:
-        _log.warning(msg, *args)
-        return
-    record = _log.makeRecord(_log.name, logging.WARNING, __file__, 0, msg, args, None)
-    logging.lastResort.handle(record)
-
-
-class ExportHealth:
-    """Logs the one warning of a session about unreachable collectors. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.warned = False
-
-    def down(self, guard: ExportGuard, detail: str) -> None:
-        """``guard``'s collector just failed an export (it was fine, or unknown, before)."""
-        with self._lock:
-            first = not self.warned
-            self.warned = True
-        sig = guard.signal.upper()
-        if first:
-            _warn_visibly(
-                "otelflow could not export %s to %s (OTLP %s): %s. Is an OpenTelemetry "
-                "Collector listening there? The workflow and the run directory are not "
-                "affected: while the collector is down otelflow sends nothing to it instead of "
-                "retrying (it tries again every %g-%g s) and counts what it could not export "
-                "in summary()['dropped']['export_failures']. Point OTEL_EXPORTER_OTLP_ENDPOINT "
-                "(or OTEL_EXPORTER_OTLP_%s_ENDPOINT) at your collector, or set "
-                "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none to export nothing. "
-                "This warning is shown once.",
-                guard.signal,
-                guard.endpoint,
-                guard.protocol,
-                detail,
-                FIRST_COOLDOWN_S,
-                MAX_COOLDOWN_S,
-                sig,
-            )
-        else:
-            _log.info("otelflow could not export %s to %s: %s", guard.signal, guard.endpoint, detail)
-
-    def up(self, guard: ExportGuard) -> None:
-        """``guard``'s collector answered again after being down."""
-        _log.info("otelflow: the collector at %s takes %s again.", guard.endpoint, guard.signal)
 
 
 # ---------------------------------------------------------------------------------------
@@ -454,12 +315,6 @@ def _tcp_reachable(address: tuple[str, int] | None) -> bool | None:
     return True
 
 
-def _short(message: str) -> str:
-    # The exporter's own words, minus its retry plan (otelflow has its own).
-    text = _RETRY_PLAN.sub(".", " ".join(message.split())).rstrip(". ")
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
-
-
 def _shutdown_quietly(guard: ExportGuard, exporter: Any) -> None:
     previous = _current.guard
     _current.guard = guard
@@ -516,6 +371,21 @@ class GuardedSpanProcessor(SpanProcessor):
         """Spans not exported: failed, refused while the collector is down, or dropped
         because the queue was full (or they ended after shutdown)."""
         return self.failed + self.refused + self.dropped
+
+    @property
+    def otelflow_refusing(self) -> bool:
+        """True while the collector is known to be down and :meth:`on_end` refuses spans.
+
+        Read by otelflow's trace tree (dispatcher thread) before it builds a span: while
+        this is True it calls :meth:`otelflow_refuse` instead of building the span for
+        :meth:`on_end`. O(1), never blocks.
+        """
+        guard = self.guard
+        return guard.down and _monotonic() < guard.retry_at
+
+    def otelflow_refuse(self) -> None:
+        """Count one span refused without being built, as :meth:`on_end` would have."""
+        self.refused += 1
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         """Nothing to do when a span starts."""

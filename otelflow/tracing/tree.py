@@ -6,7 +6,8 @@ a terminal state it:
 
 * writes the task's span line to the JSONL run directory,
 * builds an OTel ``ReadableSpan`` for the export processors (OTLP, console, the user's),
-  only if there are any — that keeps the JSONL-only path cheap,
+  only if there are any and one of them takes it — that keeps the JSONL-only path, and
+  the path with the collector known to be down, cheap,
 * updates the running metric aggregates,
 * and ends the enclosing scopes whose own exit has already happened.
 
@@ -167,6 +168,14 @@ class TraceTree:
         self.recorder = recorder
         self.jsonl = jsonl
         self.processors = tuple(processors)
+        # Processors that say when they would refuse a span (otelflow's OTLP ones while the
+        # collector is known down): no span is built for them then, only counted. A
+        # processor's answer must be a real bool; anything else (a mock) gets every span.
+        self._refusable: tuple[Any, ...] = tuple(
+            p
+            for p in self.processors
+            if isinstance(getattr(p, "otelflow_refusing", None), bool) and callable(getattr(p, "otelflow_refuse", None))
+        )
         self.scope_spans = scope_spans
         self._task_key = blake2b(digest_size=8, key=trace_id.to_bytes(16, "big"))
         self._scope_info = InstrumentationScope("otelflow", version)
@@ -476,6 +485,9 @@ class TraceTree:
     def _export_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
         if rec.span_id > self._sample_below:
             return
+        refusing = self._refuse() if self._refusable else None
+        if refusing is not None and len(refusing) == len(self.processors):
+            return  # every processor refused (and counted) it: nothing to build
         trace_id = self.trace_id
         flags = self._span_ctx_flags
         links = [
@@ -503,7 +515,33 @@ class TraceTree:
             events,
             links,
             span_status,
+            refusing,
         )
+
+    def _refuse(self) -> list[SpanProcessor] | None:
+        """Have each processor that refuses spans right now count this one; return those.
+
+        None, without building anything, when none refuses (the usual case). Each
+        processor's ``otelflow_refusing`` is read once, so it gets exactly one of
+        ``otelflow_refuse()`` here or ``on_end()`` in :meth:`_export`: its count of refused
+        spans is what ``on_end`` would have made it.
+        """
+        refusable = self._refusable
+        for first in refusable:
+            if first.otelflow_refusing:
+                break
+        else:
+            return None
+        refusing = [first]
+        for proc in refusable[refusable.index(first) + 1 :]:
+            if proc.otelflow_refusing:
+                refusing.append(proc)
+        for proc in refusing:
+            try:
+                proc.otelflow_refuse()
+            except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
+                _log.warning("otelflow span processor %r failed: %s", proc, exc)
+        return refusing
 
     def _export(
         self,
@@ -516,7 +554,9 @@ class TraceTree:
         events: list[SpanEvent],
         links: list[Link],
         status: Status,
+        refusing: list[SpanProcessor] | None = None,
     ) -> None:
+        """Build the span and hand it to every processor but those in ``refusing``."""
         flags = self._span_ctx_flags
         span = ReadableSpan(
             name=name,
@@ -537,6 +577,8 @@ class TraceTree:
             instrumentation_scope=self._scope_info,
         )
         for proc in self.processors:
+            if refusing is not None and proc in refusing:
+                continue  # counted by _refuse()
             try:
                 proc.on_end(span)
             except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
@@ -633,12 +675,15 @@ class TraceTree:
                 )
             )
         if self.processors:
+            refusing = self._refuse() if self._refusable else None
+            if refusing is not None and len(refusing) == len(self.processors):
+                return  # every processor refused (and counted) it
             span_status = (
                 Status(StatusCode.ERROR, rec.error_type or "failed")
                 if status == "failed"
                 else Status(StatusCode.UNSET)
             )
-            self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status)
+            self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status, refusing)
 
     def _log_header(self, ev: LogRecord) -> bytes:
         trace_hex = ev.trace_id or self.trace_hex

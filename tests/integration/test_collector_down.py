@@ -25,7 +25,8 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 import otelflow
 from otelflow.sinks import resilience
-from otelflow.sinks.resilience import ExportGuard, ExportHealth, GuardedSpanProcessor
+from otelflow.sinks._export_logs import ExportHealth, install_log_filter, uninstall_log_filter
+from otelflow.sinks.resilience import ExportGuard, GuardedSpanProcessor
 from tests.conftest import read_lines
 from tests.integration.otlp_receiver import GrpcReceiver, HttpReceiver, closed_port, run_workload
 
@@ -189,7 +190,7 @@ def test_breaker_fails_fast_while_down_and_recovers(monkeypatch, caplog):
         flush_s=1.0,
         health=ExportHealth(),
     )
-    resilience.install_log_filter()
+    install_log_filter()
     proc = GuardedSpanProcessor(guard, batch_size=10, delay_s=0.05)
     try:
         for i in range(10):
@@ -217,7 +218,7 @@ def test_breaker_fails_fast_while_down_and_recovers(monkeypatch, caplog):
             proc.shutdown()
     finally:
         proc.shutdown()
-        resilience.uninstall_log_filter()
+        uninstall_log_filter()
     warnings = otelflow_warnings(caplog)
     assert len(warnings) == 1 and endpoint in warnings[0].getMessage()
     assert any("takes traces again" in r.getMessage() for r in caplog.records)

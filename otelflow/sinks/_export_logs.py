@@ -1,0 +1,187 @@
+"""What otelflow logs about exports, and what it keeps the exporters from logging.
+
+While one of otelflow's export threads runs an OTel exporter
+(:class:`~otelflow.sinks.resilience.ExportGuard`), the exporter's own per-attempt warnings
+and errors are diverted by :class:`_ExporterLogFilter` to the guard (as the failure's
+detail) and re-logged at DEBUG on ``otelflow.export``; records from any other thread pass
+untouched. In their place :class:`ExportHealth` logs **one** warning per session that names
+the endpoint and the fix, shown on stderr even when the application configured no logging
+(:func:`_warn_visibly`); a later recovery or relapse is logged at INFO.
+
+:func:`install_log_filter` / :func:`uninstall_log_filter` attach and remove the filter
+(counted, so that sessions may overlap). Everything here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from otelflow.sinks.resilience import ExportGuard
+
+_log = logging.getLogger("otelflow")
+
+#: Longest exporter detail quoted in the warning.
+_DETAIL_CHARS = 400
+_RETRY_PLAN = re.compile(r",? retrying in [0-9.]+ ?s\b\.?")
+
+# Loggers of the OTel exporters whose per-attempt records otelflow replaces by its own
+# single warning, while (and only while) one of otelflow's threads runs an export.
+_SDK_LOGGER_PREFIXES = ("opentelemetry.exporter",)
+
+
+# ---------------------------------------------------------------------------------------
+# Keeping the exporters' own log records out of the user's logs
+# ---------------------------------------------------------------------------------------
+
+
+class _ThreadState(threading.local):
+    guard: ExportGuard | None = None
+
+
+_current = _ThreadState()
+
+
+class _ExporterLogFilter(logging.Filter):
+    """Diverts WARNING+ records of OTel exporter loggers emitted inside a guarded export.
+
+    Records from any other thread (someone else's exporter in the same process) pass
+    untouched. A diverted record is handed to the guard as the failure's detail and
+    re-logged at DEBUG on ``otelflow.export``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        guard = _current.guard
+        if guard is None or record.levelno < logging.WARNING:
+            return True
+        guard.exporter_reported(record)
+        return False
+
+
+_FILTER = _ExporterLogFilter()
+_filter_lock = threading.Lock()
+_filter_users = 0
+_filtered: list[logging.Logger] = []
+_debug_log = logging.getLogger("otelflow.export")
+
+
+def install_log_filter(modules: Sequence[str] = ()) -> None:
+    """Attach the filter to every exporter logger that exists now (idempotent, counted).
+
+    Call after the exporters are constructed (their modules create their loggers on
+    import). ``modules`` adds the exporters' own module names. Undo with
+    :func:`uninstall_log_filter`.
+    """
+    global _filter_users
+    with _filter_lock:
+        _filter_users += 1
+        names = [n for n in list(logging.Logger.manager.loggerDict) if n.startswith(_SDK_LOGGER_PREFIXES)]
+        for name in [*names, *modules]:
+            logger = logging.getLogger(name)
+            if _FILTER not in logger.filters:
+                # First in line: the SDK's own DuplicateFilter, on the same loggers, would
+                # otherwise hide the metrics exporter's record right after the traces one.
+                logger.filters.insert(0, _FILTER)
+                _filtered.append(logger)
+
+
+def uninstall_log_filter() -> None:
+    """Remove the filter once the last session that installed it is gone."""
+    global _filter_users
+    with _filter_lock:
+        _filter_users = max(0, _filter_users - 1)
+        if _filter_users:
+            return
+        for logger in _filtered:
+            logger.removeFilter(_FILTER)
+        _filtered.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# One warning per session
+# ---------------------------------------------------------------------------------------
+
+
+def _has_handler(logger: logging.Logger) -> bool:
+    """Whether a record of ``logger`` reaches a handler other than a ``NullHandler``."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
+def _warn_visibly(msg: str, *args: object) -> None:
+    """``_log.warning``, shown on stderr even when the application configured no logging.
+
+    otelflow's logger carries a ``NullHandler`` (the library convention), which also
+    keeps Python's last-resort stderr handler away. The OTel exporters' own messages,
+    which this module silences, would have reached stderr that way; so does this one,
+    unless logging is configured (then it goes where the application sends warnings) or
+    otelflow's warnings are switched off by level.
+    """
+    if not _log.isEnabledFor(logging.WARNING):
+        return
+    if _has_handler(_log) or logging.lastResort is None:
+        _log.warning(msg, *args)
+        return
+    record = _log.makeRecord(_log.name, logging.WARNING, __file__, 0, msg, args, None)
+    logging.lastResort.handle(record)
+
+
+class ExportHealth:
+    """Logs the one warning of a session about unreachable collectors. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.warned = False
+
+    def down(self, guard: ExportGuard, detail: str) -> None:
+        """``guard``'s collector just failed an export (it was fine, or unknown, before)."""
+        with self._lock:
+            first = not self.warned
+            self.warned = True
+        # The breaker's schedule, read now (imported here: that module imports this one).
+        from otelflow.sinks.resilience import FIRST_COOLDOWN_S, MAX_COOLDOWN_S
+
+        sig = guard.signal.upper()
+        if first:
+            _warn_visibly(
+                "otelflow could not export %s to %s (OTLP %s): %s. Is an OpenTelemetry "
+                "Collector listening there? The workflow and the run directory are not "
+                "affected: while the collector is down otelflow sends nothing to it instead of "
+                "retrying (it tries again every %g-%g s) and counts what it could not export "
+                "in summary()['dropped']['export_failures']. Point OTEL_EXPORTER_OTLP_ENDPOINT "
+                "(or OTEL_EXPORTER_OTLP_%s_ENDPOINT) at your collector, or set "
+                "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none to export nothing. "
+                "This warning is shown once.",
+                guard.signal,
+                guard.endpoint,
+                guard.protocol,
+                detail,
+                FIRST_COOLDOWN_S,
+                MAX_COOLDOWN_S,
+                sig,
+            )
+        else:
+            _log.info("otelflow could not export %s to %s: %s", guard.signal, guard.endpoint, detail)
+
+    def up(self, guard: ExportGuard) -> None:
+        """``guard``'s collector answered again after being down."""
+        _log.info("otelflow: the collector at %s takes %s again.", guard.endpoint, guard.signal)
+
+
+def _short(message: str) -> str:
+    # The exporter's own words, minus its retry plan (otelflow has its own).
+    text = _RETRY_PLAN.sub(".", " ".join(message.split())).rstrip(". ")
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+
+
+__all__ = ["ExportHealth", "install_log_filter", "uninstall_log_filter"]
