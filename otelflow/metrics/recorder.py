@@ -19,7 +19,7 @@ from otelflow.metrics import instruments as inst
 from otelflow.metrics.aggregates import HistogramAgg, Sketch, TaskCounts
 
 if TYPE_CHECKING:
-    from otelflow.tracing.tree import ScopeRec, TaskRec
+    from otelflow.tracing.records import ScopeRec, TaskRec
 
 _log = logging.getLogger("otelflow")
 

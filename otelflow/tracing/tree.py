@@ -4,10 +4,8 @@ Runs on the dispatcher thread only. It keeps one record per task and per scope *
 flight* (memory is bounded by what is running, not by what ran), and when a task reaches
 a terminal state it:
 
-* writes the task's span line to the JSONL run directory,
-* builds an OTel ``ReadableSpan`` for the export processors (OTLP, console, the user's),
-  only if there are any and one of them takes it — that keeps the JSONL-only path, and
-  the path with the collector known to be down, cheap,
+* hands the finished span to :class:`~otelflow.tracing.spans.SpanEmitter` (the JSONL
+  span line, and an OTel span for export processors only if one of them takes it),
 * updates the running metric aggregates,
 * and ends the enclosing scopes whose own exit has already happened.
 
@@ -21,12 +19,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
-
-import msgspec
-from opentelemetry.sdk.trace import Event as SpanEvent
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from otelflow.events.model import (
     BlockEnded,
@@ -48,6 +40,8 @@ from otelflow.events.model import (
     new_event_id,
     now_ns,
 )
+from otelflow.tracing.records import CREATED, QUEUED, RESOLVED, STARTED, SUBMITTED, ScopeRec, TaskRec
+from otelflow.tracing.spans import SpanEmitter
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -57,92 +51,6 @@ if TYPE_CHECKING:
     from otelflow.sinks.jsonl import JsonlWriter
 
 _log = logging.getLogger("otelflow")
-
-# Task states, in lifecycle order.
-CREATED, RESOLVED, SUBMITTED, QUEUED, STARTED = range(5)
-
-
-class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="span", gc=False):
-    """One finished span as written to the JSONL run directory (``section: span``)."""
-
-    trace_id: str
-    span_id: str
-    name: str
-    kind: str
-    start_time: int
-    end_time: int
-    status: str
-    parent_span_id: str | None = None
-    attributes: dict[str, Any] = {}
-    events: list[tuple[str, int]] = []
-    links: list[str] = []
-    error_message: str | None = None
-
-
-class ScopeRec:
-    """A workflow, block or the session, while its span is open."""
-
-    __slots__ = (
-        "counts",
-        "end",
-        "error_type",
-        "exited",
-        "id",
-        "kind",
-        "name",
-        "open",
-        "parent",
-        "span_hex",
-        "span_id",
-        "start",
-        "status",
-        "workflow_name",
-    )
-
-    def __init__(
-        self, kind: str, id: str, name: str, span_id: int, parent: ScopeRec | None, start: int
-    ) -> None:
-        self.kind = kind
-        self.id = id
-        self.name = name
-        self.span_id = span_id
-        self.span_hex = f"{span_id:016x}"
-        self.parent = parent
-        self.start = start
-        self.end = start
-        self.exited = False
-        self.open = 0
-        self.status = "completed"
-        self.error_type: str | None = None
-        self.workflow_name: str | None = None
-        self.counts = [0, 0, 0]  # completed, failed, canceled tasks directly or below
-
-
-class TaskRec:
-    """One task in flight."""
-
-    __slots__ = (
-        "attributes",
-        "backend",
-        "counts",
-        "created",
-        "dependents",
-        "deps",
-        "header",
-        "id",
-        "name",
-        "pending",
-        "queued",
-        "resolved",
-        "scope",
-        "span_id",
-        "started",
-        "state",
-        "submitted",
-        "worker",
-        "workflow",
-    )
-
 
 class TraceTree:
     """Builds the trace tree and metric aggregates from events (dispatcher thread)."""
@@ -166,21 +74,17 @@ class TraceTree:
         self.session_id = session_id
         self.resource = resource
         self.recorder = recorder
-        self.jsonl = jsonl
-        self.processors = tuple(processors)
-        # Processors that say when they would refuse a span (otelflow's OTLP ones while the
-        # collector is known down): no span is built for them then, only counted. A
-        # processor's answer must be a real bool; anything else (a mock) gets every span.
-        self._refusable: tuple[Any, ...] = tuple(
-            p
-            for p in self.processors
-            if isinstance(getattr(p, "otelflow_refusing", None), bool) and callable(getattr(p, "otelflow_refuse", None))
-        )
         self.scope_spans = scope_spans
         self._task_key = blake2b(digest_size=8, key=trace_id.to_bytes(16, "big"))
-        self._scope_info = InstrumentationScope("otelflow", version)
-        self._sample_below = int(max(0.0, min(1.0, sample_ratio)) * (2**64 - 1))
-        self._span_ctx_flags = TraceFlags(TraceFlags.SAMPLED)
+        self.spans = SpanEmitter(
+            trace_id=trace_id,
+            resource=resource,
+            jsonl=jsonl,
+            processors=processors,
+            task_span_id=self.task_span_id,
+            sample_ratio=sample_ratio,
+            version=version,
+        )
         self.tasks: dict[str, TaskRec] = {}
         self.scopes: dict[str, ScopeRec] = {}
         self.session = ScopeRec("session", session_id, "session", session_span_id, None, now_ns())
@@ -391,10 +295,7 @@ class TraceTree:
         if len(done) > 16384:
             done.popitem(last=False)  # O(1); a plain dict used as a FIFO degrades to O(n)
         self.recorder.task_finished(rec, end, status, ev)
-        if self.jsonl is not None:
-            self._write_task_span(rec, end, status, ev)
-        if self.processors:
-            self._export_task_span(rec, end, status, ev)
+        self.spans.task_span(rec, end, status, ev)
         # Downstream tasks waiting on this one.
         dependents = rec.dependents
         if dependents:
@@ -415,174 +316,6 @@ class TraceTree:
         scope.end = max(scope.end, end)
         if scope.exited and scope.open <= 0:
             self._close_scope(scope)
-
-    def _task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
-        events = [("TaskCreated", rec.created)]
-        if rec.resolved:
-            events.append(("TaskResolved", rec.resolved))
-        if rec.submitted:
-            events.append(("TaskSubmitted", rec.submitted))
-        if rec.queued:
-            events.append(("TaskQueued", rec.queued))
-        if rec.started:
-            events.append(("TaskStarted", rec.started))
-        events.append(("Task" + status.capitalize(), end))
-        return events
-
-    def _task_attributes(self, rec: TaskRec, status: str, ev: Any) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
-            "otelflow.task.id": rec.id,
-            "otelflow.task.name": rec.name,
-            "otelflow.task.status": status,
-        }
-        wf = rec.workflow
-        if wf is not None:
-            attrs["otelflow.workflow.id"] = wf.id
-            attrs["otelflow.workflow.name"] = wf.name
-        scope = rec.scope
-        if scope.kind == "block":
-            attrs["otelflow.block.id"] = scope.id
-            attrs["otelflow.block.name"] = scope.name
-        if rec.backend:
-            attrs["otelflow.task.backend"] = rec.backend
-        if rec.worker:
-            attrs["otelflow.task.worker"] = rec.worker
-        if rec.deps:
-            attrs["otelflow.task.depends_on"] = tuple(rec.deps)
-        if ev is not None:
-            if type(ev) is TaskFailed:
-                attrs["error.type"] = ev.error_type
-            cpu = getattr(ev, "cpu_time_s", None)
-            if cpu is not None:
-                attrs["otelflow.task.cpu_time_s"] = cpu
-            rss = getattr(ev, "peak_rss_bytes", None)
-            if rss is not None:
-                attrs["otelflow.task.peak_rss_bytes"] = rss
-        if rec.attributes:
-            for k, v in rec.attributes.items():
-                attrs.setdefault(k, v)
-        return attrs
-
-    def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
-        assert self.jsonl is not None
-        self.jsonl.write_struct(
-            SpanLine(
-                trace_id=self.trace_hex,
-                span_id=f"{rec.span_id:016x}",
-                parent_span_id=rec.scope.span_hex,
-                name=rec.name,
-                kind="task",
-                start_time=rec.created,
-                end_time=end,
-                status=status,
-                attributes=self._task_attributes(rec, status, ev),
-                events=self._task_events(rec, end, status),
-                links=[f"{self.task_span_id(d):016x}" for d in rec.deps],
-                error_message=ev.error_message if type(ev) is TaskFailed else None,
-            )
-        )
-
-    def _export_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
-        if rec.span_id > self._sample_below:
-            return
-        refusing = self._refuse() if self._refusable else None
-        if refusing is not None and len(refusing) == len(self.processors):
-            return  # every processor refused (and counted) it: nothing to build
-        trace_id = self.trace_id
-        flags = self._span_ctx_flags
-        links = [
-            Link(SpanContext(trace_id, self.task_span_id(d), False, flags)) for d in rec.deps
-        ]
-        events = [SpanEvent(name, attributes=None, timestamp=t) for name, t in self._task_events(rec, end, status)]
-        if type(ev) is TaskFailed:
-            events.append(
-                SpanEvent(
-                    "exception",
-                    attributes={"exception.type": ev.error_type, "exception.message": ev.error_message},
-                    timestamp=end,
-                )
-            )
-            span_status = Status(StatusCode.ERROR, f"{ev.error_type}: {ev.error_message}")
-        else:
-            span_status = Status(StatusCode.UNSET)
-        self._export(
-            rec.name,
-            rec.span_id,
-            rec.scope.span_id,
-            rec.created,
-            end,
-            self._task_attributes(rec, status, ev),
-            events,
-            links,
-            span_status,
-            refusing,
-        )
-
-    def _refuse(self) -> list[SpanProcessor] | None:
-        """Have each processor that refuses spans right now count this one; return those.
-
-        None, without building anything, when none refuses (the usual case). Each
-        processor's ``otelflow_refusing`` is read once, so it gets exactly one of
-        ``otelflow_refuse()`` here or ``on_end()`` in :meth:`_export`: its count of refused
-        spans is what ``on_end`` would have made it.
-        """
-        refusable = self._refusable
-        for first in refusable:
-            if first.otelflow_refusing:
-                break
-        else:
-            return None
-        refusing = [first]
-        for proc in refusable[refusable.index(first) + 1 :]:
-            if proc.otelflow_refusing:
-                refusing.append(proc)
-        for proc in refusing:
-            try:
-                proc.otelflow_refuse()
-            except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
-                _log.warning("otelflow span processor %r failed: %s", proc, exc)
-        return refusing
-
-    def _export(
-        self,
-        name: str,
-        span_id: int,
-        parent_span_id: int | None,
-        start: int,
-        end: int,
-        attributes: dict[str, Any],
-        events: list[SpanEvent],
-        links: list[Link],
-        status: Status,
-        refusing: list[SpanProcessor] | None = None,
-    ) -> None:
-        """Build the span and hand it to every processor but those in ``refusing``."""
-        flags = self._span_ctx_flags
-        span = ReadableSpan(
-            name=name,
-            context=SpanContext(self.trace_id, span_id, False, flags),
-            parent=(
-                SpanContext(self.trace_id, parent_span_id, False, flags)
-                if parent_span_id
-                else None
-            ),
-            resource=self.resource,
-            attributes=attributes,
-            events=events,
-            links=links,
-            kind=SpanKind.INTERNAL,
-            status=status,
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=self._scope_info,
-        )
-        for proc in self.processors:
-            if refusing is not None and proc in refusing:
-                continue  # counted by _refuse()
-            try:
-                proc.on_end(span)
-            except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
-                _log.warning("otelflow span processor %r failed: %s", proc, exc)
 
     # -- scopes ------------------------------------------------------------------------------
 
@@ -650,40 +383,13 @@ class TraceTree:
         attrs["otelflow.tasks.canceled"] = rec.counts[2]
         if rec.error_type:
             attrs["error.type"] = rec.error_type
-        self._emit_scope_span(rec, f"{rec.kind} {rec.name}", status, attrs)
+        self.spans.scope_span(rec, f"{rec.kind} {rec.name}", status, attrs)
         parent = rec.parent
         if parent is not None:
             parent.open -= 1
             parent.end = max(parent.end, rec.end)
             if parent.exited and parent.open <= 0 and parent.kind != "session":
                 self._close_scope(parent)
-
-    def _emit_scope_span(self, rec: ScopeRec, name: str, status: str, attrs: dict[str, Any]) -> None:
-        parent_id = rec.parent.span_id if rec.parent is not None else None
-        if self.jsonl is not None:
-            self.jsonl.write_struct(
-                SpanLine(
-                    trace_id=self.trace_hex,
-                    span_id=rec.span_hex,
-                    parent_span_id=f"{parent_id:016x}" if parent_id else None,
-                    name=name,
-                    kind=rec.kind,
-                    start_time=rec.start,
-                    end_time=rec.end,
-                    status=status,
-                    attributes=attrs,
-                )
-            )
-        if self.processors:
-            refusing = self._refuse() if self._refusable else None
-            if refusing is not None and len(refusing) == len(self.processors):
-                return  # every processor refused (and counted) it
-            span_status = (
-                Status(StatusCode.ERROR, rec.error_type or "failed")
-                if status == "failed"
-                else Status(StatusCode.UNSET)
-            )
-            self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status, refusing)
 
     def _log_header(self, ev: LogRecord) -> bytes:
         trace_hex = ev.trace_id or self.trace_hex
@@ -721,7 +427,7 @@ class TraceTree:
         attrs["otelflow.tasks.completed"] = session.counts[0]
         attrs["otelflow.tasks.failed"] = session.counts[1]
         attrs["otelflow.tasks.canceled"] = session.counts[2]
-        self._emit_scope_span(session, "session", "completed", attrs)
+        self.spans.scope_span(session, "session", "completed", attrs)
         return len(open_tasks)
 
 
@@ -734,4 +440,4 @@ def _depth(rec: ScopeRec) -> int:
     return d
 
 
-__all__ = ["SpanLine", "TraceTree"]
+__all__ = ["TraceTree"]

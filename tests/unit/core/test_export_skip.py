@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import otelflow
 from otelflow.sinks._export_logs import ExportHealth
 from otelflow.sinks.resilience import ExportGuard, GuardedSpanProcessor
-from otelflow.tracing import tree
+from otelflow.tracing import spans as span_module
 
 TASKS = 5
 SPANS = TASKS + 2  # the tasks, their workflow, the session
@@ -55,7 +55,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[ReadableSpan]:
         spans.append(span)
         return span
 
-    monkeypatch.setattr(tree, "ReadableSpan", counting)
+    monkeypatch.setattr(span_module, "ReadableSpan", counting)
     return spans
 
 

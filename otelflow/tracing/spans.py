@@ -1,0 +1,285 @@
+"""Finished spans: the JSONL span line and the OTel ``ReadableSpan`` for export processors.
+
+Spans are built from the tree's records when a task or scope ends. The JSONL line is
+encoded straight from the record; a ``ReadableSpan`` (~1.7 µs) is built only if an export
+processor (OTLP, console, the user's) will take it — processors that say they are
+refusing (a collector known to be down) only count it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from opentelemetry.sdk.trace import Event as SpanEvent
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from otelflow.events.model import TaskFailed
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from otelflow.sinks.jsonl import JsonlWriter
+    from otelflow.tracing.records import ScopeRec, TaskRec
+
+_log = logging.getLogger("otelflow")
+
+__all__ = ["SpanEmitter", "SpanLine"]
+
+
+class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="span", gc=False):
+    """One finished span as written to the JSONL run directory (``section: span``)."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    kind: str
+    start_time: int
+    end_time: int
+    status: str
+    parent_span_id: str | None = None
+    attributes: dict[str, Any] = {}
+    events: list[tuple[str, int]] = []
+    links: list[str] = []
+    error_message: str | None = None
+
+
+class SpanEmitter:
+    """Writes finished spans to the JSONL and hands them to export processors."""
+
+    def __init__(
+        self,
+        *,
+        trace_id: int,
+        resource: Resource,
+        jsonl: JsonlWriter | None,
+        processors: Sequence[SpanProcessor],
+        task_span_id: Callable[[str], int],
+        sample_ratio: float = 1.0,
+        version: str = "",
+    ) -> None:
+        self.trace_id = trace_id
+        self.trace_hex = f"{trace_id:032x}"
+        self.resource = resource
+        self.jsonl = jsonl
+        self.processors = tuple(processors)
+        self.task_span_id = task_span_id
+        # Processors that say when they would refuse a span (otelflow's OTLP ones while the
+        # collector is known down): no span is built for them then, only counted. A
+        # processor's answer must be a real bool; anything else (a mock) gets every span.
+        self._refusable: tuple[Any, ...] = tuple(
+            p
+            for p in self.processors
+            if isinstance(getattr(p, "otelflow_refusing", None), bool) and callable(getattr(p, "otelflow_refuse", None))
+        )
+        self._scope_info = InstrumentationScope("otelflow", version)
+        self._sample_below = int(max(0.0, min(1.0, sample_ratio)) * (2**64 - 1))
+        self._span_ctx_flags = TraceFlags(TraceFlags.SAMPLED)
+
+    def task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        """Write and export the span of a task that reached ``status`` at ``end``."""
+        if self.jsonl is not None:
+            self._write_task_span(rec, end, status, ev)
+        if self.processors:
+            self._export_task_span(rec, end, status, ev)
+
+    def task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
+        events = [("TaskCreated", rec.created)]
+        if rec.resolved:
+            events.append(("TaskResolved", rec.resolved))
+        if rec.submitted:
+            events.append(("TaskSubmitted", rec.submitted))
+        if rec.queued:
+            events.append(("TaskQueued", rec.queued))
+        if rec.started:
+            events.append(("TaskStarted", rec.started))
+        events.append(("Task" + status.capitalize(), end))
+        return events
+
+    def task_attributes(self, rec: TaskRec, status: str, ev: Any) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "otelflow.task.id": rec.id,
+            "otelflow.task.name": rec.name,
+            "otelflow.task.status": status,
+        }
+        wf = rec.workflow
+        if wf is not None:
+            attrs["otelflow.workflow.id"] = wf.id
+            attrs["otelflow.workflow.name"] = wf.name
+        scope = rec.scope
+        if scope.kind == "block":
+            attrs["otelflow.block.id"] = scope.id
+            attrs["otelflow.block.name"] = scope.name
+        if rec.backend:
+            attrs["otelflow.task.backend"] = rec.backend
+        if rec.worker:
+            attrs["otelflow.task.worker"] = rec.worker
+        if rec.deps:
+            attrs["otelflow.task.depends_on"] = tuple(rec.deps)
+        if ev is not None:
+            if type(ev) is TaskFailed:
+                attrs["error.type"] = ev.error_type
+            cpu = getattr(ev, "cpu_time_s", None)
+            if cpu is not None:
+                attrs["otelflow.task.cpu_time_s"] = cpu
+            rss = getattr(ev, "peak_rss_bytes", None)
+            if rss is not None:
+                attrs["otelflow.task.peak_rss_bytes"] = rss
+        if rec.attributes:
+            for k, v in rec.attributes.items():
+                attrs.setdefault(k, v)
+        return attrs
+
+    def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        assert self.jsonl is not None
+        self.jsonl.write_struct(
+            SpanLine(
+                trace_id=self.trace_hex,
+                span_id=f"{rec.span_id:016x}",
+                parent_span_id=rec.scope.span_hex,
+                name=rec.name,
+                kind="task",
+                start_time=rec.created,
+                end_time=end,
+                status=status,
+                attributes=self.task_attributes(rec, status, ev),
+                events=self.task_events(rec, end, status),
+                links=[f"{self.task_span_id(d):016x}" for d in rec.deps],
+                error_message=ev.error_message if type(ev) is TaskFailed else None,
+            )
+        )
+
+    def _export_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        if rec.span_id > self._sample_below:
+            return
+        refusing = self._refuse() if self._refusable else None
+        if refusing is not None and len(refusing) == len(self.processors):
+            return  # every processor refused (and counted) it: nothing to build
+        trace_id = self.trace_id
+        flags = self._span_ctx_flags
+        links = [
+            Link(SpanContext(trace_id, self.task_span_id(d), False, flags)) for d in rec.deps
+        ]
+        events = [SpanEvent(name, attributes=None, timestamp=t) for name, t in self.task_events(rec, end, status)]
+        if type(ev) is TaskFailed:
+            events.append(
+                SpanEvent(
+                    "exception",
+                    attributes={"exception.type": ev.error_type, "exception.message": ev.error_message},
+                    timestamp=end,
+                )
+            )
+            span_status = Status(StatusCode.ERROR, f"{ev.error_type}: {ev.error_message}")
+        else:
+            span_status = Status(StatusCode.UNSET)
+        self._export(
+            rec.name,
+            rec.span_id,
+            rec.scope.span_id,
+            rec.created,
+            end,
+            self.task_attributes(rec, status, ev),
+            events,
+            links,
+            span_status,
+            refusing,
+        )
+
+    def _refuse(self) -> list[SpanProcessor] | None:
+        """Have each processor that refuses spans right now count this one; return those.
+
+        None, without building anything, when none refuses (the usual case). Each
+        processor's ``otelflow_refusing`` is read once, so it gets exactly one of
+        ``otelflow_refuse()`` here or ``on_end()`` in :meth:`_export`: its count of refused
+        spans is what ``on_end`` would have made it.
+        """
+        refusable = self._refusable
+        for first in refusable:
+            if first.otelflow_refusing:
+                break
+        else:
+            return None
+        refusing = [first]
+        for proc in refusable[refusable.index(first) + 1 :]:
+            if proc.otelflow_refusing:
+                refusing.append(proc)
+        for proc in refusing:
+            try:
+                proc.otelflow_refuse()
+            except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
+                _log.warning("otelflow span processor %r failed: %s", proc, exc)
+        return refusing
+
+    def _export(
+        self,
+        name: str,
+        span_id: int,
+        parent_span_id: int | None,
+        start: int,
+        end: int,
+        attributes: dict[str, Any],
+        events: list[SpanEvent],
+        links: list[Link],
+        status: Status,
+        refusing: list[SpanProcessor] | None = None,
+    ) -> None:
+        """Build the span and hand it to every processor but those in ``refusing``."""
+        flags = self._span_ctx_flags
+        span = ReadableSpan(
+            name=name,
+            context=SpanContext(self.trace_id, span_id, False, flags),
+            parent=(
+                SpanContext(self.trace_id, parent_span_id, False, flags)
+                if parent_span_id
+                else None
+            ),
+            resource=self.resource,
+            attributes=attributes,
+            events=events,
+            links=links,
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope_info,
+        )
+        for proc in self.processors:
+            if refusing is not None and proc in refusing:
+                continue  # counted by _refuse()
+            try:
+                proc.on_end(span)
+            except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
+                _log.warning("otelflow span processor %r failed: %s", proc, exc)
+
+    def scope_span(self, rec: ScopeRec, name: str, status: str, attrs: dict[str, Any]) -> None:
+        """Write and export the span of a workflow, block or the session."""
+        parent_id = rec.parent.span_id if rec.parent is not None else None
+        if self.jsonl is not None:
+            self.jsonl.write_struct(
+                SpanLine(
+                    trace_id=self.trace_hex,
+                    span_id=rec.span_hex,
+                    parent_span_id=f"{parent_id:016x}" if parent_id else None,
+                    name=name,
+                    kind=rec.kind,
+                    start_time=rec.start,
+                    end_time=rec.end,
+                    status=status,
+                    attributes=attrs,
+                )
+            )
+        if self.processors:
+            refusing = self._refuse() if self._refusable else None
+            if refusing is not None and len(refusing) == len(self.processors):
+                return  # every processor refused (and counted) it
+            span_status = (
+                Status(StatusCode.ERROR, rec.error_type or "failed")
+                if status == "failed"
+                else Status(StatusCode.UNSET)
+            )
+            self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status, refusing)
