@@ -22,6 +22,7 @@ from otelflow._version import __version__
 from otelflow.bus.subscribers import Subscriber
 from otelflow.errors import ConfigError, EventError, OtelflowError
 from otelflow.events import Event, define_event, make_event
+from otelflow.integrations.futures import instrument
 from otelflow.scope import block, workflow_scope
 from otelflow.session import Telemetry
 from otelflow.tasks import TaskTracker, task, tracker
@@ -38,6 +39,7 @@ __all__ = [
     "current_telemetry",
     "define_event",
     "emit",
+    "instrument",
     "make_event",
     "start_telemetry",
     "stop",

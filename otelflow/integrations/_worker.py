@@ -1,0 +1,589 @@
+"""What runs where the task runs: the task wrappers and the worker-process session.
+
+Two wrappers carry a task to its worker:
+
+* :class:`LocalCall` (thread pools): runs in a worker thread of the submitting process.
+  It records ``TaskStarted`` and the terminal step itself, with the worker thread's clock,
+  inside a copy of the submitter's ``contextvars`` context (so workflow/block scopes
+  follow) and with the task span as the current OTel span.
+* :class:`RemoteCall` (process pools and any other executor): picklable. Where it runs it
+  needs no telemetry of its own to be *measured*: it notes start and end
+  (``time.time_ns``), CPU seconds and peak RSS of its process (and waited-for children)
+  and hands them back with the result — or, attached to the exception, with the error.
+  The submitting side records them with those worker-side times.
+
+In a worker *process*, user spans (``opentelemetry.trace.get_tracer(...)``) and
+``otelflow.emit()`` need somewhere to go. :func:`worker_session` lazily starts, once per
+process, a ``Telemetry(role="worker")`` joined to the parent's run directory, trace and
+session: it writes ``worker-<host>-<pid>.jsonl`` next to the parent's file (one process,
+one file) and never ``run.json``. It is flushed after each task that made spans or events,
+because pool workers end with ``os._exit`` (no ``atexit``), and stopped by a ``multiprocessing.util.Finalize`` when
+the worker exits normally. A worker killed with SIGKILL therefore loses nothing that a
+finished task wrote.
+
+Fork safety: a forked child forgets the session it inherited (see ``_after_fork``); the
+core resets the process's current telemetry. No lock taken here is held across a call
+that could fork.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from otelflow import _global
+from otelflow.scope import Scope, _scope
+from otelflow.tracing.ids import parse_traceparent
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from otelflow.session import Telemetry
+    from otelflow.tasks import TaskTracker
+
+__all__ = [
+    "OUTCOME_ATTR",
+    "LocalCall",
+    "RemoteCall",
+    "WorkerConfig",
+    "stop_worker_session",
+    "worker_session",
+]
+
+_log = logging.getLogger("otelflow")
+
+OUTCOME_ATTR = "_otelflow_outcome"
+"""Attribute set on an exception raised by a :class:`RemoteCall`: its measured outcome."""
+
+_SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
+_now = time.time_ns
+_process_time = time.process_time
+
+
+# --- thread pools ----------------------------------------------------------------------------
+
+
+class LocalCall:
+    """A task for a thread pool: records its own start and end in the worker thread.
+
+    Args:
+        fn: The user's callable.
+        task_id: The task's id (already recorded as created and submitted).
+        tracker: The tracker that recorded it.
+        ctx: The submitter's ``contextvars`` context (copied at ``submit()``).
+    """
+
+    __slots__ = ("ctx", "fn", "task_id", "tracker")
+
+    def __init__(self, fn: Callable[..., Any], task_id: str, tracker: TaskTracker, ctx: contextvars.Context):
+        self.fn = fn
+        self.task_id = task_id
+        self.tracker = tracker
+        self.ctx = ctx
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ctx.run(self._run, args, kwargs)
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        trk = self.tracker
+        tid = self.task_id
+        trk.started(tid, worker=threading.current_thread().name)
+        token = None
+        span_ctx = trk.span_context(tid)
+        if span_ctx is not None:
+            token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
+        try:
+            result = self.fn(*args, **kwargs)
+        except BaseException as exc:
+            trk.failed(tid, exc)
+            raise
+        finally:
+            if token is not None:
+                _detach(token)
+        trk.completed(tid)
+        return result
+
+
+# --- process pools ---------------------------------------------------------------------------
+
+
+class WorkerConfig:
+    """What a worker process needs to join the parent's run (pickled with every task).
+
+    Attributes:
+        parent_pid: The submitting process; a call running there needs no worker session.
+        runs_dir: The parent's runs directory, or None when it writes no run directory.
+        run_id: The parent's run id (the worker writes into the same run directory).
+        trace_id: The parent session's trace id (32 hex digits).
+        session_id: The parent session's id.
+        service_name: The parent's ``service.name``.
+        flush_interval: The parent's JSONL flush interval.
+        set_global_providers: The parent's policy for the OTel global tracer provider.
+        session: Start a worker session for user spans and events (``worker_telemetry=``).
+    """
+
+    __slots__ = (
+        "flush_interval",
+        "parent_pid",
+        "run_id",
+        "runs_dir",
+        "service_name",
+        "session",
+        "session_id",
+        "set_global_providers",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        parent_pid: int,
+        runs_dir: str | None,
+        run_id: str,
+        trace_id: str,
+        session_id: str,
+        service_name: str | None,
+        flush_interval: float,
+        set_global_providers: str,
+        session: bool,
+    ) -> None:
+        self.parent_pid = parent_pid
+        self.runs_dir = runs_dir
+        self.run_id = run_id
+        self.trace_id = trace_id
+        self.session_id = session_id
+        self.service_name = service_name
+        self.flush_interval = flush_interval
+        self.set_global_providers = set_global_providers
+        self.session = session
+
+    @classmethod
+    def of(cls, tel: Telemetry, session: bool) -> WorkerConfig:
+        """The config for workers of ``tel`` (a running telemetry of this process)."""
+        s = tel.settings
+        service = tel.resource.attributes.get("service.name") if tel.resource is not None else None
+        return cls(
+            parent_pid=os.getpid(),
+            runs_dir=str(s.runs_dir) if tel.run_dir is not None else None,
+            run_id=tel.run_id,
+            trace_id=f"{tel.trace_id:032x}",
+            session_id=tel.session_id,
+            service_name=str(service) if service is not None else None,
+            flush_interval=s.flush_interval,
+            set_global_providers=s.set_global_providers,
+            session=session,
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (
+            WorkerConfig,
+            (
+                self.parent_pid,
+                self.runs_dir,
+                self.run_id,
+                self.trace_id,
+                self.session_id,
+                self.service_name,
+                self.flush_interval,
+                self.set_global_providers,
+                self.session,
+            ),
+        )
+
+
+class RemoteCall:
+    """A picklable task wrapper that measures the task where it runs.
+
+    Returns ``(result, start_ns, end_ns, cpu_time_s, peak_rss_bytes, pid, worker)``; if the
+    task raises, the same outcome (without result) is attached to the exception as
+    ``OUTCOME_ATTR`` and the exception propagates unchanged otherwise.
+
+    Args:
+        fn: The user's callable (must be picklable for process pools).
+        task_id: The task's id.
+        traceparent: W3C ``traceparent`` of the task span, or None.
+        workflow_id: The submitter's workflow scope, stamped on events emitted in the task.
+        block_id: The submitter's block scope, likewise.
+        config: How to join the parent's run, or None to only measure.
+    """
+
+    __slots__ = ("block_id", "config", "fn", "task_id", "traceparent", "workflow_id")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        task_id: str,
+        traceparent: str | None,
+        workflow_id: str | None,
+        block_id: str | None,
+        config: WorkerConfig | None,
+    ) -> None:
+        self.fn = fn
+        self.task_id = task_id
+        self.traceparent = traceparent
+        self.workflow_id = workflow_id
+        self.block_id = block_id
+        self.config = config
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (
+            RemoteCall,
+            (self.fn, self.task_id, self.traceparent, self.workflow_id, self.block_id, self.config),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        cfg = self.config
+        pid = os.getpid()
+        session = None
+        if cfg is not None and cfg.session and pid != cfg.parent_pid:
+            session = worker_session(cfg)
+        tokens = _enter_task_context(self.traceparent, self.workflow_id, self.block_id, session is not None)
+        usage = _Usage()
+        start = _now()
+        try:
+            try:
+                result = self.fn(*args, **kwargs)
+            except BaseException as exc:
+                end = _now()
+                cpu, rss = usage.end()
+                try:
+                    setattr(exc, OUTCOME_ATTR, (start, end, cpu, rss, pid, _worker_name(pid)))
+                except Exception:  # noqa: BLE001 - an exception without a __dict__
+                    pass
+                raise
+            end = _now()
+            cpu, rss = usage.end()
+        finally:
+            _exit_task_context(tokens)
+            if session is not None:
+                _flush_if_used(session)
+        return (result, start, end, cpu, rss, pid, _worker_name(pid))
+
+
+_HOST = socket.gethostname()
+
+
+def _worker_name(pid: int) -> str:
+    return f"{_HOST}:{pid}"
+
+
+def _detach(token: object) -> None:
+    try:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the context was switched elsewhere; nothing to undo
+        pass
+
+
+def _enter_task_context(
+    traceparent: str | None, workflow_id: str | None, block_id: str | None, scoped: bool
+) -> tuple[object | None, Any]:
+    otel_token = None
+    if traceparent:
+        ids = parse_traceparent(traceparent)
+        if ids is not None:
+            span = otel_trace.NonRecordingSpan(otel_trace.SpanContext(ids[0], ids[1], True, _SAMPLED))
+            otel_token = otel_context.attach(otel_trace.set_span_in_context(span))
+    scope_token = None
+    if scoped and (workflow_id or block_id):
+        # Events the task emits carry the submitter's workflow and block ids.
+        wf = Scope("workflow", workflow_id, workflow_id, 0, None) if workflow_id else None
+        scope = Scope("block", block_id, block_id, 0, wf) if block_id else wf
+        scope_token = _scope.set(scope)
+    return otel_token, scope_token
+
+
+def _exit_task_context(tokens: tuple[object | None, Any]) -> None:
+    otel_token, scope_token = tokens
+    if scope_token is not None:
+        try:
+            _scope.reset(scope_token)
+        except ValueError:
+            pass
+    if otel_token is not None:
+        _detach(otel_token)
+
+
+# --- per-task resource use -------------------------------------------------------------------
+
+try:
+    import resource as _resource
+except ImportError:  # pragma: no cover - Windows
+    _resource = None  # type: ignore[assignment]
+
+# Linux can reset a process's peak RSS ("5" > /proc/self/clear_refs, since 4.0), which gives
+# the peak of this task alone (VmHWM afterwards); elsewhere the peak is the worker's
+# high-water mark so far (an upper bound). Both files stay open (per process: a forked
+# child reopens them, since the parent's descriptors name the parent).
+_proc_pid = -1
+_clear_fd: int | None = None
+_status_fd: int | None = None
+_proc_ok = os.path.exists("/proc/self/clear_refs")
+
+
+def _proc_files() -> bool:
+    global _proc_pid, _clear_fd, _status_fd, _proc_ok
+    pid = os.getpid()
+    if _proc_pid == pid:
+        return _clear_fd is not None
+    _proc_pid = pid
+    _clear_fd = _status_fd = None  # inherited descriptors (if any) stay with the parent's
+    if not _proc_ok:
+        return False
+    try:
+        _clear_fd = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+        _status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        _proc_ok = False
+        _clear_fd = _status_fd = None
+        return False
+    return True
+
+
+def _reset_peak() -> bool:
+    if not _proc_files():
+        return False
+    try:
+        os.write(_clear_fd, b"5")  # type: ignore[arg-type]
+    except OSError:
+        return False
+    return True
+
+
+def _peak_since_reset() -> int | None:
+    try:
+        data = os.pread(_status_fd, 8192, 0)  # type: ignore[arg-type]
+        i = data.find(b"VmHWM:")
+        if i < 0:
+            return None
+        return int(data[i + 6 : data.index(b"kB", i)]) * 1024
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _children() -> tuple[float, int]:
+    if _resource is None:
+        return 0.0, 0
+    ru = _resource.getrusage(_resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+
+
+def _self_maxrss() -> int | None:
+    if _resource is None:
+        return None
+    scale = 1 if os.uname().sysname == "Darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class _Usage:
+    """CPU seconds and peak RSS of this process (and its waited-for children) over one task.
+
+    CPU is process-wide (all threads: a task's own threads count, and so does otelflow's
+    worker-session thread, which is idle unless the task makes spans or events).
+    """
+
+    __slots__ = ("child_cpu", "child_rss", "cpu", "reset")
+
+    def __init__(self) -> None:
+        self.reset = _reset_peak()
+        self.child_cpu, self.child_rss = _children()
+        self.cpu = _process_time()
+
+    def end(self) -> tuple[float, int | None]:
+        cpu = _process_time() - self.cpu
+        child_cpu, child_rss = _children()
+        cpu += max(0.0, child_cpu - self.child_cpu)
+        peak = _peak_since_reset() if self.reset else None
+        if peak is None:
+            peak = _self_maxrss()
+        if child_rss > self.child_rss and peak is not None:
+            # A child that ended during the task set a new high-water mark (KiB on Linux).
+            peak = max(peak, child_rss * 1024)
+        return round(cpu, 6), peak
+
+
+# --- the worker session ----------------------------------------------------------------------
+
+_lock = threading.Lock()
+_session: Telemetry | None = None
+_session_run: str | None = None
+_finalizer_registered = False
+_failed_runs: set[str] = set()
+
+
+def worker_session(cfg: WorkerConfig) -> Telemetry | None:
+    """Return this worker process's session for ``cfg``'s run, starting it if needed.
+
+    Returns None when the parent writes no run directory, when telemetry the user started
+    in this process is current (user spans go there), or when starting failed (logged once
+    per run; the task still runs and is measured).
+    """
+    global _session, _session_run
+    if cfg.runs_dir is None:
+        return None
+    current = _global.current()
+    if current is not None and current.active and current is not _session:
+        return None
+    sess = _session
+    if sess is not None and _session_run == cfg.run_id and sess.active:
+        return sess
+    with _lock:
+        sess = _session
+        if sess is not None and _session_run == cfg.run_id and sess.active:
+            return sess
+        if cfg.run_id in _failed_runs:
+            return None
+        if sess is not None:  # a new run in the parent: this worker moves to it
+            _stop(sess)
+            _session = None
+        try:
+            sess = _start(cfg)
+        except Exception as exc:  # noqa: BLE001 - measure the task anyway
+            _failed_runs.add(cfg.run_id)
+            _log.warning(
+                "otelflow could not start telemetry in worker process %d (%s); spans and "
+                "events made inside its tasks are not recorded. The tasks themselves are.",
+                os.getpid(),
+                exc,
+            )
+            return None
+        _session, _session_run = sess, cfg.run_id
+        _register_finalizer()
+        return sess
+
+
+def _start(cfg: WorkerConfig) -> Telemetry:
+    from otelflow.session import Telemetry
+
+    tel = Telemetry(
+        role="worker",
+        checkpoint_path=cfg.runs_dir,
+        run_id=cfg.run_id,
+        resource_poll_interval=0,
+        # Metric snapshots of a worker hold nothing of interest (its tasks are counted by
+        # the parent); one at stop is enough.
+        checkpoint_interval=3600,
+        service_name=cfg.service_name,
+        flush_interval=cfg.flush_interval,
+        set_global_providers=cfg.set_global_providers,
+        span_processors=[_activity],
+        # The parent's exporters are not repeated here: worker lines reach the run
+        # directory only (see docs/executors.md). environ={} keeps an inherited
+        # OTEL_TRACES_EXPORTER from starting exporters in every worker.
+        environ={},
+    )
+    # Join the parent's trace and session, so lines the worker writes (user spans, events,
+    # logs) carry the parent's trace id and session id.
+    tel.trace_id = int(cfg.trace_id, 16)
+    tel.session_id = cfg.session_id
+    tel.start()
+    _count_puts(tel)
+    return tel
+
+
+class _Activity(SpanProcessor):
+    """Counts what the worker session was given, so a task that recorded nothing skips the flush.
+
+    Spans ended through the session's tracer provider arrive here; events (``emit()``) are
+    counted by :func:`_count_puts`. A lost increment (two threads at once) can only cost one
+    early flush, never a line.
+    """
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.flushed = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.records += 1
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+_activity = _Activity()
+
+
+def _count_puts(sess: Telemetry) -> None:
+    put = sess.bus_put
+    act = _activity
+    act.flushed = act.records  # a new session: nothing of it is unflushed yet
+
+    def counting_put(item: Any) -> bool:
+        act.records += 1
+        return put(item)
+
+    sess.bus_put = counting_put
+
+
+def _flush_if_used(sess: Telemetry) -> None:
+    """Write what the task recorded before its result is sent back.
+
+    A flush is a round trip to the session's dispatcher thread (15-50 µs), so it is
+    skipped when the task recorded nothing.
+    """
+    act = _activity
+    records = act.records
+    if records == act.flushed:
+        return
+    act.flushed = records
+    try:
+        sess.flush(timeout=5.0)
+    except Exception:  # noqa: BLE001 - never fail a task because of its telemetry
+        pass
+
+
+def _stop(sess: Telemetry) -> None:
+    try:
+        sess.stop(timeout=5.0)
+    except Exception as exc:  # noqa: BLE001 - the worker is exiting
+        _log.debug("otelflow worker session stop failed: %s", exc)
+
+
+def stop_worker_session() -> None:
+    """Stop this process's worker session, if any (runs at worker exit)."""
+    global _session, _session_run
+    with _lock:
+        sess, _session, _session_run = _session, None, None
+    if sess is not None:
+        _stop(sess)
+
+
+def _register_finalizer() -> None:
+    global _finalizer_registered
+    if _finalizer_registered:
+        return
+    _finalizer_registered = True
+    try:
+        from multiprocessing import util
+
+        # Pool workers leave through multiprocessing's _exit_function and then os._exit:
+        # atexit handlers never run there, finalizers with an exit priority do.
+        util.Finalize(None, stop_worker_session, exitpriority=100)
+    except Exception:  # noqa: BLE001 - not a multiprocessing worker; atexit still applies
+        pass
+
+
+def _after_fork() -> None:
+    # The child must not use (or stop) a session inherited from its parent: the core marks
+    # that Telemetry stopped; here we forget it and renew the lock, which the parent may
+    # have held at the moment of the fork.
+    global _lock, _session, _session_run, _finalizer_registered
+    _lock = threading.Lock()
+    _session = None
+    _session_run = None
+    _finalizer_registered = False
+    _failed_runs.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

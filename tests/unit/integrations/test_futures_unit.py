@@ -1,0 +1,219 @@
+"""The pieces of the executor instrumentation, without real pools."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import threading
+from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import pytest
+
+import otelflow
+from otelflow.integrations import futures as fx
+from otelflow.integrations._worker import OUTCOME_ATTR, RemoteCall, WorkerConfig
+from tests.conftest import read_lines
+
+
+def done(value: Any = None, exc: BaseException | None = None) -> Future[Any]:
+    f: Future[Any] = Future()
+    if exc is not None:
+        f.set_exception(exc)
+    else:
+        f.set_result(value)
+    return f
+
+
+class InlineExecutor(Executor):
+    """Runs each call at submit() in the calling thread: a non-pool Executor."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.calls.append(fn)
+        f: Future[Any] = Future()
+        f.set_running_or_notify_cancel()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            f.set_exception(exc)
+        return f
+
+
+def add(a, b=0):
+    return a + b
+
+
+# --- argument scanning and resolution -------------------------------------------------------
+
+
+def test_scan_finds_futures_one_level_deep_in_order():
+    a, b, c, d = (done(i) for i in range(4))
+    found = fx._scan((a, [1, b], (c,), {"k": d}, [[done(9)]]), {"x": a})
+    assert found == [a, b, c, d, a]  # nested twice is not looked into; duplicates kept here
+    assert fx._scan((1, "x", [2]), {"y": 3}) is None
+
+
+def test_resolve_replaces_futures_and_keeps_container_types():
+    a, b = done(1), done(2)
+    args, kwargs = fx._resolve((a, [a, 3], (b,), {"k": b}, "s"), {"x": a, "y": [b]})
+    assert args == (1, [1, 3], (2,), {"k": 2}, "s")
+    assert kwargs == {"x": 1, "y": [2]}
+
+
+def test_task_names():
+    assert fx._task_name(add) == "add"
+    assert fx._task_name(functools.partial(functools.partial(add, 1), 2)) == "add"
+    assert fx._task_name(len) == "len"
+
+    class Call:
+        def __call__(self):
+            pass
+
+    assert fx._task_name(Call()) == "Call"
+    assert fx._task_name(lambda: 0) == "test_task_names.<locals>.<lambda>"
+
+
+def test_first_problem_reports_cancel_and_failure_in_argument_order():
+    ok, bad = done(1), done(exc=KeyError("k"))
+    canceled: Future[Any] = Future()
+    canceled.cancel()
+    assert fx._first_problem([ok, bad, canceled]) is bad
+    assert fx._first_problem([canceled, bad]) is canceled
+    assert fx._first_problem([ok, Future()]) is None
+
+
+# --- the proxy future -------------------------------------------------------------------------
+
+
+def test_chained_future_cancel_before_hand_over_wakes_waiters():
+    p = fx._ChainedFuture()
+    waiter = threading.Thread(target=wait, args=([p],))
+    waiter.start()
+    assert p.cancel() and p.cancelled()
+    waiter.join(2)
+    assert not waiter.is_alive()
+    assert p._attach(lambda: pytest.fail("a canceled task must not be submitted")) is None
+    with pytest.raises(CancelledError):
+        p.result()
+
+
+def test_chained_future_forwards_cancel_to_the_executor_future():
+    p = fx._ChainedFuture()
+    inner: Future[Any] = Future()
+    assert p._attach(lambda: inner) is inner
+    inner.add_done_callback(functools.partial(fx._copy_outcome, p))
+    assert not p.running()
+    assert p.cancel()
+    assert inner.cancelled() and p.cancelled()
+
+
+def test_chained_future_cannot_cancel_a_running_task():
+    p = fx._ChainedFuture()
+    inner: Future[Any] = Future()
+    p._attach(lambda: inner)
+    inner.set_running_or_notify_cancel()
+    assert p.running() and not p.cancel()
+    inner.add_done_callback(functools.partial(fx._copy_outcome, p))
+    inner.set_result(7)
+    assert p.result() == 7
+
+
+def test_copy_outcome_copies_errors():
+    p = fx._ChainedFuture()
+    fx._copy_outcome(p, done(exc=OSError("disk")))
+    with pytest.raises(OSError, match="disk"):
+        p.result()
+
+
+# --- the remote wrapper ------------------------------------------------------------------------
+
+
+def test_remote_call_returns_its_measurements_with_the_result():
+    call = RemoteCall(add, "t-1", None, None, None, None)
+    result, start, end, cpu, rss, pid, worker = call(2, b=3)
+    assert result == 5 and start <= end and cpu >= 0 and (rss is None or rss > 0)
+    assert worker.endswith(f":{pid}")
+
+
+def test_remote_call_attaches_its_measurements_to_the_exception():
+    def fail():
+        raise ValueError("x")
+
+    with pytest.raises(ValueError) as info:
+        RemoteCall(fail, "t-1", None, None, None, None)()
+    start, end, _cpu, _rss, _pid, _worker = getattr(info.value, OUTCOME_ATTR)
+    assert start <= end
+    # It survives the pickling a process pool does.
+    again = pickle.loads(pickle.dumps(info.value))
+    assert getattr(again, OUTCOME_ATTR)[0] == start
+
+
+def test_remote_call_and_config_pickle_small():
+    cfg = WorkerConfig(1, "/runs", "run-1", "ab" * 16, "s-1", "svc", 0.25, "auto", True)
+    call = RemoteCall(add, "t-1", "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "wf-1", "blk-1", cfg)
+    data = pickle.dumps(call)
+    back = pickle.loads(data)
+    assert (back.task_id, back.workflow_id, back.config.run_id, back.config.session) == ("t-1", "wf-1", "run-1", True)
+    assert len(data) < 400
+
+
+def test_remote_call_makes_the_task_span_current():
+    from opentelemetry import trace
+
+    seen = []
+    tp = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    RemoteCall(lambda: seen.append(trace.get_current_span().get_span_context()), "t", tp, None, None, None)()
+    assert seen[0].trace_id == int("ab" * 16, 16) and seen[0].span_id == int("cd" * 8, 16)
+    assert trace.get_current_span().get_span_context().span_id != seen[0].span_id  # detached after
+
+
+def test_upstream_failed_error_pickles():
+    err = fx.UpstreamFailedError("down did not run", "t-9")
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == "down did not run" and back.upstream_task_id == "t-9"
+    assert isinstance(back, otelflow.OtelflowError)
+
+
+# --- instrument() on other executors -----------------------------------------------------------
+
+
+def test_instrument_refuses_what_is_not_an_executor():
+    with pytest.raises(TypeError, match=r"concurrent\.futures\.Executor"):
+        fx.instrument(object())  # type: ignore[type-var]
+
+
+def test_any_executor_gets_the_picklable_wrapper_and_is_recorded(tmp_path):
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    ex = fx.instrument(InlineExecutor())
+    up = ex.submit(add, 1)
+    down = ex.submit(add, up, b=up)
+    assert down.result() == 2
+    assert all(isinstance(c, RemoteCall) for c in ex.calls)
+    summary = tel.stop()
+    assert summary["tasks"]["completed"] == 2
+    assert summary["by_task_name"]["add"]["count"] == 2
+    spans = read_lines(tel.run_dir, "span")
+    backends = {s["attributes"].get("otelflow.task.backend") for s in spans if s["kind"] == "task"}
+    assert backends == {"InlineExecutor"}
+    # In the submitting process no worker session is started.
+    assert not list(tel.run_dir.glob("worker-*.jsonl"))
+
+
+def test_instrument_on_an_explicit_telemetry_and_backend(tmp_path):
+    mine = otelflow.Telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={}).start()
+    with fx.instrument(ThreadPoolExecutor(1), telemetry=mine, backend="mypool") as pool:
+        assert pool.submit(add, 1).result() == 1
+    s = mine.stop()
+    assert s["tasks"]["completed"] == 1
+
+
+def test_submit_failure_is_recorded_and_raised(tmp_path):
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    pool = fx.instrument(ThreadPoolExecutor(1))
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(add, 1)
+    assert tel.stop()["tasks"]["failed"] == 1
