@@ -14,6 +14,7 @@ then (OTel refuses and warns if one is already set); ``false`` never installs it
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -117,6 +118,15 @@ def maybe_install(policy: str) -> bool:
         trace_api.set_tracer_provider(SessionTracerProvider())
         _installed = isinstance(trace_api.get_tracer_provider(), SessionTracerProvider)
         return _installed
+
+
+def _reinit_lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a parent thread may have held it at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_lock_in_child)
 
 
 def session_stopped(telemetry: Any) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +34,16 @@ from otelflow.events.model import (
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["Scope", "block", "current_ids", "current_scope", "workflow_scope"]
+__all__ = [
+    "Scope",
+    "adopt_scope",
+    "block",
+    "current_ids",
+    "current_scope",
+    "enter_remote_scope",
+    "exit_remote_scope",
+    "workflow_scope",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,6 +91,36 @@ def current_ids() -> tuple[str | None, str | None, str | None]:
     if scope is None:
         return session_id, None, None
     return session_id, scope.workflow_id, scope.block_id
+
+
+def enter_remote_scope(workflow_id: str | None, block_id: str | None = None) -> Token[Scope | None]:
+    """Make a workflow/block scope entered elsewhere (another process) current here.
+
+    Nothing is recorded about the scope itself (its own process does that); events and
+    tasks made while it is current carry its ids, so they group with it. Undo with
+    :func:`exit_remote_scope`. Used by worker-side instrumentation.
+    """
+    wf = Scope("workflow", workflow_id, workflow_id, 0, None) if workflow_id else None
+    scope = Scope("block", block_id, block_id, 0, wf) if block_id else wf
+    return _scope.set(scope)
+
+
+def exit_remote_scope(token: Token[Scope | None]) -> None:
+    """Undo :func:`enter_remote_scope` (tolerates being called from another context)."""
+    try:
+        _scope.reset(token)
+    except ValueError:
+        pass
+
+
+@contextmanager
+def adopt_scope(workflow_id: str | None, block_id: str | None = None) -> Iterator[Scope | None]:
+    """``with`` form of :func:`enter_remote_scope`; yields the adopted scope."""
+    token = enter_remote_scope(workflow_id, block_id)
+    try:
+        yield _scope.get()
+    finally:
+        exit_remote_scope(token)
 
 
 def _new_id(prefix: str) -> str:

@@ -76,6 +76,9 @@ class Telemetry:
         run_id: str | None = None,
         role: str = "main",
         environ: dict[str, str] | None = None,
+        trace_id: str | int | None = None,
+        session_id: str | None = None,
+        session_span_id: str | int | None = None,
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(
@@ -105,9 +108,12 @@ class Telemetry:
         self._state = "new"
         self._state_lock = threading.Lock()
         self._final_summary: dict[str, Any] | None = None
-        self.session_id = f"s-{random.getrandbits(48):012x}"
-        self.trace_id = ids.new_trace_id()
-        self.session_span_id = ids.new_span_id()
+        # A worker (role != "main") joins its parent's session: same trace, session and
+        # session span, its own JSONL file, and no session span, events or run.json of its own.
+        self.session_id = session_id or f"s-{random.getrandbits(48):012x}"
+        self.trace_id = _as_id(trace_id, "trace_id", 32) or ids.new_trace_id()
+        self.session_span_id = _as_id(session_span_id, "session_span_id", 16) or ids.new_span_id()
+        self._metric_readers: list[MetricReader] = []
         self.node = socket.gethostname()
         self.run_id = self.settings.run_id or _new_run_id()
         self.run_dir: Path | None = None
@@ -135,6 +141,11 @@ class Telemetry:
     def active(self) -> bool:
         """True between a successful ``start()`` and ``stop()`` (False when disabled)."""
         return self._state == "running"
+
+    @property
+    def is_main(self) -> bool:
+        """False for a worker session that joined its parent's (``role != "main"``)."""
+        return self._role == "main"
 
     @property
     def enabled(self) -> bool:
@@ -193,7 +204,7 @@ class Telemetry:
         for proc in export_processors:
             self.tracer_provider.add_span_processor(proc)
         readers: list[MetricReader] = []
-        if self._jsonl is not None:
+        if self._jsonl is not None and self.is_main:  # a worker's tasks are counted by its parent
             readers.append(
                 PeriodicExportingMetricReader(
                     JsonlMetricExporter(bus.put),
@@ -201,6 +212,7 @@ class Telemetry:
                 )
             )
         readers += [*self._user_readers, *self._exporters.metric_readers]
+        self._metric_readers = readers
         self.meter_provider = MeterProvider(
             resource=self.resource, metric_readers=readers, shutdown_on_exit=False
         )
@@ -227,16 +239,17 @@ class Telemetry:
         recorder.dropped_fn = lambda: bus.dropped
         self._dispatcher.start()
         self._write_run_json(status="running")
-        bus.put(
-            SessionStarted(
-                event_id=new_event_id(),
-                event_time=self.start_time,
-                emit_time=now_ns(),
-                session_id=self.session_id,
-                run_id=self.run_id,
-                service_name=self.resource.attributes.get("service.name"),  # type: ignore[arg-type]
+        if self.is_main:
+            bus.put(
+                SessionStarted(
+                    event_id=new_event_id(),
+                    event_time=self.start_time,
+                    emit_time=now_ns(),
+                    session_id=self.session_id,
+                    run_id=self.run_id,
+                    service_name=self.resource.attributes.get("service.name"),  # type: ignore[arg-type]
+                )
             )
-        )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
         if s.capture_logs:
@@ -524,9 +537,12 @@ class Telemetry:
             log_bridge.uninstall(self._log_handler)
         end = now_ns()
         self.end_time = end
-        self.bus_put(SessionEnded(event_id=new_event_id(), event_time=end, emit_time=end, session_id=self.session_id))
+        if self.is_main:
+            self.bus_put(
+                SessionEnded(event_id=new_event_id(), event_time=end, emit_time=end, session_id=self.session_id)
+            )
         # 1. everything accepted so far, then close open tasks/scopes and the session span.
-        open_tasks = self._call(lambda: self._tree.close_all(end), None)
+        open_tasks = self._call(lambda: self._tree.close_all(end, session_span=self.is_main), None)
         if open_tasks and open_tasks is not _TIMEOUT:
             _log.warning(
                 "otelflow: %d task(s) were still open at stop(); their spans were closed and "
@@ -585,11 +601,18 @@ class Telemetry:
         self._jsonl = None
         self.bus_put = _noop_put
         self._atexit_registered = False
+        # The OTel SDK restarts every PeriodicExportingMetricReader's thread in a forked
+        # child (its own at-fork hook runs after ours); it would export the parent's
+        # metrics again from every worker. Make that thread end at once, collecting nothing.
+        for reader in self._metric_readers:
+            if isinstance(reader, PeriodicExportingMetricReader):
+                reader._collect = lambda *_a, **_k: None
+                reader._shutdown_event.set()
 
     # -- run.json -----------------------------------------------------------------------------
 
     def _write_run_json(self, status: str, summary: dict[str, Any] | None = None) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.is_main:  # run.json is the main process's
             return
         meta = {
             "run_id": self.run_id,
@@ -607,8 +630,7 @@ class Telemetry:
             "config": self.settings.redacted(),
             "summary": summary,
         }
-        name = "run.json" if self._role == "main" else f"run-{self._role}-{os.getpid()}.json"
-        path = self.run_dir / name
+        path = self.run_dir / "run.json"
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
             tmp.write_bytes(msgspec.json.format(msgspec.json.encode(meta, enc_hook=repr), indent=2))
@@ -635,6 +657,18 @@ class Telemetry:
 
 
 _TIMEOUT = object()
+
+
+def _as_id(value: str | int | None, name: str, digits: int) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        parsed = int(value, 16)
+    except ValueError:
+        parsed = 0
+    if len(value) != digits or not parsed:
+        raise ConfigError(f"{name}={value!r} is not valid: expected {digits} hex digits, not all zero.")
+    return parsed
 
 
 def _noop_put(item: Any) -> bool:

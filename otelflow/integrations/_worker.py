@@ -41,7 +41,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from otelflow import _global
-from otelflow.scope import Scope, _scope
+from otelflow.scope import enter_remote_scope, exit_remote_scope
 from otelflow.tracing.ids import parse_traceparent
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class WorkerConfig:
         flush_interval: The parent's JSONL flush interval.
         set_global_providers: The parent's policy for the OTel global tracer provider.
         session: Start a worker session for user spans and events (``worker_telemetry=``).
+        session_span_id: The parent's session span id (16 hex digits).
     """
 
     __slots__ = (
@@ -139,6 +140,7 @@ class WorkerConfig:
         "service_name",
         "session",
         "session_id",
+        "session_span_id",
         "set_global_providers",
         "trace_id",
     )
@@ -154,6 +156,7 @@ class WorkerConfig:
         flush_interval: float,
         set_global_providers: str,
         session: bool,
+        session_span_id: str | None = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.runs_dir = runs_dir
@@ -164,6 +167,7 @@ class WorkerConfig:
         self.flush_interval = flush_interval
         self.set_global_providers = set_global_providers
         self.session = session
+        self.session_span_id = session_span_id
 
     @classmethod
     def of(cls, tel: Telemetry, session: bool) -> WorkerConfig:
@@ -180,6 +184,7 @@ class WorkerConfig:
             flush_interval=s.flush_interval,
             set_global_providers=s.set_global_providers,
             session=session,
+            session_span_id=f"{tel.session_span_id:016x}",
         )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -195,6 +200,7 @@ class WorkerConfig:
                 self.flush_interval,
                 self.set_global_providers,
                 self.session,
+                self.session_span_id,
             ),
         )
 
@@ -294,19 +300,14 @@ def _enter_task_context(
     scope_token = None
     if scoped and (workflow_id or block_id):
         # Events the task emits carry the submitter's workflow and block ids.
-        wf = Scope("workflow", workflow_id, workflow_id, 0, None) if workflow_id else None
-        scope = Scope("block", block_id, block_id, 0, wf) if block_id else wf
-        scope_token = _scope.set(scope)
+        scope_token = enter_remote_scope(workflow_id, block_id)
     return otel_token, scope_token
 
 
 def _exit_task_context(tokens: tuple[object | None, Any]) -> None:
     otel_token, scope_token = tokens
     if scope_token is not None:
-        try:
-            _scope.reset(scope_token)
-        except ValueError:
-            pass
+        exit_remote_scope(scope_token)
     if otel_token is not None:
         _detach(otel_token)
 
@@ -478,11 +479,12 @@ def _start(cfg: WorkerConfig) -> Telemetry:
         # directory only (see docs/executors.md). environ={} keeps an inherited
         # OTEL_TRACES_EXPORTER from starting exporters in every worker.
         environ={},
+        # Join the parent's trace and session, so lines the worker writes (user spans,
+        # events, logs) carry the parent's trace, session and session span ids.
+        trace_id=cfg.trace_id,
+        session_id=cfg.session_id,
+        session_span_id=cfg.session_span_id,
     )
-    # Join the parent's trace and session, so lines the worker writes (user spans, events,
-    # logs) carry the parent's trace id and session id.
-    tel.trace_id = int(cfg.trace_id, 16)
-    tel.session_id = cfg.session_id
     tel.start()
     _count_puts(tel)
     return tel

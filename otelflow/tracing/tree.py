@@ -408,8 +408,8 @@ class TraceTree:
 
     # -- stop --------------------------------------------------------------------------------
 
-    def close_all(self, end: int, attributes: dict[str, Any] | None = None) -> int:
-        """Close every open task (marked incomplete), scope and the session span.
+    def close_all(self, end: int, attributes: dict[str, Any] | None = None, session_span: bool = True) -> int:
+        """Close every open task (marked incomplete), scope and (unless told not to) the session span.
 
         Returns the number of tasks that were still open.
         """
@@ -421,6 +421,8 @@ class TraceTree:
             if rec.id in self.scopes:
                 rec.end = max(rec.end, end) if not rec.exited else rec.end
                 self._close_scope(rec, incomplete=not rec.exited)
+        if not session_span:
+            return len(open_tasks)
         session = self.session
         session.end = max(end, session.end)
         attrs = {"otelflow.session.id": self.session_id, **(attributes or {})}

@@ -155,3 +155,37 @@ def test_service_name_from_environment_is_not_overridden(tmp_path, monkeypatch):
     tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
     assert tel.resource.attributes["service.name"] == "from-env"
     tel.stop()
+
+
+def test_a_worker_session_joins_its_parent_and_writes_only_its_own_file(tmp_path):
+    parent = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    worker = otelflow.Telemetry(
+        role="worker",
+        checkpoint_path=str(tmp_path),
+        run_id=parent.run_id,
+        resource_poll_interval=0,
+        environ={},
+        trace_id=f"{parent.trace_id:032x}",
+        session_id=parent.session_id,
+        session_span_id=f"{parent.session_span_id:016x}",
+    ).start()
+    assert worker is not otelflow.current_telemetry()  # the parent stays current here
+    with worker.tracer().start_as_current_span("in-worker"):
+        pass
+    worker.stop()
+    parent.stop()
+    files = sorted(p.name for p in parent.run_dir.iterdir())
+    assert files[0].startswith("main-") and files[1] == "run.json" and files[2].startswith("worker-")
+    worker_lines = read_lines(parent.run_dir)
+    worker_only = [
+        json.loads(raw) for raw in next(parent.run_dir.glob("worker-*.jsonl")).read_bytes().splitlines()
+    ]
+    assert [ln["name"] for ln in worker_only if ln["section"] == "span"] == ["in-worker"]
+    assert not [ln for ln in worker_only if ln["section"] in ("event", "metric")]
+    sessions = [ln for ln in worker_lines if ln.get("kind") == "session"]
+    assert len(sessions) == 1 and sessions[0]["trace_id"] == f"{parent.trace_id:032x}"
+
+
+def test_joining_ids_are_validated(tmp_path):
+    with pytest.raises(ConfigError, match="trace_id"):
+        otelflow.Telemetry(checkpoint_path=str(tmp_path), trace_id="xyz", environ={})
