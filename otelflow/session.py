@@ -207,7 +207,7 @@ class Telemetry:
         if self._jsonl is not None and self.is_main:  # a worker's tasks are counted by its parent
             readers.append(
                 PeriodicExportingMetricReader(
-                    JsonlMetricExporter(bus.put),
+                    JsonlMetricExporter(bus.put_internal),
                     export_interval_millis=s.checkpoint_interval * 1000,
                 )
             )
@@ -240,7 +240,7 @@ class Telemetry:
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
-            bus.put(
+            bus.put_internal(
                 SessionStarted(
                     event_id=new_event_id(),
                     event_time=self.start_time,
@@ -295,7 +295,8 @@ class Telemetry:
         self._monitor.start()
 
     def _internal_put(self, item: Any) -> Any:
-        return self.bus_put(item)
+        bus = self.bus
+        return bus.put_internal(item) if bus is not None and self._state in ("running", "stopping") else False
 
     # -- producer API (any thread) ------------------------------------------------------------
 
@@ -471,8 +472,9 @@ class Telemetry:
         subs = d.subscribers if d is not None else ()
         tree = getattr(self, "_tree", None)
         out = {
-            "events": bus.dropped if bus else 0,
-            "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus else 0.0,
+            # `is not None`: an empty EventBus is falsy (it has __len__)
+            "events": bus.dropped if bus is not None else 0,
+            "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus is not None else 0.0,
             "invalid_emits": self._invalid_emits,
             "subscriber_events": sum(s.dropped for s in subs) + getattr(self, "_gone_sub_drops", 0),
             "subscriber_errors": sum(s.errors for s in subs) + getattr(self, "_gone_sub_errors", 0),
@@ -538,7 +540,7 @@ class Telemetry:
         end = now_ns()
         self.end_time = end
         if self.is_main:
-            self.bus_put(
+            self.bus.put_internal(
                 SessionEnded(event_id=new_event_id(), event_time=end, emit_time=end, session_id=self.session_id)
             )
         # 1. everything accepted so far, then close open tasks/scopes and the session span.

@@ -68,6 +68,15 @@ class EventBus:
             return True
         return self._put_slow(item)
 
+    def put_internal(self, item: Any) -> bool:
+        """Enqueue one of otelflow's own low-rate items (session events, metric snapshots,
+        resource samples) regardless of the bound: a producer flood must not cost the run
+        its final metrics or its SessionEnded. Dropped (and counted) only after close()."""
+        if self._closed:
+            return self._drop("the telemetry was stopped")
+        self._append(item)
+        return True
+
     def _put_slow(self, item: Any) -> bool:
         if self._closed:
             return self._drop("the telemetry was stopped")

@@ -10,6 +10,7 @@ from collections import Counter
 import otelflow
 from otelflow.bus.queue import EventBus
 from otelflow.events import model
+from tests.conftest import read_lines
 
 Tick = otelflow.define_event("test.Tick", thread=int, n=int)
 
@@ -169,3 +170,25 @@ def test_unserializable_attribute_is_sanitized_not_fatal(capture, caplog_otelflo
     weird = next(e for e in capture.lines("event") if e["type"] == "test.Weird")
     assert weird["payload"].startswith("<object object")
     assert "repr()" in caplog_otelflow.text
+
+
+def test_summary_reports_drops_and_throttling_after_stop(tmp_path):
+    """Regression: an empty bus is falsy (it has __len__); its counts must still be reported."""
+    dropping = otelflow.start_telemetry(
+        checkpoint_path=str(tmp_path), resource_poll_interval=0, queue_size=1024, queue_full="drop", environ={}
+    )
+    for n in range(50_000):
+        otelflow.emit(Tick(thread=0, n=n))
+    summary = dropping.stop()
+    assert summary["dropped"]["events"] == dropping.bus.dropped > 0
+    lines = sum(1 for e in read_lines(dropping.run_dir, "event") if e["type"] == "test.Tick")
+    assert lines + summary["dropped"]["events"] == 50_000  # every event written or counted
+
+    waiting = otelflow.start_telemetry(
+        checkpoint_path=str(tmp_path), resource_poll_interval=0, queue_size=1024, environ={}
+    )
+    for n in range(50_000):
+        otelflow.emit(Tick(thread=0, n=n))
+    summary = waiting.stop()
+    assert summary["dropped"]["events"] == 0
+    assert summary["dropped"]["throttled_s"] == round(waiting.bus.throttled_ns / 1e9, 6) > 0
