@@ -11,8 +11,7 @@ import pytest
 from otelflow import _global
 
 ROOT = Path(__file__).resolve().parents[1]
-# docs/executors.md has its own runner (tests/unit/integrations/test_executors_doc.py).
-DOCS = [ROOT / "README.md", ROOT / "docs" / "getting-started.md", ROOT / "docs" / "exporters.md"]
+DOCS = [ROOT / "README.md", *(ROOT / "docs" / n for n in ("getting-started.md", "executors.md", "exporters.md"))]
 # A block preceded by `<!-- not run ... -->` is skipped (it needs something not here).
 BLOCK = re.compile(r"^(<!-- not run[^\n]*-->\n)?```python\n(.*?)^```", re.S | re.M)
 
