@@ -93,6 +93,9 @@ def start_telemetry(
         ConfigError: A bad argument or environment value; the message names the fix.
     """
     existing = _global.current()
+    if existing is not None and not existing.active:
+        existing.stop()  # a disabled (or half-started) one must not stay current
+        existing = None
     if existing is not None and existing.active:
         _log.warning(
             "otelflow telemetry is already running (run %s); returning it and ignoring the new "

@@ -157,17 +157,21 @@ class _ScopeContext:
                 )
             )
             if self._kind == "workflow":
+                now = now_ns()
                 ev: Any = WorkflowStarted(
                     event_id=new_event_id(),
-                    event_time=now_ns(),
+                    event_time=now,
+                    emit_time=now,
                     session_id=tel.session_id,
                     workflow_id=sid,
                     workflow_name=self._name,
                 )
             else:
+                now = now_ns()
                 ev = BlockStarted(
                     event_id=new_event_id(),
-                    event_time=now_ns(),
+                    event_time=now,
+                    emit_time=now,
                     session_id=tel.session_id,
                     workflow_id=scope.workflow_id,
                     block_id=sid,
@@ -189,10 +193,12 @@ class _ScopeContext:
         tel = _global.current()
         if tel is not None and tel.active:
             cls = WorkflowEnded if self._kind == "workflow" else BlockEnded
+            now = now_ns()
             tel.emit(
                 cls(
                     event_id=new_event_id(),
-                    event_time=now_ns(),
+                    event_time=now,
+                    emit_time=now,
                     session_id=tel.session_id,
                     workflow_id=scope.workflow_id,
                     block_id=scope.block_id,
@@ -255,14 +261,12 @@ def workflow_scope(name: str | None = None, *, workflow_id: str | None = None) -
 
     Args:
         name: Human-readable workflow name (a metric attribute: keep it low-cardinality).
-            Defaults to the generated id.
+            Defaults to ``"unnamed"``; the id is generated either way.
         workflow_id: Use this id instead of a generated ``wf-<hex8>``.
     """
-    wid = workflow_id
-    if name is None:
-        wid = wid or _new_id("wf")
-        name = wid
-    return _ScopeContext("workflow", name, wid)
+    # An unnamed workflow gets a fresh id per entry (also as a decorator) and the name
+    # "unnamed": names are metric attributes, so a per-run id must never become one.
+    return _ScopeContext("workflow", name or "unnamed", workflow_id)
 
 
 def block(name: str, *, block_id: str | None = None) -> _ScopeContext:

@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otelflow import _global
@@ -108,6 +109,7 @@ class Telemetry:
         self._state = "new"
         self._state_lock = threading.Lock()
         self._final_summary: dict[str, Any] | None = None
+        self._stopped = threading.Event()  # set when stop() has finished
         # A worker (role != "main") joins its parent's session: same trace, session and
         # session span, its own JSONL file, and no session span, events or run.json of its own.
         self.session_id = session_id or f"s-{random.getrandbits(48):012x}"
@@ -176,7 +178,8 @@ class Telemetry:
         s = self.settings
         self.start_time = now_ns()
         if s.jsonl:
-            self.run_dir = Path(s.runs_dir) / self.run_id
+            # Absolute: a later os.chdir() must not split the run (workers, run.json) in two.
+            self.run_dir = Path(s.runs_dir).absolute() / self.run_id
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -198,7 +201,12 @@ class Telemetry:
             from otelflow.sinks.console import ConsoleTreeProcessor
 
             export_processors.append(ConsoleTreeProcessor())
-        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        # ALWAYS_ON: the run directory keeps every span (the SDK would otherwise apply
+        # OTEL_TRACES_SAMPLER from os.environ itself, ignoring arguments and environ=);
+        # sampling applies to what is exported (task spans, by span id: see TraceTree).
+        self.tracer_provider = TracerProvider(
+            resource=self.resource, sampler=ALWAYS_ON, shutdown_on_exit=False
+        )
         if self._jsonl is not None:
             self.tracer_provider.add_span_processor(JsonlSpanProcessor(bus.put))
         for proc in export_processors:
@@ -439,6 +447,9 @@ class Telemetry:
         ``stop()`` it is final (and also written to ``run.json``).
         """
         if self._final_summary is not None:
+            if self.bus is not None and self.bus.closed and self.bus.queue:
+                self._count_leftover()
+                self._final_summary["dropped"]["events"] = self.bus.dropped
             return self._final_summary
         return self._build_summary()
 
@@ -510,14 +521,18 @@ class Telemetry:
             The final :meth:`summary`.
         """
         with self._state_lock:
-            if self._state in ("stopped", "stopping"):
-                return self.summary()
-            if self._state in ("new", "disabled"):
+            state = self._state
+            if state in ("new", "disabled"):
                 self._state = "stopped"
                 _global.uninstall(self)
                 self._final_summary = self._build_summary()
+                self._stopped.set()
                 return self._final_summary
-            self._state = "stopping"
+            if state == "running":
+                self._state = "stopping"
+        if state != "running":  # stopped, or another thread is stopping it: wait for that
+            self._stopped.wait(timeout)
+            return self.summary()
         deadline = time.monotonic() + timeout
         try:
             self._stop_running(deadline)
@@ -527,12 +542,22 @@ class Telemetry:
             if self._atexit_registered:
                 atexit.unregister(self._atexit)
                 self._atexit_registered = False
-        return self._final_summary or self._build_summary()
+            self._stopped.set()
+        return self.summary()
+
+    def _stage(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one stop() stage; a failure is logged and the remaining stages still run."""
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - stop() must always close the run
+            _log.warning("otelflow: %s failed during stop(): %s: %s", what, type(exc).__name__, exc)
+            return None
 
     def _stop_running(self, deadline: float) -> None:
         assert self.bus is not None and self._dispatcher is not None
+        bus, dispatcher = self.bus, self._dispatcher
         if self._monitor is not None:
-            self._monitor.stop()
+            self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
             from otelflow.integrations import logging as log_bridge
 
@@ -540,11 +565,14 @@ class Telemetry:
         end = now_ns()
         self.end_time = end
         if self.is_main:
-            self.bus.put_internal(
+            bus.put_internal(
                 SessionEnded(event_id=new_event_id(), event_time=end, emit_time=end, session_id=self.session_id)
             )
         # 1. everything accepted so far, then close open tasks/scopes and the session span.
-        open_tasks = self._call(lambda: self._tree.close_all(end, session_span=self.is_main), None)
+        open_tasks = self._stage(
+            "closing open spans",
+            lambda: self._call(lambda: self._tree.close_all(end, session_span=self.is_main), None),
+        )
         if open_tasks and open_tasks is not _TIMEOUT:
             _log.warning(
                 "otelflow: %d task(s) were still open at stop(); their spans were closed and "
@@ -553,38 +581,37 @@ class Telemetry:
             )
         # 2. final metrics (the JSONL reader's snapshot comes back through the bus).
         # Metrics and spans share one bounded OTLP flush window (a dead collector: none).
-        self._exporters.begin_shutdown(deadline)
+        self._stage("starting the exporters' shutdown", lambda: self._exporters.begin_shutdown(deadline))
         remaining = max(1.0, deadline - time.monotonic())
         if self.meter_provider is not None:
-            try:
-                self.meter_provider.shutdown(timeout_millis=remaining * 1000)
-            except Exception as exc:  # noqa: BLE001
-                _log.warning("otelflow: metric shutdown reported: %s", exc)
+            mp = self.meter_provider
+            self._stage("the metric shutdown", lambda: mp.shutdown(timeout_millis=remaining * 1000))
         # 3. exporters (OTLP batch processors flush here, bounded by their timeouts).
         if self.tracer_provider is not None:
-            try:
-                self.tracer_provider.shutdown()
-            except Exception as exc:  # noqa: BLE001
-                _log.warning("otelflow: span exporter shutdown reported: %s", exc)
-        self._exporters.close()
+            self._stage("the span exporters' shutdown", self.tracer_provider.shutdown)
+        self._stage("closing the Prometheus endpoint", self._exporters.close)
         # 4. last drain; then refuse new items and end the dispatcher.
-        self._call(None, None)
-        self.bus.close()
-        self._dispatcher.exit(None)
-        leftover = len(self.bus.queue)
-        if leftover:  # raced in after close: counted, never silently lost
-            self.bus.dropped += leftover
-            self.bus.queue.clear()
-        subs = self._dispatcher.subscribers
-        for sub in subs:
-            sub.stop(max(deadline, time.monotonic() + 1.0))
+        self._stage("the final drain", lambda: self._call(None, None))
+        bus.close()
+        dispatcher.exit(None)
+        self._count_leftover()
+        for sub in dispatcher.subscribers:
+            self._stage("a subscriber's stop", lambda sub=sub: sub.stop(max(deadline, time.monotonic() + 1.0)))
         if self._jsonl is not None:
-            self._jsonl.close()
+            self._stage("closing the run file", self._jsonl.close)
         from otelflow import _otel_globals
 
         _otel_globals.session_stopped(self)
         self._final_summary = self._build_summary()
         self._write_run_json(status="completed", summary=self._final_summary)
+
+    def _count_leftover(self) -> None:
+        """Items that raced in after the bus closed: counted as dropped, never silently lost."""
+        bus = self.bus
+        if bus is not None and bus.closed and bus.queue:
+            n = len(bus.queue)
+            bus.queue.clear()
+            bus.dropped += n
 
     async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
         """``stop()`` without blocking the running event loop."""
@@ -603,6 +630,8 @@ class Telemetry:
         self._jsonl = None
         self.bus_put = _noop_put
         self._atexit_registered = False
+        if self.bus is not None:  # spans ended on inherited tracers must not fill a dead bus
+            self.bus.reset_after_fork()
         # The OTel SDK restarts every PeriodicExportingMetricReader's thread in a forked
         # child (its own at-fork hook runs after ours); it would export the parent's
         # metrics again from every worker. Make that thread end at once, collecting nothing.

@@ -23,6 +23,7 @@ import asyncio
 import functools
 import inspect
 import itertools
+import os
 import random
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -52,6 +53,21 @@ __all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
+class _ProcessTag:
+    """A random tag per process, redrawn in a forked child: generated task ids (and so
+    their span ids) never repeat across a parent and its forked workers."""
+
+    value = f"{random.getrandbits(24):06x}"
+
+    @classmethod
+    def redraw(cls) -> None:
+        cls.value = f"{random.getrandbits(24):06x}"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ProcessTag.redraw)
 _MAX_MESSAGE = 2000
 
 
@@ -87,7 +103,7 @@ class TaskTracker:
 
     def new_task_id(self) -> str:
         """Return a fresh task id, unique within this process."""
-        return f"{self._prefix}{next(self._counter)}"
+        return f"{self._prefix}{_ProcessTag.value}-{next(self._counter)}"
 
     def created(
         self,
@@ -133,7 +149,7 @@ class TaskTracker:
                 block_id=blk,
                 task_id=task_id,
                 task_name=name,
-                depends_on=tuple(depends_on) if depends_on else (),
+                depends_on=_as_ids(depends_on),
                 backend=self.backend,
                 attributes=attributes,
             )
@@ -246,6 +262,18 @@ class TaskTracker:
         if tel is None:
             return None
         return tel.span_context(tel.task_span_id(task_id))
+
+
+def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
+    """``depends_on`` as a tuple of ids: one str is one id; anything else is str()-ed."""
+    if not depends_on:
+        return ()
+    if isinstance(depends_on, str):
+        return (depends_on,)
+    try:
+        return tuple(d if isinstance(d, str) else str(d) for d in depends_on)
+    except TypeError:  # not iterable: record it as one id rather than raise into the engine
+        return (str(depends_on),)
 
 
 _default_tracker = TaskTracker(backend="inline")

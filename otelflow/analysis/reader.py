@@ -69,8 +69,13 @@ class RunNotFoundError(OtelflowError, FileNotFoundError):
 
 def default_runs_dir() -> Path:
     """Return the runs directory: ``$OTELFLOW_RUNS_DIR`` or ``./.otelflow/runs``."""
-    env = os.environ.get(RUNS_DIR_ENV)
-    return Path(env) if env else DEFAULT_RUNS_DIR
+    env = os.environ.get(RUNS_DIR_ENV, "").strip()  # as the session reads it: stripped, ~ expanded
+    if not env:
+        return DEFAULT_RUNS_DIR
+    try:
+        return Path(env).expanduser()
+    except RuntimeError:
+        return Path(env)
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:

@@ -68,6 +68,26 @@ class EventBus:
             return True
         return self._put_slow(item)
 
+    def offer(self, item: Any) -> bool:
+        """Enqueue ``item`` if there is room, else drop and count it: never waits."""
+        if len(self.queue) < self.maxsize and not self._closed:
+            self._append(item)
+            return True
+        return self._drop(f"the bus is full ({self.maxsize} items)")
+
+    def on_consumer_thread(self) -> bool:
+        """True when called from the dispatcher thread itself."""
+        return threading.get_ident() == self._consumer_ident
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: no dispatcher drains this bus, so close it with fresh state."""
+        self.queue = deque()
+        self._append = self.queue.append
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+        self._consumer_ident = None
+        self._closed = True
+
     def put_internal(self, item: Any) -> bool:
         """Enqueue one of otelflow's own low-rate items (session events, metric snapshots,
         resource samples) regardless of the bound: a producer flood must not cost the run

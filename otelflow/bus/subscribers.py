@@ -93,7 +93,7 @@ class Subscriber:
             while queue:
                 event = queue.popleft()
                 self._deliver(event)
-            if self._stopping:
+            if self._stopping and not queue:
                 return
             self._idle = True
             self._wake.wait(0.05)
@@ -127,6 +127,9 @@ class Subscriber:
             self._error(exc)
         except Exception as exc:  # noqa: BLE001 - user code must never break the pipeline
             self._error(exc)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit & co. end this subscriber only
+            self._dead = True
+            self._error(exc)
 
     def _error(self, exc: BaseException) -> None:
         self.errors += 1
@@ -143,8 +146,9 @@ class Subscriber:
         """Deliver what is queued until ``deadline`` (``time.monotonic()``), then stop."""
         self._stopping = True
         self._wake.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
+        if threading.current_thread() is not self._thread:  # stop() from inside a callback
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive() or self._queue:
             left = len(self._queue)
             self._queue.clear()
             self.dropped += left

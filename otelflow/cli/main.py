@@ -307,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(_os_error(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a malformed run must not print a traceback
+        return _error(f"could not read the run ({type(exc).__name__}: {exc}); it may hold lines otelflow did not write")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -177,7 +177,8 @@ OTEL_SDK_DISABLED: Final = _declare(
     "OTEL_SDK_DISABLED",
     _BOOL,
     "`true` turns otelflow off entirely, as it turns off the OpenTelemetry SDK: no spans, "
-    "metrics or run directory, and `emit()` does nothing.",
+    "metrics or run directory, and `emit()` does nothing. As in the OTel spec, any other "
+    "value leaves it on (never an error: a broken switch must not stop you switching off).",
     fields=("enabled",),
     group="General",
     default="false",

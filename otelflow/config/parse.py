@@ -181,7 +181,11 @@ def parse_path(value: object, src: Source, rule: Rule) -> Path:
         text = _text(value, src, rule)
     if not text:
         src.fail(value, rule.expected)
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~user that does not exist, or no home directory
+        src.fail(value, rule.expected + " (its ~ could not be expanded to a home directory)")
+        raise  # pragma: no cover - fail() raises
 
 
 def parse_url(value: object, src: Source, rule: Rule) -> str:

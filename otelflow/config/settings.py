@@ -451,10 +451,16 @@ def _exporters(ld: _Loader, signal: Signal) -> tuple[str, ...]:
 
 
 def _enabled(ld: _Loader) -> bool:
-    sdk_disabled = ld.env_or_default(parse_bool, ev.OTEL_SDK_DISABLED)
-    own_switch = ld.env_or_default(parse_bool, ev.OTELFLOW_TELEMETRY)
+    # The argument wins; a broken switch must never stop telemetry from being switched off.
     from_arg = ld.arg(parse_bool, "enabled")
-    return from_arg if from_arg is not None else (own_switch and not sdk_disabled)
+    if from_arg is not None:
+        return from_arg
+    own_switch = ld.env_or_default(parse_bool, ev.OTELFLOW_TELEMETRY)
+    if not own_switch:
+        return False
+    # OTel spec: OTEL_SDK_DISABLED disables only when "true" (case-insensitive); any other
+    # value leaves the SDK enabled.
+    return ld.environ.get(ev.OTEL_SDK_DISABLED, "").strip().lower() != "true"
 
 
 def _unknown_arguments(names: list[str]) -> ConfigError:

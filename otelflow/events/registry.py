@@ -162,6 +162,7 @@ def _define_locked(name: str, schema: tuple[tuple[str, Any, Any], ...]) -> type[
         frozen=True,
         kw_only=True,
         tag=name,
+        omit_defaults=False,  # a reader without the schema must see every field's value
     )
     cls.__qualname__ = name
     _registry[name] = cls

@@ -38,11 +38,19 @@ class LogBridgeHandler(logging.Handler):
         self._telemetry = telemetry
         self.errors = 0
 
+    def createLock(self) -> None:
+        # No handler lock: emit() only appends to the bus, which is thread-safe. With a lock,
+        # the dispatcher logging a warning while a producer's record waits for room on the
+        # bus would deadlock the two.
+        self.lock = None
+
     def emit(self, record: logging.LogRecord) -> None:
-        if _in_bridge.get() or record.name.startswith(_SKIP_PREFIXES):
+        name = record.name
+        if _in_bridge.get() or any(name == p or name.startswith(p + ".") for p in _SKIP_PREFIXES):
             return
         tel = self._telemetry
-        if not tel.active:
+        bus = tel.bus
+        if not tel.active or bus is None or bus.on_consumer_thread():
             return
         token = _in_bridge.set(True)
         try:
@@ -54,7 +62,7 @@ class LogBridgeHandler(logging.Handler):
                 message = str(record.msg)
             if record.exc_info and record.exc_info[1] is not None:
                 message += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
-            tel.bus_put(
+            bus.offer(  # never waits: a full bus drops (and counts) a log record
                 LogRecord(
                     event_id=new_event_id(),
                     event_time=int(record.created * 1e9),
@@ -65,8 +73,8 @@ class LogBridgeHandler(logging.Handler):
                     level=record.levelname,
                     logger=record.name,
                     message=message[:_MAX_MESSAGE],
-                    trace_id=f"{ctx.trace_id:032x}" if ctx.is_valid else None,
-                    span_id=f"{ctx.span_id:016x}" if ctx.is_valid else None,
+                    trace_id=f"{ctx.trace_id if ctx.is_valid else tel.trace_id:032x}",
+                    span_id=f"{ctx.span_id if ctx.is_valid else tel.session_span_id:016x}",
                 )
             )
         except Exception:  # noqa: BLE001 - logging must never break the caller

@@ -13,6 +13,8 @@ import threading
 from bisect import bisect_left
 from typing import Any
 
+from otelflow.metrics import instruments
+
 
 class TaskCounts:
     """Per (task name, workflow name, backend) counts; a plain list for speed.
@@ -39,8 +41,12 @@ class HistogramAgg:
         self.start_ns = start_ns
 
     def record(self, key: tuple[Any, ...], value: float) -> None:
-        """Add one observation (dispatcher thread)."""
+        """Add one observation (dispatcher thread). Series are capped at ``MAX_SERIES``;
+        further attribute combinations fold into one ``_other`` series."""
         entry = self.data.get(key)
+        if entry is None and len(self.data) >= instruments.MAX_SERIES:
+            key = (instruments.OVERFLOW,) * len(self.keys)
+            entry = self.data.get(key)
         if entry is None:
             # [bucket counts, count, sum, min, max]
             entry = [[0] * (len(self.bounds) + 1), 0, 0.0, math.inf, -math.inf]

@@ -120,11 +120,15 @@ class MetricRecorder:
                 self.peak_rss.record((name, rec.backend), float(rss))
 
     def workflow_started(self, rec: ScopeRec) -> None:
-        self.active_workflows[rec.name] = self.active_workflows.get(rec.name, 0) + 1
+        if rec.name in self.active_workflows or len(self.active_workflows) < inst.MAX_SERIES:
+            self.active_workflows[rec.name] = self.active_workflows.get(rec.name, 0) + 1
 
     def workflow_finished(self, rec: ScopeRec, status: str) -> None:
         left = self.active_workflows.get(rec.name, 0) - 1
-        self.active_workflows[rec.name] = max(0, left)
+        if left > 0:
+            self.active_workflows[rec.name] = left
+        else:  # no zero-valued series kept forever
+            self.active_workflows.pop(rec.name, None)
         duration = (rec.end - rec.start) / 1e9
         self.workflow_duration.record((rec.name, status), duration)
         if len(self.workflows) >= _MAX_WORKFLOWS:

@@ -89,11 +89,16 @@ class Nvml:
     def __init__(self, loader: Callable[[], ModuleType] = _import_pynvml) -> None:
         self._loader = loader
         self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):  # a fork during init must not leave it held
+            os.register_at_fork(after_in_child=self._renew_lock)
         self._pid: int | None = None
         self._status = GpuStatus(GpuState.FAILED, "NVML not initialised yet")
         self._nvml: Any = None
         self._handles: list[Any] = []
         self._warned: set[str] = set()
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def status(self) -> GpuStatus:
         """Initialise NVML if this process has not yet, and return the outcome."""

@@ -75,6 +75,7 @@ class JsonlWriter:
     def write_event(self, ev: Event, header: bytes) -> None:
         """Append one event line: ``header`` is ``{"section":…,"span_id":"…"`` (no brace end)."""
         buf = self._buf
+        start = len(buf)
         buf += header
         pos = len(buf)
         try:
@@ -82,7 +83,14 @@ class JsonlWriter:
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
             del buf[pos:]
             self._note_sanitized(ev)
-            self._safe_encoder.encode_into(ev, buf, -1)
+            try:
+                self._safe_encoder.encode_into(ev, buf, -1)
+            except Exception:
+                del buf[start:]  # never leave a partial line to swallow the next one
+                raise
+        except Exception:
+            del buf[start:]
+            raise
         if len(buf) > pos + 2:
             buf[pos] = _COMMA  # '{' of the event object → ',' joins it to the header
         else:  # an empty object: close the header instead
@@ -102,7 +110,14 @@ class JsonlWriter:
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
             del buf[pos:]
             self._note_sanitized(obj)
-            self._safe_encoder.encode_into(obj, buf, -1)
+            try:
+                self._safe_encoder.encode_into(obj, buf, -1)
+            except Exception:
+                del buf[pos:]
+                raise
+        except Exception:
+            del buf[pos:]
+            raise
         buf += b"\n"
         self._lines += 1
         if len(buf) >= _FLUSH_BYTES:
@@ -130,23 +145,21 @@ class JsonlWriter:
             return
         lines = self._lines
         self._lines = 0
+        # A fresh buffer instead of clear(): no memoryview is taken of the old one, so
+        # nothing another thread holds (gc.get_objects(), a profiler) can make resizing it
+        # fail with BufferError.
+        self._buf = bytearray()
         if self._fd is None:
             self.lines_lost += lines
-            buf.clear()
             return
-        view = memoryview(buf)
         try:
-            written = 0
-            total = len(buf)
-            while written < total:
-                written += os.write(self._fd, view[written:])
+            written = os.write(self._fd, buf)
+            while written < len(buf):  # a partial write (rare): write the rest
+                written += os.write(self._fd, buf[written:])
             self.lines_written += lines
         except OSError as exc:
             self.lines_lost += lines
             self._fail(exc)
-        finally:
-            view.release()
-            buf.clear()
 
     def _fail(self, exc: OSError) -> None:
         self.write_errors += 1

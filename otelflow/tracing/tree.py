@@ -392,9 +392,10 @@ class TraceTree:
                 self._close_scope(parent)
 
     def _log_header(self, ev: LogRecord) -> bytes:
-        trace_hex = ev.trace_id or self.trace_hex
-        span_hex = ev.span_id or self.session.span_hex
-        return f'{{"section":"log","trace_id":"{trace_hex}","span_id":"{span_hex}"'.encode()
+        # The record carries its own trace_id/span_id fields (the bridge always sets them).
+        if ev.trace_id and ev.span_id:
+            return b'{"section":"log"'
+        return f'{{"section":"log","trace_id":"{self.trace_hex}","span_id":"{self.session.span_hex}"'.encode()
 
     def _other(self, ev: Event) -> bytes:
         if ev.task_id:

@@ -123,7 +123,6 @@ def test_every_variable_has_a_valid_value_test() -> None:
 # --- every variable: an invalid value raises, naming the variable and the value --------
 
 INVALID: list[tuple[str, str, dict[str, str]]] = [
-    ("OTEL_SDK_DISABLED", "maybe", {}),
     ("OTELFLOW_TELEMETRY", "2", {}),
     ("OTEL_RESOURCE_ATTRIBUTES", "team", {}),
     ("OTEL_TRACES_EXPORTER", "jaeger", {}),
@@ -173,7 +172,8 @@ INVALID: list[tuple[str, str, dict[str, str]]] = [
     ("OTELFLOW_CAPTURE_LOGS", "enable", {}),
     ("OTELFLOW_LOG_LEVEL", "TRACE", {}),
 ]
-NO_INVALID_VALUE = {"OTEL_SERVICE_NAME", "OTELFLOW_RUNS_DIR"}  # any non-empty text is accepted
+# any non-empty text is accepted; OTEL_SDK_DISABLED: only "true" disables (OTel spec)
+NO_INVALID_VALUE = {"OTEL_SERVICE_NAME", "OTELFLOW_RUNS_DIR", "OTEL_SDK_DISABLED"}
 
 
 @pytest.mark.parametrize(("var", "bad", "extra"), INVALID, ids=[f"{v[0]}={v[1]}" for v in INVALID])
@@ -324,6 +324,8 @@ def test_an_alias_and_its_field_together_is_an_error() -> None:
         ({}, True),
         ({"OTEL_SDK_DISABLED": "true"}, False),
         ({"OTEL_SDK_DISABLED": "false"}, True),
+        ({"OTEL_SDK_DISABLED": "maybe"}, True),  # OTel spec: only "true" disables
+        ({"OTEL_SDK_DISABLED": " TRUE "}, False),
         ({"OTELFLOW_TELEMETRY": "0"}, False),
         ({"OTELFLOW_TELEMETRY": "off"}, False),
         ({"OTELFLOW_TELEMETRY": "on", "OTEL_SDK_DISABLED": "true"}, False),
@@ -544,3 +546,13 @@ def test_redacted_leaves_the_settings_untouched() -> None:
     s = load_settings(environ={"OTEL_EXPORTER_OTLP_HEADERS": "k=v"})
     s.redacted()
     assert s.otlp_traces.headers == {"k": "v"}
+
+
+def test_a_broken_switch_never_blocks_switching_off():
+    assert load_settings(environ={"OTELFLOW_TELEMETRY": "false", "OTEL_SDK_DISABLED": "maybe"}).enabled is False
+    assert load_settings(environ={"OTEL_SDK_DISABLED": "maybe"}, enabled=False).enabled is False
+
+
+def test_a_home_directory_that_cannot_be_expanded_is_a_config_error():
+    with pytest.raises(ConfigError, match="OTELFLOW_RUNS_DIR"):
+        load_settings(environ={"OTELFLOW_RUNS_DIR": "~no-such-user-otelflow/x"})
