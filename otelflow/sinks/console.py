@@ -124,11 +124,15 @@ class ConsoleTreeProcessor(SpanProcessor):
                 )
                 return
             name = str(attrs.get("otelflow.task.name", span.name))
-            key = (parent, name)
+            # Task spans group under their scope; spans of your own (their parent is often a
+            # task span) group by name only, so they cannot make one group per task.
+            key = (parent, name) if "otelflow.task.id" in attrs else (None, name)
             group = self._groups.get(key)
             if group is None:
                 if len(self._groups) >= MAX_GROUPS:
-                    key = (parent, "(other)")
+                    # One overflow group in all: keyed per parent it would grow with every
+                    # task that has spans of its own under it (memory must stay bounded).
+                    key = (None, "(other)")
                     group = self._groups.get(key)
                 if group is None:
                     group = self._groups[key] = _Group(key[1])
