@@ -176,7 +176,8 @@ class WorkerConfig:
         service = tel.resource.attributes.get("service.name") if tel.resource is not None else None
         return cls(
             parent_pid=os.getpid(),
-            runs_dir=str(s.runs_dir) if tel.run_dir is not None else None,
+            # the parent's absolute runs directory: a worker's cwd may differ
+            runs_dir=str(tel.run_dir.parent) if tel.run_dir is not None else None,
             run_id=tel.run_id,
             trace_id=f"{tel.trace_id:032x}",
             session_id=tel.session_id,
@@ -252,7 +253,9 @@ class RemoteCall:
         if cfg is not None and cfg.session and pid != cfg.parent_pid:
             session = worker_session(cfg)
         tokens = _enter_task_context(self.traceparent, self.workflow_id, self.block_id, session is not None)
-        usage = _Usage()
+        # Reset the peak RSS only in a worker process: in the submitter's own process (an
+        # inline executor) that would reset the host application's high-water mark.
+        usage = _Usage(reset=cfg is not None and pid != cfg.parent_pid)
         start = _now()
         try:
             try:
@@ -388,12 +391,17 @@ class _Usage:
 
     CPU is process-wide (all threads: a task's own threads count, and so does otelflow's
     worker-session thread, which is idle unless the task makes spans or events).
+
+    Args:
+        reset: Reset the process's peak RSS first, to measure this task's own peak. Only
+            for a worker process: False (the submitting process) reports the process's
+            high-water mark so far and leaves it alone.
     """
 
     __slots__ = ("child_cpu", "child_rss", "cpu", "reset")
 
-    def __init__(self) -> None:
-        self.reset = _reset_peak()
+    def __init__(self, reset: bool = True) -> None:
+        self.reset = _reset_peak() if reset else False
         self.child_cpu, self.child_rss = _children()
         self.cpu = _process_time()
 

@@ -20,9 +20,11 @@ its last upstream future is done (derived by the dispatcher) → ``TaskSubmitted
 is handed to the executor → ``TaskStarted`` and ``TaskCompleted`` / ``TaskFailed`` /
 ``TaskCanceled`` measured where it runs (see :mod:`otelflow.integrations._worker`).
 
-Futures passed as arguments (positional, keyword, and inside a list, tuple or dict one
-level deep) and futures in ``depends_on=[...]`` are dependencies: the task is handed to the
-executor only when they are all done, future arguments replaced by their results. The
+Futures from instrumented executors passed as arguments (positional, keyword, and inside a
+list, tuple or dict one level deep) and any futures in ``depends_on=[...]`` are
+dependencies: the task is handed to the executor only when they are all done, future
+arguments replaced by their results. Other futures passed as arguments (e.g. a plain
+``Future()`` the task is meant to complete) are passed through unchanged. The
 caller gets a future at once. If an upstream future failed, the task does not run: its
 future raises :class:`UpstreamFailedError` (caused by the upstream error); if an upstream
 was canceled, the task is canceled too.
@@ -58,6 +60,9 @@ E = TypeVar("E", bound=Executor)
 _ATTR = "_otelflow_instrumentation"
 _TID = "_otelflow_task_id"
 _PATCHED = ("submit", "map", "shutdown")
+# Marks the futures an instrumented executor gave out: only those, as arguments, are
+# dependencies (any other future is passed through: the task may be the one to set it).
+_OWN = "_otelflow_future"
 
 
 class UpstreamFailedError(OtelflowError):
@@ -160,15 +165,20 @@ class _ChainedFuture(Future):  # type: ignore[type-arg]
     forwarded to the executor's future, whose outcome is copied into this one.
     """
 
+    _otelflow_future = True  # _OWN
+
     def __init__(self) -> None:
         super().__init__()
         self._inner: Future[Any] | None = None
         self._link = threading.RLock()
+        self._claimed = False
 
     def cancel(self) -> bool:
         with self._link:
             inner = self._inner
             if inner is None:
+                if self._claimed:  # being settled here: like a running future
+                    return False
                 if not Future.cancel(self):
                     return False
                 self.set_running_or_notify_cancel()  # wakes wait() / as_completed()
@@ -188,8 +198,23 @@ class _ChainedFuture(Future):  # type: ignore[type-arg]
             self._inner = inner
             return inner
 
+    def _claim(self) -> bool:
+        """Take the right to settle this future before it is handed over.
+
+        False if the caller canceled it first (or it is settled already); once claimed,
+        ``cancel()`` returns False, so the outcome set next is the one the caller sees.
+        """
+        with self._link:
+            if self._claimed or self.done():
+                return False
+            self._claimed = True
+            return True
+
     def _cancel_here(self) -> None:
-        if Future.cancel(self):
+        with self._link:
+            if self.done():
+                return
+            Future.cancel(self)
             self.set_running_or_notify_cancel()
 
 
@@ -207,11 +232,17 @@ def _copy_outcome(proxy: _ChainedFuture, inner: Future[Any]) -> None:
 # --- argument scanning -------------------------------------------------------------------------
 
 
+def _is_own(x: Any) -> bool:
+    """A future an instrumented executor gave out (an implicit dependency as an argument)."""
+    return isinstance(x, Future) and getattr(x, _OWN, False) is True
+
+
 def _scan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[Any]] | None:
-    """Futures among the arguments (one level into lists, tuples and dicts), in order."""
+    """Instrumented executors' futures among the arguments (one level into lists, tuples
+    and dicts), in order; other futures are plain arguments."""
     found: list[Future[Any]] | None = None
     for a in (*args, *kwargs.values()) if kwargs else args:
-        if isinstance(a, Future):
+        if _is_own(a):
             if found is None:
                 found = []
             found.append(a)
@@ -224,7 +255,7 @@ def _scan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[Any]] | 
         else:
             continue
         for x in items:
-            if isinstance(x, Future):
+            if _is_own(x):
                 if found is None:
                     found = []
                 found.append(x)
@@ -232,14 +263,15 @@ def _scan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[Any]] | 
 
 
 def _res(x: Any) -> Any:
-    return x.result() if isinstance(x, Future) else x
+    return x.result() if _is_own(x) else x
 
 
 def _resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Replace futures (one level deep) by their results; the futures are all done."""
+    """Replace instrumented executors' futures (one level deep) by their results; they are
+    all done."""
 
     def one(a: Any) -> Any:
-        if isinstance(a, Future):
+        if _is_own(a):
             return a.result()
         t = type(a)
         if t is list:
@@ -381,7 +413,9 @@ class _Instrumentation:
             ups = _unique(ups)
         rec = self._tracker()
         if rec is None and ups is None:
-            return self._submit(fn, *args, **kwargs)  # nothing to record, nothing to wait for
+            fut = self._submit(fn, *args, **kwargs)  # nothing to record, nothing to wait for
+            setattr(fut, _OWN, True)
+            return fut
 
         task = _Task()
         task.fn = fn
@@ -439,12 +473,14 @@ class _Instrumentation:
                 if task.remaining:
                     return
             task.settled = True
-        if bad:
-            self._upstream_problem(task, f)
-            self._release(task)
-        elif self.local:
-            self._hand_over(task)
-            self._release(task)
+        if bad or self.local:
+            try:
+                if bad:
+                    self._upstream_problem(task, f)
+                else:
+                    self._hand_over(task)
+            finally:
+                self._release(task)
         else:
             # Not on the process pool's own thread: its submit() from there can block on
             # the wake-up pipe that only that thread drains.
@@ -456,12 +492,14 @@ class _Instrumentation:
             return
         with task.lock:
             if task.settled:
-                return
+                return  # whoever settled it records what landed
             task.settled = True
-        _forget(task)
-        if task.trk is not None:
-            task.trk.canceled(task.tid, reason="canceled while waiting for upstream tasks")  # type: ignore[arg-type]
-        self._release(task)
+        try:
+            _forget(task)
+            if task.trk is not None:
+                task.trk.canceled(task.tid, reason=_CANCELED_WAITING)  # type: ignore[arg-type]
+        finally:
+            self._release(task)
 
     def _release(self, task: _Task) -> None:
         with self._held_cv:
@@ -476,8 +514,10 @@ class _Instrumentation:
         label = f"upstream task {up_id}" if up_id else "an upstream future"
         if up.cancelled():
             _forget(task)
+            claimed = proxy._claim()  # False: the caller canceled it first
             if task.trk is not None:
-                task.trk.canceled(task.tid, reason=f"{label} was canceled")  # type: ignore[arg-type]
+                reason = f"{label} was canceled" if claimed else _CANCELED_WAITING
+                task.trk.canceled(task.tid, reason=reason)  # type: ignore[arg-type]
             proxy._cancel_here()
             return
         cause = up.exception()
@@ -488,6 +528,10 @@ class _Instrumentation:
         )
         err.__cause__ = cause
         _forget(task)
+        if not proxy._claim():  # the caller canceled it first: that is its outcome
+            if task.trk is not None:
+                task.trk.canceled(task.tid, reason=_CANCELED_WAITING)  # type: ignore[arg-type]
+            return
         if task.trk is not None:
             task.trk.failed(task.tid, err)  # type: ignore[arg-type]
         proxy.set_exception(err)
@@ -531,6 +575,7 @@ class _Instrumentation:
                 if trk is not None:
                     trk.failed(tid, exc)
                 raise
+            setattr(inner, _OWN, True)
             if trk is None:
                 return inner
             if self.local:
@@ -549,7 +594,7 @@ class _Instrumentation:
             return self._submit_failed(task, exc)
         if inner is None:  # the caller canceled it just before
             if trk is not None:
-                trk.canceled(tid, reason="canceled while waiting for upstream tasks")
+                trk.canceled(tid, reason=_CANCELED_WAITING)
             return None
         if trk is None or self.local:
             if trk is not None:
@@ -560,12 +605,18 @@ class _Instrumentation:
         return None
 
     def _submit_failed(self, task: _Task, exc: BaseException) -> None:
+        proxy = task.proxy
+        if proxy is None:
+            if task.trk is not None:
+                task.trk.failed(task.tid, exc)  # type: ignore[arg-type]
+            raise exc
+        if not proxy._claim():
+            if task.trk is not None and proxy.cancelled():
+                task.trk.canceled(task.tid, reason=_CANCELED_WAITING)  # type: ignore[arg-type]
+            return
         if task.trk is not None:
             task.trk.failed(task.tid, exc)  # type: ignore[arg-type]
-        if task.proxy is None:
-            raise exc
-        if not task.proxy.done():
-            task.proxy.set_exception(exc)
+        proxy.set_exception(exc)
 
     def _launch_later(self, task: _Task) -> None:
         with self._held_cv:
@@ -633,11 +684,33 @@ class _Instrumentation:
                 if task.proxy is not None:
                     task.proxy.cancel()
         if wait:
-            # A task leaves _held only once it was handed over (or failed or was canceled).
-            with self._held_cv:
-                while self._held:
-                    self._held_cv.wait(0.1)
+            self._wait_held()
         self._shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def _wait_held(self) -> None:
+        """Wait until no task waits for its upstream futures any more.
+
+        A task leaves ``_held`` once it was handed over (or failed or was canceled). One
+        whose future is done has nothing left to hand over: if it is still held a while
+        later, it is dropped rather than waited for forever.
+        """
+        settled_since: dict[_Task, float] = {}
+        with self._held_cv:
+            while self._held:
+                self._held_cv.wait(0.1)
+                now = time.monotonic()
+                for task in list(self._held):
+                    proxy = task.proxy
+                    if proxy is None or not proxy.done():
+                        settled_since.pop(task, None)
+                    elif now - settled_since.setdefault(task, now) > _SETTLED_GRACE_S:
+                        _log.debug("otelflow: shutdown stopped waiting for settled task %s", task.tid)
+                        self._held.discard(task)
+
+
+_CANCELED_WAITING = "canceled while waiting for upstream tasks"
+# How long shutdown(wait=True) waits for a task whose future is done to leave _held.
+_SETTLED_GRACE_S = 1.0
 
 
 def _result_or_cancel(fut: Future[Any], timeout: float | None = None) -> Any:

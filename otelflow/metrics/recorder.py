@@ -124,11 +124,10 @@ class MetricRecorder:
             self.active_workflows[rec.name] = self.active_workflows.get(rec.name, 0) + 1
 
     def workflow_finished(self, rec: ScopeRec, status: str) -> None:
-        left = self.active_workflows.get(rec.name, 0) - 1
-        if left > 0:
-            self.active_workflows[rec.name] = left
-        else:  # no zero-valued series kept forever
-            self.active_workflows.pop(rec.name, None)
+        if rec.name in self.active_workflows:
+            # Kept at 0 rather than removed, so dashboards show 0 and not "no data"; the
+            # number of names is capped in workflow_started(), so this stays bounded.
+            self.active_workflows[rec.name] = max(0, self.active_workflows[rec.name] - 1)
         duration = (rec.end - rec.start) / 1e9
         self.workflow_duration.record((rec.name, status), duration)
         if len(self.workflows) >= _MAX_WORKFLOWS:

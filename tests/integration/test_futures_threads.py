@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 import weakref
-from concurrent.futures import CancelledError, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
@@ -285,3 +286,122 @@ def test_a_long_chain_keeps_only_the_last_result_alive(tel, pool):
     gc.collect()
     assert len(_made) == 100
     assert sum(r() is not None for r in _made) == 1
+
+
+# --- plain futures as arguments: the hand-off pattern ---------------------------------------------
+
+
+def produce_into(out: Future, value: Any) -> str:
+    out.set_result(value)
+    return "set"
+
+
+@pytest.mark.parametrize("with_telemetry", [False, True], ids=["no-telemetry", "telemetry"])
+def test_a_plain_future_argument_is_passed_through_not_waited_for(tmp_path, with_telemetry):
+    tel = (
+        otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+        if with_telemetry
+        else None
+    )
+    pool = instrument(ThreadPoolExecutor(2))
+    try:
+        fut: Future[Any] = Future()
+        task = pool.submit(produce_into, fut, 42)
+        assert fut.result(timeout=5) == 42  # the producer ran, with the future itself
+        assert task.result(timeout=5) == "set"
+        # One level deep, too; and an instrumented future next to it is still resolved.
+        box: Future[Any] = Future()
+        up = pool.submit(add, 1)
+        assert pool.submit(lambda xs: (xs[0].set_result(xs[1]), "ok")[1], [box, up]).result(timeout=5) == "ok"
+        assert box.result(timeout=5) == 1
+    finally:
+        done = threading.Event()
+        threading.Thread(target=lambda: (pool.shutdown(wait=True), done.set()), daemon=True).start()
+        assert done.wait(5), "shutdown(wait=True) hung"
+        if tel is not None:
+            assert tel.stop()["tasks"]["completed"] == 3
+
+
+def test_a_plain_future_in_depends_on_is_waited_for(pool):
+    gate: Future[Any] = Future()
+    down = pool.submit(add, 1, depends_on=[gate])
+    time.sleep(0.05)
+    assert not down.done()
+    gate.set_result(None)
+    assert down.result(timeout=5) == 1
+
+
+# --- cancel racing an upstream failure -------------------------------------------------------------
+
+
+def test_cancel_while_an_upstream_failure_is_being_settled_does_not_hang_shutdown(tel, monkeypatch):
+    from otelflow.integrations import futures as fx
+
+    pool = instrument(ThreadPoolExecutor(2))
+    up: Future[Any] = Future()
+    down = pool.submit(add, 1, depends_on=[up])
+    canceled: list[bool] = []
+    real_short = fx._short
+
+    def cancel_in_the_window(exc: BaseException) -> str:
+        # Inside _upstream_problem: the task is settled, its future not yet. The caller
+        # cancels it now, from another thread.
+        t = threading.Thread(target=lambda: canceled.append(down.cancel()))
+        t.start()
+        t.join(5)
+        return real_short(exc)
+
+    monkeypatch.setattr(fx, "_short", cancel_in_the_window)
+    callback_errors: list[str] = []
+    handler = _ListHandler(callback_errors)
+    cf_log = logging.getLogger("concurrent.futures")
+    cf_log.addHandler(handler)
+    try:
+        up.set_exception(ValueError("boom"))
+    finally:
+        cf_log.removeHandler(handler)
+    assert canceled == [True] and down.cancelled()  # the cancel landed: that is the outcome
+    assert not callback_errors
+    assert not pool._otelflow_instrumentation._held
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.shutdown(wait=True), done.set()), daemon=True).start()
+    assert done.wait(5), "shutdown(wait=True) hung"
+    tel.stop()
+    assert task_spans(tel.run_dir)[task_id_of(down)]["status"] == "canceled"
+
+
+def test_an_upstream_failure_settled_first_wins_over_a_late_cancel(tel, monkeypatch):
+    from otelflow.tasks import TaskTracker
+
+    pool = instrument(ThreadPoolExecutor(2))
+    up: Future[Any] = Future()
+    down = pool.submit(add, 1, depends_on=[up])
+    canceled: list[bool] = []
+    real_failed = TaskTracker.failed
+
+    def cancel_after_the_claim(self, tid, *a, **k):
+        if tid == task_id_of(down):
+            t = threading.Thread(target=lambda: canceled.append(down.cancel()))
+            t.start()
+            t.join(5)
+        return real_failed(self, tid, *a, **k)
+
+    monkeypatch.setattr(TaskTracker, "failed", cancel_after_the_claim)
+    up.set_exception(ValueError("boom"))
+    assert canceled == [False]
+    with pytest.raises(UpstreamFailedError):
+        down.result(timeout=5)
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.shutdown(wait=True), done.set()), daemon=True).start()
+    assert done.wait(5), "shutdown(wait=True) hung"
+    tel.stop()
+    assert task_spans(tel.run_dir)[task_id_of(down)]["status"] == "failed"
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, out: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.append(record.getMessage())

@@ -25,6 +25,13 @@ def done(value: Any = None, exc: BaseException | None = None) -> Future[Any]:
     return f
 
 
+def own(value: Any = None) -> Future[Any]:
+    """A done future marked as an instrumented executor's (an implicit dependency)."""
+    f = done(value)
+    setattr(f, fx._OWN, True)
+    return f
+
+
 class InlineExecutor(Executor):
     """Runs each call at submit() in the calling thread: a non-pool Executor."""
 
@@ -50,14 +57,25 @@ def add(a, b=0):
 
 
 def test_scan_finds_futures_one_level_deep_in_order():
-    a, b, c, d = (done(i) for i in range(4))
-    found = fx._scan((a, [1, b], (c,), {"k": d}, [[done(9)]]), {"x": a})
+    a, b, c, d = (own(i) for i in range(4))
+    found = fx._scan((a, [1, b], (c,), {"k": d}, [[own(9)]]), {"x": a})
     assert found == [a, b, c, d, a]  # nested twice is not looked into; duplicates kept here
     assert fx._scan((1, "x", [2]), {"y": 3}) is None
 
 
+def test_scan_and_resolve_leave_other_futures_alone():
+    plain, mine = done(1), own(2)
+    assert fx._scan((plain, [plain]), {"k": plain}) is None
+    found = fx._scan((plain, [plain, mine]), {"k": plain})
+    assert found == [mine]
+    proxy = fx._ChainedFuture()
+    assert fx._scan((proxy,), {}) == [proxy]
+    args, kwargs = fx._resolve((plain, [plain, mine]), {"k": plain})
+    assert args == (plain, [plain, 2]) and kwargs == {"k": plain}
+
+
 def test_resolve_replaces_futures_and_keeps_container_types():
-    a, b = done(1), done(2)
+    a, b = own(1), own(2)
     args, kwargs = fx._resolve((a, [a, 3], (b,), {"k": b}, "s"), {"x": a, "y": [b]})
     assert args == (1, [1, 3], (2,), {"k": 2}, "s")
     assert kwargs == {"x": 1, "y": [2]}
@@ -217,3 +235,45 @@ def test_submit_failure_is_recorded_and_raised(tmp_path):
     with pytest.raises(RuntimeError, match="shutdown"):
         pool.submit(add, 1)
     assert tel.stop()["tasks"]["failed"] == 1
+
+
+def test_an_inline_executor_leaves_the_hosts_peak_rss_alone(tmp_path):
+    import resource
+    import sys
+
+    block = bytearray(128 * 1024 * 1024)
+    block[::4096] = b"\1" * len(block[::4096])  # the application's own peak
+    del block
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={})
+    try:
+        ex = fx.instrument(InlineExecutor())
+        assert ex.submit(add, 1).result() == 1
+    finally:
+        tel.stop()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert after >= before  # a task run in the submitting process did not reset it
+    if sys.platform.startswith("linux"):
+        peak = {s["attributes"].get("otelflow.task.peak_rss_bytes") for s in read_lines(tel.run_dir, "span")}
+        peak.discard(None)
+        assert peak and all(p >= before * 1024 for p in peak)  # the process's high-water mark
+
+
+# --- settling a proxy: cancel races ------------------------------------------------------------
+
+
+def test_a_claimed_proxy_cannot_be_canceled():
+    p = fx._ChainedFuture()
+    assert p._claim() and not p._claim()
+    assert not p.cancel() and not p.cancelled()
+    p.set_exception(KeyError("k"))
+    with pytest.raises(KeyError):
+        p.result()
+
+
+def test_a_canceled_proxy_cannot_be_claimed_and_cancel_here_is_idempotent():
+    p = fx._ChainedFuture()
+    assert p.cancel()
+    assert not p._claim()
+    p._cancel_here()  # already canceled: no error
+    assert p.cancelled()
