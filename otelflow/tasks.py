@@ -132,11 +132,15 @@ class TaskTracker:
         if tel is None:
             return task_id
         scope = _scope.get()
+        parent = None
         if scope is None:
             wf = blk = None
         else:
             wf = scope.workflow.id if scope.workflow is not None else None
             blk = scope.id if scope.kind == "block" else None
+            if not scope.span_id:  # a scope entered in another process: parent = current span
+                ctx = otel_trace.get_current_span().get_span_context()
+                parent = f"{ctx.span_id:016x}" if ctx.is_valid else None
         self._ctx[task_id] = (name, wf, blk)
         t = now_ns()
         tel.bus_put(
@@ -152,6 +156,7 @@ class TaskTracker:
                 depends_on=_as_ids(depends_on),
                 backend=self.backend,
                 attributes=attributes,
+                parent_span_id=parent,
             )
         )
         return task_id

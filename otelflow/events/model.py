@@ -177,11 +177,16 @@ class TaskEvent(Event, frozen=True, kw_only=True):
 
 
 class TaskCreated(TaskEvent, frozen=True, kw_only=True, tag=True):
-    """A task was defined. ``depends_on`` lists upstream task ids; ``backend`` names the engine."""
+    """A task was defined. ``depends_on`` lists upstream task ids; ``backend`` names the engine.
+
+    ``parent_span_id`` is set only when the task was created inside work entered in another
+    process (e.g. inside a process-pool task): the span its own span hangs under.
+    """
 
     depends_on: tuple[str, ...] = ()
     backend: str | None = None
     attributes: dict[str, str | int | float | bool] | None = None
+    parent_span_id: str | None = None
 
 
 class TaskResolved(TaskEvent, frozen=True, kw_only=True, tag=True):

@@ -115,6 +115,12 @@ class SpanEmitter:
         if scope.kind == "block":
             attrs["otelflow.block.id"] = scope.id
             attrs["otelflow.block.name"] = scope.name
+        elif rec.remote_ids is not None:  # scopes entered in another process
+            remote_wf, remote_blk = rec.remote_ids
+            if remote_wf:
+                attrs["otelflow.workflow.id"] = remote_wf
+            if remote_blk:
+                attrs["otelflow.block.id"] = remote_blk
         if rec.backend:
             attrs["otelflow.task.backend"] = rec.backend
         if rec.worker:
@@ -141,7 +147,7 @@ class SpanEmitter:
             SpanLine(
                 trace_id=self.trace_hex,
                 span_id=f"{rec.span_id:016x}",
-                parent_span_id=rec.scope.span_hex,
+                parent_span_id=rec.parent_hex,
                 name=rec.name,
                 kind="task",
                 start_time=rec.created,
@@ -180,7 +186,7 @@ class SpanEmitter:
         self._export(
             rec.name,
             rec.span_id,
-            rec.scope.span_id,
+            rec.parent_id,
             rec.created,
             end,
             self.task_attributes(rec, status, ev),

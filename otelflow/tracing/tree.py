@@ -142,6 +142,12 @@ class TraceTree:
             scope = self.session
         scope.open += 1
         rec.scope = scope
+        rec.parent_id = scope.span_id
+        rec.parent_hex = scope.span_hex
+        # Scope ids from another process (a task inside a pool task): kept for attributes.
+        rec.remote_ids = (
+            (ev.workflow_id, ev.block_id) if scope is self.session and (ev.workflow_id or ev.block_id) else None
+        )
         wf = scope
         while wf is not None and wf.kind == "block":
             wf = wf.parent
@@ -185,6 +191,12 @@ class TraceTree:
             return self.tasks[tid].header  # type: ignore[index]
         rec = self._new_task(ev, ev.backend, ev.attributes)
         rec.counts[0] += 1
+        if ev.parent_span_id and rec.scope is self.session:
+            try:
+                rec.parent_id = int(ev.parent_span_id, 16) or rec.parent_id
+                rec.parent_hex = f"{rec.parent_id:016x}"
+            except ValueError:
+                pass
         deps = ev.depends_on
         if deps:
             rec.deps = deps

@@ -212,3 +212,27 @@ def test_global_tracer_delegates_to_the_running_session(capture):
     capture.telemetry.stop()
     spans = _by_name(capture.spans())
     assert spans["via-global"].parent.span_id == spans["t"].context.span_id
+
+
+def test_a_task_inside_work_entered_elsewhere_hangs_under_it(capture):
+    """Inside a process-pool task: remote scope ids and the pool task's span as parent."""
+    from opentelemetry import context as otel_context
+
+    from otelflow.scope import enter_remote_scope, exit_remote_scope
+
+    outer = 0x1234ABCD5678EF01
+    ctx = trace.NonRecordingSpan(capture.telemetry.span_context(outer))
+    otel_token = otel_context.attach(trace.set_span_in_context(ctx))
+    scope_token = enter_remote_scope("wf-remote", "blk-remote")
+    try:
+        otelflow.task(lambda: None, name="inner")()
+    finally:
+        exit_remote_scope(scope_token)
+        otel_context.detach(otel_token)
+    capture.telemetry.stop()
+    span = _by_name(capture.spans())["inner"]
+    assert span.parent.span_id == outer
+    assert span.attributes["otelflow.workflow.id"] == "wf-remote"
+    assert span.attributes["otelflow.block.id"] == "blk-remote"
+    line = next(s for s in capture.lines("span") if s["name"] == "inner")
+    assert line["parent_span_id"] == f"{outer:016x}"
