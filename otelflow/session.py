@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow import _global
+from otelflow import _global, _otel_compat
 from otelflow._version import __version__
 from otelflow.bus.dispatcher import Call, Dispatcher
 from otelflow.bus.queue import EventBus
@@ -661,8 +661,7 @@ class Telemetry:
         # metrics again from every worker. Make that thread end at once, collecting nothing.
         for reader in self._metric_readers:
             if isinstance(reader, PeriodicExportingMetricReader):
-                reader._collect = lambda *_a, **_k: None
-                reader._shutdown_event.set()
+                _otel_compat.disarm_periodic_reader(reader)
 
     # -- run.json -----------------------------------------------------------------------------
 
