@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import platform
@@ -618,7 +619,7 @@ class Telemetry:
         dispatcher.exit(None)
         self._count_leftover()
         for sub in dispatcher.subscribers:
-            self._stage("a subscriber's stop", lambda sub=sub: sub.stop(max(deadline, time.monotonic() + 1.0)))
+            self._stage("a subscriber's stop", functools.partial(_stop_subscriber, sub, deadline))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
         from otelflow import _otel_globals, toolkit
@@ -723,6 +724,10 @@ def _as_id(value: str | int | None, name: str, digits: int) -> int | None:
     if len(value) != digits or not parsed:
         raise ConfigError(f"{name}={value!r} is not valid: expected {digits} hex digits, not all zero.")
     return parsed
+
+
+def _stop_subscriber(sub: Subscriber, deadline: float) -> None:
+    sub.stop(max(deadline, time.monotonic() + 1.0))
 
 
 def _noop_put(item: Any) -> bool:

@@ -104,7 +104,9 @@ def test_start_inside_a_running_event_loop_does_not_block_it(tmp_path):
 
     tel, ticks = asyncio.run(main())
     assert tel.summary()["tasks"]["completed"] == 10
-    assert ticks > 5
+    # The 1 ms ticker kept running: a start or stop that blocked the loop would leave it at
+    # 1-2 ticks (the gather's own awaits); a loaded machine still gives it several.
+    assert ticks > 2
 
 
 @pytest.mark.parametrize("env", [{"OTEL_SDK_DISABLED": "true"}, {"OTELFLOW_TELEMETRY": "0"}])
