@@ -240,6 +240,7 @@ class Telemetry:
             scope_spans=self._scope_spans,
             sample_ratio=_sample_ratio(s),
             version=__version__,
+            wait_spans=s.wait_spans,
         )
         self._dispatcher = Dispatcher(
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
