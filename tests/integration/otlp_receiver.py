@@ -72,6 +72,11 @@ class Span:
     status_code: int
     start_time: int
     end_time: int
+    #: (name, time, attributes) of each span event.
+    events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
+    #: Span ids (hex) the span links to.
+    links: tuple[str, ...] = ()
+    status_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,11 @@ class _Receiver:
                                 status_code=sp.status.code,
                                 start_time=sp.start_time_unix_nano,
                                 end_time=sp.end_time_unix_nano,
+                                events=tuple(
+                                    (e.name, e.time_unix_nano, attributes(e.attributes)) for e in sp.events
+                                ),
+                                links=tuple(ln.span_id.hex() for ln in sp.links),
+                                status_message=sp.status.message,
                             )
                         )
         return out
