@@ -8,9 +8,10 @@ Each step *owns* the stretch of wall time from its predecessor's end (for the fi
 its own creation) to its own end. That stretch is split by the task's lifecycle (see
 :mod:`otelflow.events.waits`) into dependency wait (Created → Resolved), dispatch wait
 (Resolved → handed to the executor: the engine's lag), queue wait (→ Started: no free
-worker) and execution (Started → end); time before the task was even created (the submitter made it late) is ``other``. The
-steps' stretches tile the path, so their sums add up to its length. ``scheduling_wait_s``
-(dispatch + queue wait) is kept for compatibility.
+worker) and execution (Started → end); time before the task was even created (the
+submitter made it late) is ``other``. The steps' stretches tile the path, so their sums
+add up to its length. ``scheduling_wait_s`` (dispatch + queue wait) is kept for
+compatibility.
 
 Only dependencies are followed: when a task waited for a free worker rather than for an
 upstream task, that shows up as queue wait on the path, not as another step.

@@ -70,7 +70,7 @@ def test_span_of_a_task_that_waited_0_3s_and_ran_0_1s(tmp_path, receiver):
         "TaskStarted",
         "TaskCompleted",
     ]
-    assert [e[1] for e in span.events][0] == t
+    assert span.events[0][1] == t
     # summary() keeps the times: execution 0.1 s, the wait split.
     assert summary["duration_s"]["max"] == pytest.approx(0.1)
     assert summary["queue_wait_s"]["max"] == pytest.approx(0.3)
@@ -94,7 +94,7 @@ def test_a_real_pool_task_span_is_its_execution_not_its_wait(tmp_path, receiver)
     wait = span.attributes["otelflow.task.queue_wait_s"]
     assert duration >= 0.1  # the sleep itself
     assert wait >= 0.2  # most of the first task's 0.3 s
-    events = dict((e[0], e[1]) for e in span.events)
+    events = {e[0]: e[1] for e in span.events}
     assert span.start_time == events["TaskStarted"]
     assert span.end_time == events["TaskCompleted"]
     assert wait == pytest.approx((events["TaskStarted"] - events["TaskSubmitted"]) / S)
