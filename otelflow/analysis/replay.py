@@ -217,6 +217,8 @@ class _SpanFactory:
                 if error_message:
                     ex_attrs["exception.message"] = str(error_message)
                 events.append(Event("exception", attributes=ex_attrs, timestamp=end))
+        elif error_message and line.get("kind") in ("session", "workflow", "block"):
+            status = Status(StatusCode.ERROR, str(error_message))  # "2 of 54 tasks failed"
         else:
             status = Status(StatusCode.UNSET)
         scope = self.scope

@@ -314,6 +314,8 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
         f"  started {_time(r['start_time'])}, wall time {format_duration(r['duration_s'])}, "
         f"host {r.get('host') or '-'}, {len(r['files'])} file(s)"
     )
+    if r.get("trace_id"):
+        out.append(f"  trace id {r['trace_id']} (paste it into Jaeger, Tempo or Grafana)")
     notes = []
     if r["torn_lines"]:
         notes.append(f"{r['torn_lines']} torn last line(s) skipped (a process was killed)")

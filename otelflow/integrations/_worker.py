@@ -179,7 +179,7 @@ class WorkerConfig:
             # the parent's absolute runs directory: a worker's cwd may differ
             runs_dir=str(tel.run_dir.parent) if tel.run_dir is not None else None,
             run_id=tel.run_id,
-            trace_id=f"{tel.trace_id:032x}",
+            trace_id=tel.trace_id,
             session_id=tel.session_id,
             service_name=str(service) if service is not None else None,
             flush_interval=s.flush_interval,

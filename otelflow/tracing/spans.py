@@ -316,8 +316,14 @@ class SpanEmitter:
                 _log.warning("otelflow span processor %r failed: %s", proc, exc)
 
     def scope_span(self, rec: ScopeRec, name: str, status: str, attrs: dict[str, Any]) -> None:
-        """Write and export the span of a workflow, block or the session."""
+        """Write and export the span of a workflow, block or the session.
+
+        Its status is ERROR when its body raised (described by the exception type) or when
+        any of its tasks failed (``2 of 54 tasks failed``), so a trace list shows which runs
+        had failures.
+        """
         parent_id = rec.parent.span_id if rec.parent is not None else None
+        failed_msg = tasks_failed_message(rec.counts)
         if self.jsonl is not None:
             self.jsonl.write_struct(
                 SpanLine(
@@ -330,17 +336,20 @@ class SpanEmitter:
                     end_time=rec.end,
                     status=status,
                     attributes=attrs,
+                    error_message=failed_msg,
                 )
             )
         if self.processors:
             refusing = self._refuse() if self._refusable else None
             if refusing is not None and len(refusing) == len(self.processors):
                 return  # every processor refused (and counted) it
-            span_status = (
-                Status(StatusCode.ERROR, rec.error_type or "failed")
-                if status == "failed"
-                else Status(StatusCode.UNSET)
-            )
+            if status == "failed":
+                error = rec.error_type or "failed"
+                span_status = Status(StatusCode.ERROR, f"{error}: {failed_msg}" if failed_msg else error)
+            elif failed_msg:
+                span_status = Status(StatusCode.ERROR, failed_msg)
+            else:
+                span_status = Status(StatusCode.UNSET)
             self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status, refusing)
 
 
@@ -367,3 +376,12 @@ def _add_waits(attrs: dict[str, Any], rec: TaskRec, end: int) -> None:
         hand = dispatched_at(ready, submitted, queued, started)
         attrs["otelflow.task.dispatch_wait_s"] = (hand - ready) / 1e9
         attrs["otelflow.task.queue_wait_s"] = max(0, started - hand) / 1e9
+
+
+def tasks_failed_message(counts: list[int]) -> str | None:
+    """``"2 of 54 tasks failed"`` for a scope's (completed, failed, canceled) counts, or None."""
+    failed = counts[1]
+    if not failed:
+        return None
+    total = counts[0] + failed + counts[2]
+    return f"{failed} of {total} task{'s' if total != 1 else ''} failed"

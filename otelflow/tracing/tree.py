@@ -69,7 +69,11 @@ class TraceTree:
         sample_ratio: float = 1.0,
         version: str = "",
         wait_spans: bool = False,
+        session_name: str = "session",
+        run_id: str | None = None,
     ) -> None:
+        self.session_name = session_name
+        self.run_id = run_id
         self.trace_id = trace_id
         self.trace_hex = f"{trace_id:032x}"
         self.session_id = session_id
@@ -450,11 +454,14 @@ class TraceTree:
             return len(open_tasks)
         session = self.session
         session.end = max(end, session.end)
-        attrs = {"otelflow.session.id": self.session_id, **(attributes or {})}
+        attrs: dict[str, Any] = {"otelflow.session.id": self.session_id}
+        if self.run_id:
+            attrs["otelflow.run.id"] = self.run_id  # also on the resource, which some backends drop
+        attrs.update(attributes or {})
         attrs["otelflow.tasks.completed"] = session.counts[0]
         attrs["otelflow.tasks.failed"] = session.counts[1]
         attrs["otelflow.tasks.canceled"] = session.counts[2]
-        self.spans.scope_span(session, "session", "completed", attrs)
+        self.spans.scope_span(session, self.session_name, "completed", attrs)
         return len(open_tasks)
 
 

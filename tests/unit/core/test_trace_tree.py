@@ -15,7 +15,8 @@ from otelflow.events.model import now_ns
 
 
 def _by_name(spans):
-    return {s.name: s for s in spans}
+    """Spans by name; the session span (``session <service> <run id>``) as ``session``."""
+    return {"session" if s.name.startswith("session ") else s.name: s for s in spans}
 
 
 def test_parent_chain_session_workflow_block_task(capture):
