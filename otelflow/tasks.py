@@ -44,6 +44,7 @@ from otelflow.events.model import (
     new_event_id,
     now_ns,
 )
+from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
 from otelflow.scope import _scope
 
 if TYPE_CHECKING:
@@ -227,8 +228,16 @@ class TaskTracker:
         message: str | None = None,
         cpu_time_s: float | None = None,
         peak_rss_bytes: int | None = None,
+        stacktrace: str | None = None,
     ) -> None:
-        """Record that the task failed with ``error`` (an exception, or its type name)."""
+        """Record that the task failed with ``error`` (an exception, or its type name).
+
+        ``stacktrace`` (bounded to 8 KiB) defaults to the exception's own traceback.
+        """
+        if stacktrace is None and isinstance(error, BaseException):
+            stacktrace = format_stacktrace(error)
+        elif stacktrace is not None:
+            stacktrace = bound_stacktrace(str(stacktrace))
         if isinstance(error, BaseException):
             etype = error_type_name(error)
             if message is None:
@@ -246,6 +255,7 @@ class TaskTracker:
             error_message=(message or "")[:_MAX_MESSAGE],
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
+            stacktrace=stacktrace,
         )
         self._ctx.pop(task_id, None)
 

@@ -216,6 +216,9 @@ class _SpanFactory:
                 ex_attrs = {"exception.type": str(error_type or "Exception")}
                 if error_message:
                     ex_attrs["exception.message"] = str(error_message)
+                stack = line.get("error_stacktrace")
+                if isinstance(stack, str) and stack:
+                    ex_attrs["exception.stacktrace"] = stack
                 events.append(Event("exception", attributes=ex_attrs, timestamp=end))
         elif error_message and line.get("kind") in ("session", "workflow", "block"):
             status = Status(StatusCode.ERROR, str(error_message))  # "2 of 54 tasks failed"

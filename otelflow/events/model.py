@@ -220,10 +220,12 @@ class TaskCompleted(TaskTerminal, frozen=True, kw_only=True, tag=True):
 
 
 class TaskFailed(TaskTerminal, frozen=True, kw_only=True, tag=True):
-    """The task raised. ``error_type`` is the exception's qualified type name."""
+    """The task raised. ``error_type`` is the exception's qualified type name;
+    ``stacktrace`` its traceback text (bounded to 8 KiB), when known."""
 
     error_type: str
     error_message: str = ""
+    stacktrace: str | None = None
 
 
 class TaskCanceled(TaskTerminal, frozen=True, kw_only=True, tag=True):

@@ -56,6 +56,7 @@ class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="spa
     events: list[tuple[str, int]] = []
     links: list[str] = []
     error_message: str | None = None
+    error_stacktrace: str | None = None
 
 
 class SpanEmitter:
@@ -210,6 +211,7 @@ class SpanEmitter:
                 events=self.task_events(rec, end, status),
                 links=[f"{self.task_span_id(d):016x}" for d in rec.deps],
                 error_message=ev.error_message if type(ev) is TaskFailed else None,
+                error_stacktrace=ev.stacktrace if type(ev) is TaskFailed else None,
             )
         )
 
@@ -226,13 +228,10 @@ class SpanEmitter:
         ]
         events = [SpanEvent(name, attributes=None, timestamp=t) for name, t in self.task_events(rec, end, status)]
         if type(ev) is TaskFailed:
-            events.append(
-                SpanEvent(
-                    "exception",
-                    attributes={"exception.type": ev.error_type, "exception.message": ev.error_message},
-                    timestamp=end,
-                )
-            )
+            ex_attrs = {"exception.type": ev.error_type, "exception.message": ev.error_message}
+            if ev.stacktrace:
+                ex_attrs["exception.stacktrace"] = ev.stacktrace
+            events.append(SpanEvent("exception", attributes=ex_attrs, timestamp=end))
             span_status = Status(StatusCode.ERROR, f"{ev.error_type}: {ev.error_message}")
         else:
             span_status = Status(StatusCode.UNSET)
