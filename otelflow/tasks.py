@@ -25,6 +25,7 @@ import inspect
 import itertools
 import os
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -70,6 +71,7 @@ class _ProcessTag:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ProcessTag.redraw)
 _MAX_MESSAGE = 2000
+_thread_time = time.thread_time
 
 
 def error_type_name(exc: BaseException | type[BaseException]) -> str:
@@ -351,14 +353,15 @@ def task(
             tid = trk.created(None, task_name)
             token = _attach(trk, tid)
             trk.started(tid)
+            cpu0 = _thread_time()  # CPU of this thread only: the task runs in it
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                trk.failed(tid, exc)
+                trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
                 raise
             finally:
                 _detach(token)
-            trk.completed(tid)
+            trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
             return result
 
         return wrapper  # type: ignore[return-value]

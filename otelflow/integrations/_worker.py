@@ -67,6 +67,7 @@ OUTCOME_ATTR = "_otelflow_outcome"
 _SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
 _now = time.time_ns
 _process_time = time.process_time
+_thread_time = time.thread_time
 
 
 # --- thread pools ----------------------------------------------------------------------------
@@ -101,15 +102,16 @@ class LocalCall:
         span_ctx = trk.span_context(tid)
         if span_ctx is not None:
             token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
+        cpu0 = _thread_time()  # CPU of this worker thread only: the task runs in it
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
-            trk.failed(tid, exc)
+            trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
             raise
         finally:
             if token is not None:
                 _detach(token)
-        trk.completed(tid)
+        trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
         return result
 
 
