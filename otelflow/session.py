@@ -665,6 +665,8 @@ class Telemetry:
             "run_id": self.run_id,
             "session_id": self.session_id,
             "service_name": self.resource.attributes.get("service.name") if self.resource else None,
+            # The exact resource the live exporters sent: `otelflow replay` sends it unchanged.
+            "resource": dict(self.resource.attributes) if self.resource else None,
             "trace_id": self.trace_id,
             "session_span_id": f"{self.session_span_id:016x}",
             "start_time": self.start_time,
