@@ -513,6 +513,8 @@ class Telemetry:
             "internal_errors": d.internal_errors if d else 0,
         }
         out["export_failures"] = self._export_failures()
+        for signal, n in self._exporters.failures_by_signal().items():
+            out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
         return out
 
     def _export_failures(self) -> int:
