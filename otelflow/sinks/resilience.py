@@ -576,11 +576,11 @@ def count_points(data: MetricsData | None) -> int:
 __all__ = [
     "ExportGuard",
     "ExportHealth",
-    "not_accepted",
     "GuardedMetricExporter",
     "GuardedMetricReader",
     "GuardedSpanProcessor",
     "count_points",
     "install_log_filter",
+    "not_accepted",
     "uninstall_log_filter",
 ]
