@@ -167,7 +167,7 @@ def test_a_worker_session_joins_its_parent_and_writes_only_its_own_file(tmp_path
         run_id=parent.run_id,
         resource_poll_interval=0,
         environ={},
-        trace_id=f"{parent.trace_id:032x}",
+        trace_id=parent.trace_id,
         session_id=parent.session_id,
         session_span_id=f"{parent.session_span_id:016x}",
     ).start()
@@ -185,7 +185,7 @@ def test_a_worker_session_joins_its_parent_and_writes_only_its_own_file(tmp_path
     assert [ln["name"] for ln in worker_only if ln["section"] == "span"] == ["in-worker"]
     assert not [ln for ln in worker_only if ln["section"] in ("event", "metric")]
     sessions = [ln for ln in worker_lines if ln.get("kind") == "session"]
-    assert len(sessions) == 1 and sessions[0]["trace_id"] == f"{parent.trace_id:032x}"
+    assert len(sessions) == 1 and sessions[0]["trace_id"] == parent.trace_id
 
 
 def test_joining_ids_are_validated(tmp_path):
