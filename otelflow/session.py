@@ -368,7 +368,8 @@ class Telemetry:
                 _log.warning("otelflow.emit() ignored an event: %s", exc)
             return False
 
-    def _scope_started(self, scope: Any, ev: Event) -> None:
+    def scope_started(self, scope: Any, ev: Event) -> None:
+        """Record that ``scope`` (a :class:`otelflow.scope.Scope`) was entered (called by scopes)."""
         parent = scope.parent
         self._scope_spans[scope.id] = (
             scope.span_id,
@@ -457,8 +458,7 @@ class Telemetry:
     def _call(self, fn: Callable[[], Any] | None, timeout: float | None) -> Any:
         assert self.bus is not None and self._dispatcher is not None
         call = Call(fn)
-        self.bus.queue.append(call)  # internal: bypasses the bound, never dropped
-        self.bus.wake.set()
+        self.bus.put_call(call)  # bypasses the bound, never dropped
         deadline = None if timeout is None else time.monotonic() + timeout
         while not call.done.wait(0.2):
             if not self._dispatcher.alive:
@@ -476,8 +476,7 @@ class Telemetry:
         ``stop()`` it is final (and also written to ``run.json``).
         """
         if self._final_summary is not None:
-            if self.bus is not None and self.bus.closed and self.bus.queue:
-                self._count_leftover()
+            if self.bus is not None and self.bus.discard_leftover():
                 self._final_summary["dropped"]["events"] = self.bus.dropped
             return self._final_summary
         return self._build_summary()
@@ -650,11 +649,8 @@ class Telemetry:
 
     def _count_leftover(self) -> None:
         """Items that raced in after the bus closed: counted as dropped, never silently lost."""
-        bus = self.bus
-        if bus is not None and bus.closed and bus.queue:
-            n = len(bus.queue)
-            bus.queue.clear()
-            bus.dropped += n
+        if self.bus is not None:
+            self.bus.discard_leftover()
 
     async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
         """``stop()`` without blocking the running event loop."""

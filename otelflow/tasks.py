@@ -46,7 +46,7 @@ from otelflow.events.model import (
     now_ns,
 )
 from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
-from otelflow.scope import _scope
+from otelflow.scope import active_scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -135,7 +135,7 @@ class TaskTracker:
         tel = self._tel()
         if tel is None:
             return task_id
-        scope = _scope.get()
+        scope = active_scope()
         if scope is None:
             wf = blk = None
         else:
