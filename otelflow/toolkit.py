@@ -247,7 +247,7 @@ def task_span_id(trace_id: str, task_id: str) -> str:
 # --- joining the run from a worker ------------------------------------------------------------
 
 
-def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = None) -> Any:
+def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = None, export: bool = False) -> Any:
     """Join ``carrier``'s run from this (worker) process; returns its worker ``Telemetry`` or None.
 
     Starts at most one worker session per process and run; later calls return it. The
@@ -262,6 +262,10 @@ def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = No
             once). A callable: write no file; every flush hands the JSONL lines (bytes,
             newline-terminated) to ``forward`` — send them home and pass them to
             :func:`ingest`. It runs on otelflow's dispatcher thread: keep it short.
+        export: Also export this process's spans with its own ``OTEL_*`` exporter settings
+            (e.g. ``OTEL_EXPORTER_OTLP_ENDPOINT`` on a remote host); metrics are not exported
+            (the submit side counts the tasks). Off by default: the submit side's run
+            directory is the record, and ``otelflow replay`` sends it on.
 
     Returns:
         The worker session, or None when the run writes no run directory, telemetry of
@@ -284,7 +288,7 @@ def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = No
             return None
     elif carrier.runs_dir is None:
         carrier = msgspec.structs.replace(carrier, runs_dir="<forwarded>")
-    return _worker.worker_session(carrier._config(), forward=forward)
+    return _worker.worker_session(carrier._config(), forward=forward, export=export)
 
 
 def flush_worker(timeout: float = 5.0) -> None:

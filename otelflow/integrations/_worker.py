@@ -335,7 +335,9 @@ def current_session(run_id: str) -> Telemetry | None:
     return None
 
 
-def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry | None:
+def worker_session(
+    cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None, export: bool = False
+) -> Telemetry | None:
     """Return this worker process's session for ``cfg``'s run, starting it if needed.
 
     Returns None when the parent writes no run directory, when telemetry the user started
@@ -361,7 +363,7 @@ def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None 
             _stop(sess)
             _session = None
         try:
-            sess = _start(cfg, forward)
+            sess = _start(cfg, forward, export)
         except Exception as exc:  # noqa: BLE001 - measure the task anyway
             _failed_runs.add(cfg.run_id)
             _log.warning(
@@ -376,7 +378,7 @@ def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None 
         return sess
 
 
-def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry:
+def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None, export: bool = False) -> Telemetry:
     from otelflow.session import Telemetry
 
     tel = Telemetry(
@@ -393,8 +395,10 @@ def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) 
         span_processors=[_activity],
         # The parent's exporters are not repeated here: worker lines reach the run
         # directory only (see docs/executors.md). environ={} keeps an inherited
-        # OTEL_TRACES_EXPORTER from starting exporters in every worker.
-        environ={},
+        # OTEL_TRACES_EXPORTER from starting exporters in every worker — unless the worker
+        # exports its own spans (export=True: this process's OTEL_* settings, traces only;
+        # its tasks are counted by the parent, so it exports no metrics).
+        environ={**os.environ, "OTEL_METRICS_EXPORTER": "none"} if export else {},
         # Join the parent's trace and session, so lines the worker writes (user spans,
         # events, logs) carry the parent's trace, session and session span ids.
         trace_id=cfg.trace_id,
