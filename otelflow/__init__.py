@@ -23,6 +23,7 @@ from otelflow.bus.subscribers import Subscriber
 from otelflow.errors import ConfigError, EventError, OtelflowError
 from otelflow.events import Event, define_event, make_event
 from otelflow.integrations.futures import instrument
+from otelflow.logs import capture_logging
 from otelflow.scope import block, workflow_scope
 from otelflow.session import Telemetry
 from otelflow.tasks import TaskTracker, task, tracker
@@ -36,6 +37,7 @@ __all__ = [
     "Telemetry",
     "__version__",
     "block",
+    "capture_logging",
     "current_telemetry",
     "define_event",
     "emit",

@@ -129,6 +129,11 @@ class Telemetry:
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
         self._log_handler: Any = None
+        self._log_export: Any = None
+        self._log_drops = 0
+        self._log_drop_lock = threading.Lock()
+        self.live: Any = None
+        """The live view's server (``live_port=``), or None."""
         self._exporters = BuiltExporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
@@ -245,6 +250,15 @@ class Telemetry:
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        # Subscribed before the dispatcher starts, so that they see SessionStarted too.
+        if s.logs_exporters:
+            from otelflow.logs.export import LogExport
+
+            self._log_export = LogExport.start(self, s)
+        if s.live_port is not None and self.is_main:
+            from otelflow.live.server import LiveServer
+
+            self.live = LiveServer.for_telemetry(self, s.live_host, s.live_port)
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
@@ -260,10 +274,11 @@ class Telemetry:
             )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
-        if s.capture_logs:
-            from otelflow.integrations import logging as log_bridge
+        loggers = tuple(dict.fromkeys((("",) if s.capture_logs else ()) + s.capture_loggers))
+        if loggers:
+            from otelflow.logs.capture import LogCapture
 
-            self._log_handler = log_bridge.install(self, s.log_level)
+            self._log_handler = LogCapture(loggers, s.log_level).apply(self)
         from otelflow import _otel_globals
 
         _otel_globals.maybe_install(s.set_global_providers)
@@ -386,6 +401,11 @@ class Telemetry:
             sub.stop(time.monotonic())
         return sub
 
+    def _add_subscriber(self, sub: Subscriber) -> None:
+        """Add an internal subscriber (also while starting, before the first event)."""
+        if self._dispatcher is not None:
+            self._dispatcher.add_subscriber(sub)
+
     def unsubscribe(self, subscriber: Subscriber) -> bool:
         """Stop delivering to ``subscriber`` (its queued events are still delivered)."""
         if self._dispatcher is None:
@@ -495,9 +515,23 @@ class Telemetry:
             "late_events": tree.late_events if tree else 0,
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
+            "log_records": self._log_drops,
+            "log_exports": self._log_export.failures() if self._log_export is not None else 0,
         }
         out["export_failures"] = self._export_failures()
         return out
+
+    def _count_log_drop(self) -> None:
+        """A captured log record was not accepted (flood or full bus): count it."""
+        with self._log_drop_lock:
+            self._log_drops += 1
+            first = self._log_drops == 1
+        if first:
+            _log.warning(
+                "otelflow is dropping log records: they arrive faster than the run writes them "
+                "(the bus is half full). Lifecycle events are kept; dropped log records are "
+                "counted in summary()['dropped']['log_records']."
+            )
 
     def _export_failures(self) -> int:
         return self._exporters.failures()
@@ -559,9 +593,7 @@ class Telemetry:
         if self._monitor is not None:
             self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
-            from otelflow.integrations import logging as log_bridge
-
-            log_bridge.uninstall(self._log_handler)
+            self._stage("removing the log capture", self._log_handler.undo)
         end = now_ns()
         self.end_time = end
         if self.is_main:
@@ -590,6 +622,8 @@ class Telemetry:
         if self.tracer_provider is not None:
             self._stage("the span exporters' shutdown", self.tracer_provider.shutdown)
         self._stage("closing the Prometheus endpoint", self._exporters.close)
+        if self._log_export is not None:
+            self._stage("the log exporters' shutdown", lambda: self._log_export.shutdown(deadline))
         # 4. last drain; then refuse new items and end the dispatcher.
         self._stage("the final drain", lambda: self._call(None, None))
         bus.close()
@@ -599,6 +633,9 @@ class Telemetry:
             self._stage("a subscriber's stop", lambda sub=sub: sub.stop(max(deadline, time.monotonic() + 1.0)))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
+        if self.live is not None:
+            grace = min(2.0, max(0.1, deadline - time.monotonic()))
+            self._stage("closing the live view", lambda: self.live.close(grace))
         from otelflow import _otel_globals
 
         _otel_globals.session_stopped(self)

@@ -41,6 +41,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from otelflow import _global
+from otelflow._task_context import enter_task, exit_task
 from otelflow.scope import enter_remote_scope, exit_remote_scope
 from otelflow.tracing.ids import parse_traceparent
 
@@ -101,12 +102,14 @@ class LocalCall:
         span_ctx = trk.span_context(tid)
         if span_ctx is not None:
             token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
+        task_token = enter_task(tid)
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
             trk.failed(tid, exc)
             raise
         finally:
+            exit_task(task_token)
             if token is not None:
                 _detach(token)
         trk.completed(tid)
@@ -253,6 +256,7 @@ class RemoteCall:
         if cfg is not None and cfg.session and pid != cfg.parent_pid:
             session = worker_session(cfg)
         tokens = _enter_task_context(self.traceparent, self.workflow_id, self.block_id, session is not None)
+        task_token = enter_task(self.task_id)
         # Reset the peak RSS only in a worker process: in the submitter's own process (an
         # inline executor) that would reset the host application's high-water mark.
         usage = _Usage(reset=cfg is not None and pid != cfg.parent_pid)
@@ -271,6 +275,7 @@ class RemoteCall:
             end = _now()
             cpu, rss = usage.end()
         finally:
+            exit_task(task_token)
             _exit_task_context(tokens)
             if session is not None:
                 _flush_if_used(session)

@@ -1,0 +1,180 @@
+"""Send captured log records as OTel log records (``OTEL_LOGS_EXPORTER=otlp,console``).
+
+A :class:`LogExport` subscribes to the session's ``LogRecord`` events (its own thread and
+bounded queue: a slow collector never slows the run) and hands each to an OTel SDK
+``LoggerProvider`` whose processors run the official exporters — the OTLP log exporter
+(gRPC or HTTP, per ``OTEL_EXPORTER_OTLP_PROTOCOL``) behind a ``BatchLogRecordProcessor``,
+and/or the console exporter. Each OTel record carries the event's trace and span ids (so
+a backend links a log line to its span), its severity, the formatted message as body,
+and as attributes the ``extra`` fields plus ``otelflow.task.id``/``workflow.id``/
+``block.id``, ``code.*``, ``thread.name`` and ``exception.*`` (semantic conventions).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from opentelemetry import trace as otel_trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from otelflow.events.model import LogRecord
+
+if TYPE_CHECKING:
+    from otelflow.bus.subscribers import Subscriber
+    from otelflow.config.settings import OtlpSettings, Settings
+    from otelflow.session import Telemetry
+
+__all__ = ["LogExport", "to_attributes"]
+
+_log = logging.getLogger("otelflow")
+_SEVERITY = {
+    "DEBUG": SeverityNumber.DEBUG,
+    "INFO": SeverityNumber.INFO,
+    "WARNING": SeverityNumber.WARN,
+    "ERROR": SeverityNumber.ERROR,
+    "CRITICAL": SeverityNumber.FATAL,
+}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_encode = msgspec.json.encode
+
+
+class _Counting(LogRecordExporter):
+    """Wraps an exporter: counts records it could not export; never raises."""
+
+    def __init__(self, inner: LogRecordExporter) -> None:
+        self.inner = inner
+        self.failures = 0
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        try:
+            result = self.inner.export(batch)
+        except Exception:  # noqa: BLE001 - an exporter bug must not kill the batch thread
+            result = LogRecordExportResult.FAILURE
+        if result is not LogRecordExportResult.SUCCESS:
+            self.failures += len(batch)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _otlp_exporter(cfg: OtlpSettings) -> LogRecordExporter:
+    kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
+    if cfg.protocol == "grpc":
+        from grpc import Compression
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
+        if cfg.insecure is not None:
+            kwargs["insecure"] = cfg.insecure
+        return OTLPLogExporter(**kwargs)  # type: ignore[no-any-return]
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+
+    kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
+    return HttpLogExporter(**kwargs)  # type: ignore[no-any-return]
+
+
+class LogExport:
+    """The session's OTel log pipeline: a subscriber feeding a ``LoggerProvider``."""
+
+    def __init__(self, provider: LoggerProvider, exporters: list[_Counting]) -> None:
+        self.provider = provider
+        self._exporters = exporters
+        self._logger = provider.get_logger("otelflow.logs")
+        self.subscriber: Subscriber | None = None
+
+    @classmethod
+    def start(cls, tel: Telemetry, settings: Settings) -> LogExport:
+        """Build the exporters ``settings.logs_exporters`` names and subscribe to ``tel``."""
+        provider = LoggerProvider(resource=tel.resource, shutdown_on_exit=False)
+        exporters: list[_Counting] = []
+        if "otlp" in settings.logs_exporters and settings.otlp_logs is not None:
+            otlp = _Counting(_otlp_exporter(settings.otlp_logs))
+            exporters.append(otlp)
+            provider.add_log_record_processor(BatchLogRecordProcessor(otlp))
+        if "console" in settings.logs_exporters:
+            console = _Counting(ConsoleLogRecordExporter())
+            exporters.append(console)
+            provider.add_log_record_processor(SimpleLogRecordProcessor(console))
+        export = cls(provider, exporters)
+        from otelflow.bus.subscribers import Subscriber
+
+        export.subscriber = Subscriber(export.emit, (LogRecord,), maxsize=10_000)
+        tel._add_subscriber(export.subscriber)
+        return export
+
+    def emit(self, ev: LogRecord) -> None:
+        """Hand one captured record to the OTel pipeline (the subscriber's thread)."""
+        context = None
+        if ev.trace_id and ev.span_id:
+            span = otel_trace.NonRecordingSpan(SpanContext(int(ev.trace_id, 16), int(ev.span_id, 16), False, _SAMPLED))
+            context = otel_trace.set_span_in_context(span)
+        self._logger.emit(
+            timestamp=ev.event_time,
+            observed_timestamp=ev.emit_time or None,
+            context=context,
+            severity_number=_SEVERITY.get(ev.level, SeverityNumber.UNSPECIFIED),
+            severity_text=ev.level,
+            body=ev.message,
+            attributes=to_attributes(ev),
+        )
+
+    def failures(self) -> int:
+        """Records the exporters could not export, so far."""
+        return sum(e.failures for e in self._exporters)
+
+    def shutdown(self, deadline: float) -> None:
+        """Flush what is queued (bounded by ``deadline``, a ``time.monotonic()``) and stop."""
+        if self.subscriber is not None:
+            self.subscriber.stop(deadline)  # the subscriber delivers what it holds first
+        left_ms = max(100, int((deadline - time.monotonic()) * 1000))
+        self.provider.force_flush(left_ms)
+        self.provider.shutdown()
+
+
+def to_attributes(ev: LogRecord) -> dict[str, Any]:
+    """OTel attributes for one record: ``extra`` fields (non-scalars as JSON text) and ids."""
+    out: dict[str, Any] = {"logger.name": ev.logger}
+    if ev.attributes:
+        for key, value in ev.attributes.items():
+            if isinstance(value, (str, bool, int, float)):
+                out[key] = value
+            elif value is not None:
+                out[key] = _encode(value).decode()
+    for key, value in (
+        ("otelflow.task.id", ev.task_id),
+        ("otelflow.workflow.id", ev.workflow_id),
+        ("otelflow.block.id", ev.block_id),
+        ("otelflow.session.id", ev.session_id),
+        ("thread.name", ev.thread),
+        ("process.pid", ev.process),
+        ("exception.type", ev.exception_type),
+        ("exception.message", ev.exception_message),
+        ("exception.stacktrace", ev.stacktrace),
+        ("otelflow.log.template", ev.template),
+    ):
+        if value is not None:
+            out[key] = value
+    if ev.code:
+        path, _, line = ev.code.rpartition(":")
+        out["code.file.path"] = path
+        if line.isdigit():
+            out["code.line.number"] = int(line)
+    return out
