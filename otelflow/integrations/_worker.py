@@ -42,6 +42,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from otelflow import _global
 from otelflow._task_context import enter_task, exit_task
+from otelflow.logs.capture import LogCapture, capture_for
 from otelflow.scope import enter_remote_scope, exit_remote_scope
 from otelflow.tracing.ids import parse_traceparent
 
@@ -54,8 +55,11 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTCOME_ATTR",
     "LocalCall",
+    "ProcessUsage",
     "RemoteCall",
     "WorkerConfig",
+    "flush_if_used",
+    "flush_worker_session",
     "stop_worker_session",
     "worker_session",
 ]
@@ -133,6 +137,8 @@ class WorkerConfig:
         set_global_providers: The parent's policy for the OTel global tracer provider.
         session: Start a worker session for user spans and events (``worker_telemetry=``).
         session_span_id: The parent's session span id (16 hex digits).
+        log_capture: The parent's log capture (``otelflow.logs.LogCapture``), applied in
+            the worker session (and undone when it stops); None captures nothing.
     """
 
     __slots__ = (
@@ -143,6 +149,7 @@ class WorkerConfig:
         "service_name",
         "session",
         "session_id",
+        "log_capture",
         "session_span_id",
         "set_global_providers",
         "trace_id",
@@ -160,6 +167,7 @@ class WorkerConfig:
         set_global_providers: str,
         session: bool,
         session_span_id: str | None = None,
+        log_capture: LogCapture | None = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.runs_dir = runs_dir
@@ -171,6 +179,7 @@ class WorkerConfig:
         self.set_global_providers = set_global_providers
         self.session = session
         self.session_span_id = session_span_id
+        self.log_capture = log_capture
 
     @classmethod
     def of(cls, tel: Telemetry, session: bool) -> WorkerConfig:
@@ -189,6 +198,7 @@ class WorkerConfig:
             set_global_providers=s.set_global_providers,
             session=session,
             session_span_id=f"{tel.session_span_id:016x}",
+            log_capture=capture_for(tel),
         )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -205,6 +215,7 @@ class WorkerConfig:
                 self.set_global_providers,
                 self.session,
                 self.session_span_id,
+                self.log_capture,
             ),
         )
 
@@ -253,13 +264,13 @@ class RemoteCall:
         cfg = self.config
         pid = os.getpid()
         session = None
-        if cfg is not None and cfg.session and pid != cfg.parent_pid:
+        if cfg is not None and (cfg.session or cfg.log_capture is not None) and pid != cfg.parent_pid:
             session = worker_session(cfg)
         tokens = _enter_task_context(self.traceparent, self.workflow_id, self.block_id, session is not None)
         task_token = enter_task(self.task_id)
         # Reset the peak RSS only in a worker process: in the submitter's own process (an
         # inline executor) that would reset the host application's high-water mark.
-        usage = _Usage(reset=cfg is not None and pid != cfg.parent_pid)
+        usage = ProcessUsage(reset=cfg is not None and pid != cfg.parent_pid)
         start = _now()
         try:
             try:
@@ -278,7 +289,7 @@ class RemoteCall:
             exit_task(task_token)
             _exit_task_context(tokens)
             if session is not None:
-                _flush_if_used(session)
+                flush_if_used(session)
         return (result, start, end, cpu, rss, pid, _worker_name(pid))
 
 
@@ -391,7 +402,7 @@ def _self_maxrss() -> int | None:
     return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-class _Usage:
+class ProcessUsage:
     """CPU seconds and peak RSS of this process (and its waited-for children) over one task.
 
     CPU is process-wide (all threads: a task's own threads count, and so does otelflow's
@@ -432,7 +443,7 @@ _finalizer_registered = False
 _failed_runs: set[str] = set()
 
 
-def worker_session(cfg: WorkerConfig) -> Telemetry | None:
+def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry | None:
     """Return this worker process's session for ``cfg``'s run, starting it if needed.
 
     Returns None when the parent writes no run directory, when telemetry the user started
@@ -458,7 +469,7 @@ def worker_session(cfg: WorkerConfig) -> Telemetry | None:
             _stop(sess)
             _session = None
         try:
-            sess = _start(cfg)
+            sess = _start(cfg, forward)
         except Exception as exc:  # noqa: BLE001 - measure the task anyway
             _failed_runs.add(cfg.run_id)
             _log.warning(
@@ -473,7 +484,7 @@ def worker_session(cfg: WorkerConfig) -> Telemetry | None:
         return sess
 
 
-def _start(cfg: WorkerConfig) -> Telemetry:
+def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry:
     from otelflow.session import Telemetry
 
     tel = Telemetry(
@@ -497,8 +508,12 @@ def _start(cfg: WorkerConfig) -> Telemetry:
         trace_id=cfg.trace_id,
         session_id=cfg.session_id,
         session_span_id=cfg.session_span_id,
+        forward=forward,
     )
     tel.start()
+    if cfg.log_capture is not None:
+        # The parent's log capture, applied here; the session's stop() undoes it.
+        tel._log_handler = cfg.log_capture.apply(tel)
     _count_puts(tel)
     return tel
 
@@ -540,7 +555,18 @@ def _count_puts(sess: Telemetry) -> None:
     sess.bus_put = counting_put
 
 
-def _flush_if_used(sess: Telemetry) -> None:
+def flush_worker_session(timeout: float = 5.0) -> None:
+    """Flush this process's worker session now, if one runs (never raises)."""
+    sess = _session
+    if sess is None or not sess.active:
+        return
+    try:
+        sess.flush(timeout=timeout)
+    except Exception:  # noqa: BLE001 - never fail a task because of its telemetry
+        pass
+
+
+def flush_if_used(sess: Telemetry) -> None:
     """Write what the task recorded before its result is sent back.
 
     A flush is a round trip to the session's dispatcher thread (15-50 µs), so it is

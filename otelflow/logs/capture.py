@@ -37,12 +37,12 @@ from otelflow import _global
 from otelflow._task_context import current_task_id
 from otelflow.errors import ConfigError
 from otelflow.events.model import LogRecord, new_event_id, now_ns
-from otelflow.scope import current_scope
+from otelflow.scope import active_scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
 
-__all__ = ["AppliedCapture", "CaptureHandler", "LogCapture", "capture_logging", "parse_level"]
+__all__ = ["AppliedCapture", "CaptureHandler", "LogCapture", "capture_for", "capture_logging", "parse_level"]
 
 _in_capture: ContextVar[bool] = ContextVar("otelflow_in_log_capture", default=False)
 _SKIP = ("otelflow", "opentelemetry")
@@ -100,7 +100,18 @@ class LogCapture(msgspec.Struct, frozen=True):
             if self.set_level and logger.getEffectiveLevel() > self.level:
                 changed.append((logger, logger.level, self.level))
                 logger.setLevel(self.level)
-        return AppliedCapture(self, handler, changed)
+        applied = AppliedCapture(self, handler, changed)
+        with _registry_lock:
+            _applied.append(applied)
+        return applied
+
+    def merged(self, other: LogCapture) -> LogCapture:
+        """Both captures in one: the union of the loggers, the lower level."""
+        return LogCapture(
+            tuple(dict.fromkeys((*self.loggers, *other.loggers))),
+            min(self.level, other.level),
+            self.set_level or other.set_level,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (``LogCapture.from_dict`` reverses it)."""
@@ -137,6 +148,9 @@ class AppliedCapture:
         if self._done:
             return
         self._done = True
+        with _registry_lock:
+            if self in _applied:
+                _applied.remove(self)
         for name in self.config.loggers:
             logging.getLogger(name or None).removeHandler(self.handler)
         for logger, before, ours in self._changed:
@@ -171,6 +185,23 @@ def capture_logging(*loggers: str, level: int | str = "INFO", set_level: bool = 
             raise ConfigError(f"capture_logging() takes logger names as strings, not {name!r}.")
     cfg = LogCapture(tuple(loggers) or ("",), parse_level(level), set_level)
     return cfg.apply(telemetry)
+
+
+_registry_lock = threading.Lock()
+_applied: list[AppliedCapture] = []
+
+
+def capture_for(telemetry: Telemetry) -> LogCapture | None:
+    """The capture in effect for ``telemetry`` (its own and ``capture_logging()``'s, merged):
+    what its worker processes should apply. None when nothing is captured."""
+    with _registry_lock:
+        configs = [a.config for a in _applied if a.handler._telemetry in (None, telemetry)]
+    if not configs:
+        return None
+    out = configs[0]
+    for cfg in configs[1:]:
+        out = out.merged(cfg)
+    return out
 
 
 class _LastSeen(threading.local):
@@ -235,7 +266,7 @@ class CaptureHandler(logging.Handler):
 def to_event(record: logging.LogRecord, tel: Telemetry) -> LogRecord:
     """The ``LogRecord`` event for ``record`` in ``tel``'s run (current ids included)."""
     ctx = otel_trace.get_current_span().get_span_context()
-    scope = current_scope()
+    scope = active_scope()
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - bad %-args: keep the template
