@@ -135,6 +135,7 @@ class Telemetry:
         self._log_handler: Any = None
         self._log_export: Any = None
         self._log_drops = 0
+        self._logs_captured = 0
         self._log_drop_lock = threading.Lock()
         self.live: Any = None
         """The live view's server (``live_port=``), or None."""

@@ -143,13 +143,13 @@ class WorkerConfig:
 
     __slots__ = (
         "flush_interval",
+        "log_capture",
         "parent_pid",
         "run_id",
         "runs_dir",
         "service_name",
         "session",
         "session_id",
-        "log_capture",
         "session_span_id",
         "set_global_providers",
         "trace_id",
@@ -546,7 +546,7 @@ _activity = _Activity()
 def _count_puts(sess: Telemetry) -> None:
     put = sess.bus_put
     act = _activity
-    act.flushed = act.records  # a new session: nothing of it is unflushed yet
+    act.flushed = act.records + sess._logs_captured  # a new session: nothing of it is unflushed yet
 
     def counting_put(item: Any) -> bool:
         act.records += 1
@@ -573,7 +573,7 @@ def flush_if_used(sess: Telemetry) -> None:
     skipped when the task recorded nothing.
     """
     act = _activity
-    records = act.records
+    records = act.records + sess._logs_captured
     if records == act.flushed:
         return
     act.flushed = records

@@ -255,6 +255,7 @@ class CaptureHandler(logging.Handler):
             ev = to_event(record, tel)
             if bus.offer(ev):  # never waits: a full bus drops and counts
                 self.captured += 1
+                tel._logs_captured += 1  # a worker flushes after a task that logged
             else:
                 tel._count_log_drop()
         except Exception:  # noqa: BLE001 - logging must never break the caller
