@@ -13,6 +13,7 @@ and as attributes the ``extra`` fields plus ``otelflow.task.id``/``workflow.id``
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,8 @@ class LogExport:
             exporters.append(otlp)
             provider.add_log_record_processor(BatchLogRecordProcessor(otlp))
         if "console" in settings.logs_exporters:
-            console = _Counting(ConsoleLogRecordExporter())
+            # sys.stdout now, not the SDK's default bound when its module was imported
+            console = _Counting(ConsoleLogRecordExporter(out=sys.stdout))
             exporters.append(console)
             provider.add_log_record_processor(SimpleLogRecordProcessor(console))
         export = cls(provider, exporters)
