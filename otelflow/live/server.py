@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "text/html; charset=utf-8", self.server.page)
         elif path == "/events":
             query = parse_qs(parts.query)
-            last = self.headers.get("Last-Event-ID") or (query.get("last_event_id") or [None])[0]
+            last = self.headers.get("Last-Event-ID") or next(iter(query.get("last_event_id", [])), None)
             self._stream(last)
         elif path == "/healthz":
             self._send(200, "text/plain; charset=utf-8", b"ok\n")

@@ -307,14 +307,18 @@ def to_event(record: logging.LogRecord, tel: Telemetry) -> LogRecord:
 
 
 def _extras(record: logging.LogRecord) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+    fields = record.__dict__
+    extra = fields.keys() - _STANDARD  # set difference in C: most records have no extras
+    if not extra:
+        return None, None
     attributes: dict[str, Any] = {}
     types: dict[str, str] = {}
-    for key, value in record.__dict__.items():
-        if key in _STANDARD or key.startswith("_"):
+    for key in fields:  # in the order they were given
+        if key not in extra or key.startswith("_"):
             continue
         if len(attributes) >= _MAX_ATTRIBUTES:
             break
-        attributes[key], types[key] = json_value(value)
+        attributes[key], types[key] = json_value(fields[key])
     return (attributes, types) if attributes else (None, None)
 
 

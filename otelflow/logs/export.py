@@ -31,7 +31,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow.events.model import LogRecord
+from otelflow.events.model import Event, LogRecord
 
 if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
@@ -69,7 +69,7 @@ class _Counting(LogRecordExporter):
         return result
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        self.inner.shutdown()  # type: ignore[no-untyped-call]
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -78,18 +78,18 @@ class _Counting(LogRecordExporter):
 def _otlp_exporter(cfg: OtlpSettings) -> LogRecordExporter:
     kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
     if cfg.protocol == "grpc":
-        from grpc import Compression
+        from grpc import Compression  # type: ignore[import-untyped]
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
         kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
         if cfg.insecure is not None:
             kwargs["insecure"] = cfg.insecure
-        return OTLPLogExporter(**kwargs)  # type: ignore[no-any-return]
+        return OTLPLogExporter(**kwargs)
     from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
 
     kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
-    return HttpLogExporter(**kwargs)  # type: ignore[no-any-return]
+    return HttpLogExporter(**kwargs)
 
 
 class LogExport:
@@ -122,8 +122,10 @@ class LogExport:
         tel._add_subscriber(export.subscriber)
         return export
 
-    def emit(self, ev: LogRecord) -> None:
+    def emit(self, ev: Event) -> None:
         """Hand one captured record to the OTel pipeline (the subscriber's thread)."""
+        if not isinstance(ev, LogRecord):
+            return
         context = None
         if ev.trace_id and ev.span_id:
             span = otel_trace.NonRecordingSpan(SpanContext(int(ev.trace_id, 16), int(ev.span_id, 16), False, _SAMPLED))
