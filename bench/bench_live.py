@@ -4,6 +4,7 @@ Three cases, each a fresh telemetry run of N tracked tasks (created, started, co
 3 events each, plus TaskResolved) timed end to end (first event to ``flush()``):
 
 * ``no live view``;
+* ``live view, no client``: ``start_telemetry(live_port=0)``, nobody connected;
 * ``live view, stalled client``: ``start_telemetry(live_port=0)`` with one SSE client that
   connected (receive buffer 4 KiB) and then reads nothing for the whole run;
 * ``live view, reading client``: the same with a client reading everything.
@@ -60,7 +61,7 @@ def one_run(n: int, live: str, runs: str) -> float:
         **({"live_port": 0} if live != "none" else {}),
     )
     sock = None
-    if live != "none":
+    if live in ("stalled", "reading"):
         sock, _ = _client(tel.live.address, read=(live == "reading"))
         deadline = time.monotonic() + 5
         while tel.live.hub.clients < 1 and time.monotonic() < deadline:
@@ -114,7 +115,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cases = ["none", "stalled", "reading"]
+    cases = ["none", "idle", "stalled", "reading"]
     best = dict.fromkeys(cases, float("inf"))
     with tempfile.TemporaryDirectory() as runs:
         for _ in range(args.rounds):
@@ -130,7 +131,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    names = {"none": "no live view", "stalled": "live view, stalled client", "reading": "live view, reading client"}
+    names = {"none": "no live view", "idle": "live view, no client", "stalled": "live view, stalled client", "reading": "live view, reading client"}
     for case in cases:
         print(f"{names[case]:<28} {best[case]:7.3f} s  {best[case] / args.tasks * 1e6:6.1f} µs/task  "
               f"x{best[case] / best['none']:.2f}")

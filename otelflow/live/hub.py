@@ -1,8 +1,8 @@
-"""The live stream's buffer: one bounded ring of encoded events, one cursor per client.
+"""The live stream's buffer: one bounded ring of events, one cursor per client.
 
-:meth:`EventHub.publish` (the telemetry's subscriber thread, or a run-directory follower)
-appends ``(seq, json)`` to a ``deque(maxlen=...)`` and wakes the readers: O(1), never
-blocks on a client. Each client is only a cursor (the last ``seq`` it was sent), so a
+:meth:`EventHub.publish` (the telemetry's dispatcher, or a run-directory follower) puts
+an event in a fixed ring and wakes the readers: O(1), never blocks on a client; readers
+encode what they send on their own threads. Each client is only a cursor (the last ``seq`` it was sent), so a
 slow or stalled client costs no memory: when the ring has moved past its cursor it is
 told how many events it missed (a ``gap`` message), and they are counted in
 :attr:`EventHub.dropped_for_clients`. Sequence numbers start at 1 and are the SSE event
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
+
+import msgspec
 
 __all__ = ["EventHub", "format_sse"]
 
@@ -32,14 +33,22 @@ def format_sse(seq: int | None, data: bytes, event: str | None = None) -> bytes:
 
 
 class EventHub:
-    """A bounded, thread-safe history of encoded events that many clients read.
+    """A bounded, thread-safe history of events that many clients read.
+
+    Items are events (encoded to JSON on the reading client's thread, so a hub nobody
+    reads costs the run one append per event) or already-encoded JSON lines (a run
+    directory's). A fixed ring: event ``n`` lives in slot ``(n - 1) % maxlen`` until
+    ``maxlen`` newer ones replace it.
 
     Args:
         maxlen: Most events kept; older ones are gone for clients that had not read them.
+        batch: Most events one :meth:`read` returns (keeps the lock short).
     """
 
-    def __init__(self, maxlen: int = 100_000) -> None:
-        self._ring: deque[tuple[int, bytes]] = deque(maxlen=max(1, maxlen))
+    def __init__(self, maxlen: int = 100_000, batch: int = 2048) -> None:
+        self.maxlen = max(1, maxlen)
+        self._slots: list[object] = [None] * self.maxlen
+        self._batch = max(1, batch)
         self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         self._closed = False
@@ -59,17 +68,18 @@ class EventHub:
         return self._closed
 
     def __len__(self) -> int:
-        return len(self._ring)
+        return min(self._seq, self.maxlen)
 
-    def publish(self, data: bytes) -> int:
-        """Append one encoded event (compact JSON, no newline); returns its id."""
+    def publish(self, item: object) -> int:
+        """Append one event (an :class:`~otelflow.events.Event`, or a compact JSON line as
+        bytes); returns its id. O(1); never waits for a reader."""
         with self._cond:
             if self._closed:
                 return 0
-            self._seq += 1
-            self._ring.append((self._seq, data))
+            self._seq = seq = self._seq + 1
+            self._slots[(seq - 1) % self.maxlen] = item
             self._cond.notify_all()
-            return self._seq
+            return seq
 
     def close(self) -> None:
         """No more events: readers get what is left, then the end of the stream."""
@@ -78,7 +88,7 @@ class EventHub:
             self._cond.notify_all()
 
     def read(self, after: int, timeout: float) -> tuple[list[tuple[int, bytes]], int, bool]:
-        """Events with id > ``after``: ``(events, missed, ended)``.
+        """Events with id > ``after``, encoded: ``(events, missed, ended)``.
 
         Waits up to ``timeout`` seconds for one. ``missed`` counts events that were
         already gone from the ring; ``ended`` is True when the hub is closed and nothing
@@ -87,18 +97,18 @@ class EventHub:
         with self._cond:
             if self._seq <= after and not self._closed:
                 self._cond.wait(timeout)
-            ring = self._ring
-            if not ring or ring[-1][0] <= after:
+            last = self._seq
+            if last <= after:
                 return [], 0, self._closed
-            first = ring[0][0]
-            missed = max(0, first - after - 1)
+            first = max(1, last - self.maxlen + 1)
+            start = max(after + 1, first)
+            missed = start - after - 1
             if missed:
                 self.dropped_for_clients += missed
-                items = list(ring)
-            else:
-                # ids are consecutive in the ring: index straight to the first unread one
-                items = [ring[i] for i in range(after + 1 - first, len(ring))]
-            return items, missed, False
+            stop = min(last, start + self._batch - 1)
+            slots, n = self._slots, self.maxlen
+            items = [(seq, slots[(seq - 1) % n]) for seq in range(start, stop + 1)]
+        return [(seq, _encoded(item)) for seq, item in items], missed, False
 
     def sse(self, last_event_id: int | str | None = None, keepalive: float = _KEEPALIVE_S,
             batch_bytes: int = 64 * 1024) -> Iterator[bytes]:
@@ -109,6 +119,8 @@ class EventHub:
         to any HTTP framework's streaming response (see docs/live.md).
         """
         after = _parse_id(last_event_id)
+        if after > self._seq:
+            after = 0  # an id from another server (or run): start from the beginning
         with self._cond:
             self.clients += 1
         try:
@@ -138,6 +150,18 @@ class EventHub:
         finally:
             with self._cond:
                 self.clients -= 1
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _encoded(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    try:
+        return _encoder.encode(item)
+    except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+        return msgspec.json.encode(item, enc_hook=repr)
 
 
 def _parse_id(value: int | str | None) -> int:

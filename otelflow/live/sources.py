@@ -1,9 +1,10 @@
 """What feeds an :class:`~otelflow.live.hub.EventHub`: a running telemetry, or a run directory.
 
-* :func:`attach` subscribes to a telemetry in this process: its own subscriber thread
-  encodes each event (as the JSONL line has it: ``type``, ids, times, fields) and
-  publishes it. The dispatcher only appends to that subscriber's queue, so the live view
-  never slows the run; the hub closes when the telemetry stops.
+* :func:`attach` taps a telemetry in this process: the dispatcher puts each event in the
+  hub's ring (one O(1) append); each client encodes what it sends (as the JSONL line has
+  it: ``type``, ids, times, fields) on its own thread, so the live view costs the run
+  almost nothing and a client, however slow, cannot hold it up. The hub closes when the
+  telemetry stops.
 * :class:`RunFollower` follows a run directory written by another process (or replays a
   finished one): it reads each ``*.jsonl`` file's new complete lines every
   ``poll`` seconds and publishes the ``event`` and ``log`` lines; files already there
@@ -21,10 +22,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from otelflow.bus.subscribers import Subscriber
-from otelflow.events.model import Event
 from otelflow.live.hub import EventHub
 
 if TYPE_CHECKING:
@@ -33,30 +30,26 @@ if TYPE_CHECKING:
 __all__ = ["RunFollower", "attach"]
 
 _log = logging.getLogger("otelflow")
-_encode = msgspec.json.Encoder().encode
 _WANTED = (b'"section":"event"', b'"section":"log"')
 
 
-class _HubSubscriber(Subscriber):
-    """Publishes every event to a hub; closes it when the telemetry stops."""
+class _HubTap:
+    """Hands each event to a hub on the dispatcher thread (one O(1) append, no thread of its
+    own); closes the hub when the telemetry stops. Duck-types what the dispatcher and
+    ``stop()`` use of a :class:`~otelflow.bus.subscribers.Subscriber`."""
 
-    def __init__(self, hub: EventHub, maxsize: int) -> None:
+    dropped = 0
+    errors = 0
+
+    def __init__(self, hub: EventHub) -> None:
         self.hub = hub
-        super().__init__(self._publish, None, maxsize)
-
-    def _publish(self, ev: Event) -> None:
-        try:
-            data = _encode(ev)
-        except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
-            data = msgspec.json.encode(ev, enc_hook=repr)
-        self.hub.publish(data)
+        self.offer = hub.publish
 
     def stop(self, deadline: float) -> None:
-        super().stop(deadline)
         self.hub.close()
 
 
-def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000, backlog: int = 100_000) -> EventHub:
+def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000) -> EventHub:
     """A hub fed by ``telemetry``'s events (default: the current telemetry).
 
     Use ``hub.sse(last_event_id)`` to stream it (see docs/live.md). The hub closes when
@@ -65,9 +58,6 @@ def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000, backlog: i
     Args:
         telemetry: The session to watch.
         maxlen: Events the hub keeps for clients (and for ``Last-Event-ID`` resume).
-        backlog: Events waiting to be encoded on the hub's subscriber thread during a
-            burst; beyond it they are dropped and counted in
-            ``summary()["dropped"]["subscriber_events"]``.
 
     Raises:
         OtelflowError: No telemetry is running.
@@ -79,7 +69,7 @@ def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000, backlog: i
     if tel is None or tel._dispatcher is None:
         raise OtelflowError("No telemetry is running; start it before attaching a live view to it.")
     hub = EventHub(maxlen)
-    tel._add_subscriber(_HubSubscriber(hub, maxsize=backlog))
+    tel._add_subscriber(_HubTap(hub))  # type: ignore[arg-type]
     return hub
 
 

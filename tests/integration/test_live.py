@@ -115,6 +115,7 @@ def test_a_stalled_client_neither_blocks_the_run_nor_grows_memory(tmp_path):
         # the run's pipeline never waited for (or dropped at) the live view's subscriber
         assert summary["dropped"]["subscriber_events"] == 0
         assert summary["dropped"]["events"] == 0
+        assert summary["dropped"]["throttled_s"] == 0  # measured: no producer ever waited
         reader = _Reader(stalled)  # now it reads again: what it missed is announced and counted
         reader.join(30)
         assert reader.error is None and reader.messages[-1].event == "end"
@@ -289,3 +290,22 @@ def test_the_live_page_in_headless_chromium_shows_counters_rising_and_bars(tmp_p
             w.join(30)
         tel.stop()
     assert json.loads((tel.run_dir / "run.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_the_live_page_replays_a_finished_run(tmp_path):
+    tel = _start(tmp_path)
+    _run_tasks(40, fail_every=10)
+    tel.stop()
+    server = LiveServer.for_run(tel.run_dir, port=0)
+    try:
+        with Browser(tmp_path / "profile") as browser:
+            browser.open(server.url)
+            browser.wait_for("document.getElementById('status').textContent === 'run ended'")
+            browser.wait_for("+document.getElementById('n-completed').textContent === 36")
+            assert browser.eval("+document.getElementById('n-failed').textContent") == 4
+            assert browser.eval("+document.getElementById('n-created').textContent") == 40
+            assert browser.wait_for("document.querySelectorAll('#gantt rect.bar').length") == 40
+            browser.screenshot(tmp_path / "replayed-run.png")
+    finally:
+        server.close(0.5)

@@ -125,3 +125,41 @@ def test_apply_and_undo_in_a_worker_leave_its_loggers_as_they_were(tmp_path):
     applied.undo()
     assert (list(log.handlers), log.level, list(logging.getLogger().handlers)) == before
     log.removeHandler(own)
+
+
+_forwarded: list[bytes] = []
+
+
+def forwarding_work(carrier: toolkit.Carrier, task_id: str, i: int) -> bytes:
+    """What a Dask worker plugin does: join with forward=, run the task, send the lines home."""
+    toolkit.join_run(carrier, forward=_forwarded.append)
+    with toolkit.task_context(carrier, task_id):
+        logging.getLogger("myapp.worker").warning("forwarded %d", i, extra={"myapp.i": i})
+    toolkit.flush_worker()
+    data = b"".join(_forwarded)
+    _forwarded.clear()
+    return data
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_records_can_go_home_over_the_engines_connection(tmp_path, method):
+    tel = otelflow.start_telemetry(checkpoint_path=str(tmp_path / "runs"), resource_poll_interval=0, environ={})
+    handle = otelflow.capture_logging("myapp", level="WARNING")
+    trk = otelflow.tracker(backend="engine")
+    tids = [trk.created(None, "step") for _ in range(3)]
+    carrier = toolkit.carrier()
+    assert carrier is not None
+    with ProcessPoolExecutor(1, mp_context=mp.get_context(method)) as pool:
+        # no shared run directory in the worker: the lines come back with the result
+        remote = toolkit.Carrier.from_dict({**carrier.to_dict(), "runs_dir": None})
+        for i, tid in enumerate(tids):
+            data = pool.submit(forwarding_work, remote, tid, i).result()
+            toolkit.ingest(data, "dask-worker-1")
+            trk.completed(tid)
+    handle.stop()
+    tel.stop()
+    assert tel.run_dir is not None
+    lines = read_lines_of(tel.run_dir / "dask-worker-1.jsonl")
+    logs = sorted((r for r in lines if r.get("section") == "log"), key=lambda r: r["attributes"]["myapp.i"])
+    assert [r["task_id"] for r in logs] == tids
+    assert [r["span_id"] for r in logs] == [toolkit.task_span_id(f"{tel.trace_id:032x}", t) for t in tids]
