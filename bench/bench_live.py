@@ -131,7 +131,12 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    names = {"none": "no live view", "idle": "live view, no client", "stalled": "live view, stalled client", "reading": "live view, reading client"}
+    names = {
+        "none": "no live view",
+        "idle": "live view, no client",
+        "stalled": "live view, stalled client",
+        "reading": "live view, reading client",
+    }
     for case in cases:
         print(f"{names[case]:<28} {best[case]:7.3f} s  {best[case] / args.tasks * 1e6:6.1f} µs/task  "
               f"x{best[case] / best['none']:.2f}")
