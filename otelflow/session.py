@@ -199,6 +199,15 @@ class Telemetry:
                 ) from exc
         self.resource = self._make_resource()
         self._exporters = build_exporters(s)
+        if s.live_port is not None and self.is_main:
+            # Bound now, before anything else is opened: a port in use fails start() cleanly.
+            from otelflow.live.server import LiveServer
+
+            try:
+                self.live = LiveServer(None, s.live_host, s.live_port, title=f"otelflow · {self.run_id}")
+            except ConfigError:
+                self._exporters.close()
+                raise
         self._recorder = recorder = MetricRecorder(self.start_time, self.node)
         self.bus = bus = EventBus(s.queue_size, s.queue_full)
         self.bus_put = bus.put
@@ -262,10 +271,8 @@ class Telemetry:
             from otelflow.logs.export import LogExport
 
             self._log_export = LogExport.start(self, s)
-        if s.live_port is not None and self.is_main:
-            from otelflow.live.server import LiveServer
-
-            self.live = LiveServer.for_telemetry(self, s.live_host, s.live_port)
+        if self.live is not None:
+            self.live.watch(self)
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:

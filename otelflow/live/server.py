@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from otelflow.errors import ConfigError
 from otelflow.live.hub import EventHub
 from otelflow.live.page import PAGE
-from otelflow.live.sources import RunFollower, attach
+from otelflow.live.sources import RunFollower, tap
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -109,8 +109,9 @@ class LiveServer:
     Build one with :meth:`for_telemetry` (in-process) or :meth:`for_run` (a run directory).
     """
 
-    def __init__(self, hub: EventHub, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, hub: EventHub | None, host: str = "127.0.0.1", port: int = 0,
                  follower: RunFollower | None = None, title: str = "otelflow live") -> None:
+        hub = hub if hub is not None else EventHub()
         if host in _ALL_INTERFACES:
             _log.warning(
                 "otelflow live view is bound to all interfaces (%s): anyone who can reach this "
@@ -136,10 +137,15 @@ class LiveServer:
     def for_telemetry(cls, telemetry: Telemetry, host: str = "127.0.0.1", port: int = 0,
                       maxlen: int = 100_000) -> LiveServer:
         """Serve ``telemetry``'s events as they happen (``start_telemetry(live_port=...)``)."""
-        hub = attach(telemetry, maxlen)
-        server = cls(hub, host, port, title=f"otelflow · {telemetry.run_id}")
-        _log.info("otelflow live view of run %s: %s", telemetry.run_id, server.url)
+        server = cls(EventHub(maxlen), host, port, title=f"otelflow · {telemetry.run_id}")
+        server.watch(telemetry)
         return server
+
+    def watch(self, telemetry: Telemetry) -> None:
+        """Feed this server's hub from ``telemetry`` (its dispatcher must not run yet, or
+        events before this call are not in the stream)."""
+        tap(telemetry, self.hub)
+        _log.info("otelflow live view of run %s: %s", telemetry.run_id, self.url)
 
     @classmethod
     def for_run(cls, run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
@@ -183,11 +189,8 @@ def _html(text: str) -> str:
 
 def serve_path(run: str | None, runs_dir: str | None = None, host: str = "127.0.0.1", port: int = 8765) -> int:
     """``otelflow serve``: serve a run (or a runs directory's latest) until Ctrl-C."""
-    from otelflow.analysis.reader import is_run_dir, open_run
+    from otelflow.analysis.reader import open_run
 
-    path: Path
-    if run is not None and Path(run).is_dir() and not is_run_dir(run) and not any(Path(run).iterdir()):
-        raise ConfigError(f"{run} is an empty directory: no run to serve yet.")
     path = open_run(run, runs_dir=runs_dir).path
     server = LiveServer.for_run(path, host, port)
     print(f"Serving the live view of run {path.name} at {server.url} (Ctrl-C to stop).", flush=True)

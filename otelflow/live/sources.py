@@ -27,7 +27,7 @@ from otelflow.live.hub import EventHub
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
 
-__all__ = ["RunFollower", "attach"]
+__all__ = ["RunFollower", "attach", "tap"]
 
 _log = logging.getLogger("otelflow")
 _WANTED = (b'"section":"event"', b'"section":"log"')
@@ -50,7 +50,7 @@ class _HubTap:
 
 
 def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000) -> EventHub:
-    """A hub fed by ``telemetry``'s events (default: the current telemetry).
+    """A hub fed by ``telemetry``'s events from now on (default: the current telemetry).
 
     Use ``hub.sse(last_event_id)`` to stream it (see docs/live.md). The hub closes when
     the telemetry stops.
@@ -66,11 +66,16 @@ def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000) -> EventHu
     from otelflow.errors import OtelflowError
 
     tel = telemetry if telemetry is not None else _global.current()
-    if tel is None or tel._dispatcher is None:
+    if tel is None or not tel.active:
         raise OtelflowError("No telemetry is running; start it before attaching a live view to it.")
     hub = EventHub(maxlen)
-    tel._add_subscriber(_HubTap(hub))  # type: ignore[arg-type]
+    tap(tel, hub)
     return hub
+
+
+def tap(telemetry: Telemetry, hub: EventHub) -> None:
+    """Put every event ``telemetry`` dispatches from now on into ``hub``."""
+    telemetry._add_subscriber(_HubTap(hub))  # type: ignore[arg-type]
 
 
 class RunFollower:

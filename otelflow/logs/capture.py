@@ -26,6 +26,7 @@ import logging
 import math
 import threading
 import traceback
+import weakref
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -205,7 +206,8 @@ def capture_for(telemetry: Telemetry) -> LogCapture | None:
 
 
 class _LastSeen(threading.local):
-    record: logging.LogRecord | None = None
+    # a weak reference: holding the record would keep its traceback's frames alive
+    record: weakref.ref[logging.LogRecord] | None = None
     target: object = None
 
 
@@ -244,9 +246,10 @@ class CaptureHandler(logging.Handler):
             return
         # The same record reaching two captures of one telemetry (root and a named
         # logger) is kept once: handlers run one after the other on the logging thread.
-        if _last.record is record and _last.target is tel:
+        last = _last.record
+        if last is not None and last() is record and _last.target is tel:
             return
-        _last.record, _last.target = record, tel
+        _last.record, _last.target = weakref.ref(record), tel
         token = _in_capture.set(True)
         try:
             if len(bus.queue) >= bus.maxsize // 2:  # half the bus stays for lifecycle events

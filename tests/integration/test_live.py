@@ -309,3 +309,13 @@ def test_the_live_page_replays_a_finished_run(tmp_path):
             browser.screenshot(tmp_path / "replayed-run.png")
     finally:
         server.close(0.5)
+
+
+def test_a_live_port_in_use_fails_start_in_one_sentence(tmp_path):
+    holder = LiveServer(None, port=0)
+    try:
+        with pytest.raises(otelflow.ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+: .*; choose another port"):
+            _start(tmp_path, live_port=holder.address[1])
+        assert otelflow.current_telemetry() is None or not otelflow.current_telemetry().active
+    finally:
+        holder.close(0.1)
