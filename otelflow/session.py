@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow import _global
+from otelflow import _global, _otel_compat
 from otelflow._version import __version__
 from otelflow.bus.dispatcher import Call, Dispatcher
 from otelflow.bus.queue import EventBus
@@ -126,6 +126,8 @@ class Telemetry:
         self.end_time: int | None = None
         self._invalid_emits = 0
         self._extra_drops: dict[str, int] = {}
+        self._gone_sub_drops = 0  # losses of subscribers removed with unsubscribe()
+        self._gone_sub_errors = 0
         self._warned_emit: set[str] = set()
         self._scope_spans: dict[str, tuple[int, int]] = {}
         self.bus: EventBus | None = None
@@ -427,6 +429,10 @@ class Telemetry:
         found = self._dispatcher.remove_subscriber(subscriber)
         if found:
             subscriber.stop(time.monotonic() + 5.0)
+            # Its losses stay counted in summary() after it is gone.
+            with self._state_lock:
+                self._gone_sub_drops += subscriber.dropped
+                self._gone_sub_errors += subscriber.errors
         return found
 
     # -- ids and context ---------------------------------------------------------------------
@@ -521,8 +527,8 @@ class Telemetry:
             "events": bus.dropped if bus is not None else 0,
             "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus is not None else 0.0,
             "invalid_emits": self._invalid_emits,
-            "subscriber_events": sum(s.dropped for s in subs) + getattr(self, "_gone_sub_drops", 0),
-            "subscriber_errors": sum(s.errors for s in subs) + getattr(self, "_gone_sub_errors", 0),
+            "subscriber_events": sum(s.dropped for s in subs) + self._gone_sub_drops,
+            "subscriber_errors": sum(s.errors for s in subs) + self._gone_sub_errors,
             "jsonl_lines_lost": j.lines_lost if j else 0,
             "jsonl_write_errors": j.write_errors if j else 0,
             "sanitized_values": j.sanitized if j else 0,
@@ -700,8 +706,7 @@ class Telemetry:
         # metrics again from every worker. Make that thread end at once, collecting nothing.
         for reader in self._metric_readers:
             if isinstance(reader, PeriodicExportingMetricReader):
-                reader._collect = lambda *_a, **_k: None
-                reader._shutdown_event.set()
+                _otel_compat.disarm_periodic_reader(reader)
 
     # -- run.json -----------------------------------------------------------------------------
 

@@ -277,6 +277,9 @@ def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = No
     """
     if not isinstance(carrier, Carrier):
         return None
+    sess = _worker.current_session(carrier.run_id)
+    if sess is not None:  # joined already (once per process and run): no checks, no I/O
+        return sess
     if forward is None:
         if carrier.runs_dir is None or not (Path(carrier.runs_dir) / carrier.run_id).is_dir():
             _warn_once(

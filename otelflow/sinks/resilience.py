@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.context import attach, detach, set_value
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -50,6 +50,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from otelflow._otel_compat import SUPPRESS_INSTRUMENTATION_KEY
 from otelflow.sinks._export_logs import (
     ExportHealth,
     _current,
@@ -167,7 +168,7 @@ class ExportGuard:
             self._trouble = False
             self._detail = ""
         _current.guard = self
-        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             ok = bool(call(inner))
         except Exception as exc:  # noqa: BLE001 - an exporter bug must not stop the worker
