@@ -135,6 +135,7 @@ class Telemetry:
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
         self._log_handler: Any = None
+        self._captures: list[Any] = []  # capture_logging() handles bound to this session
         self._log_export: Any = None
         self._log_drops = 0
         self._logs_captured = 0
@@ -624,6 +625,8 @@ class Telemetry:
             self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
             self._stage("removing the log capture", self._log_handler.undo)
+        for applied in self._captures:
+            self._stage("removing a log capture", applied.undo)
         end = now_ns()
         self.end_time = end
         if self.is_main:

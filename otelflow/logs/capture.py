@@ -174,8 +174,10 @@ def capture_logging(*loggers: str, level: int | str = "INFO", set_level: bool = 
     ``otelflow.capture_logging("myapp", "parsl", level="INFO")``: each record of those
     loggers at INFO or above becomes a ``log`` line of the current run, with its
     ``extra`` fields and the trace/span/task/workflow/block ids of where it was logged.
-    Returns a handle; ``handle.stop()`` removes exactly what was added. Also a context
-    manager. ``set_level=True`` lowers a logger whose effective level is above ``level``
+    Returns a handle; ``handle.stop()`` — or the telemetry's ``stop()``, whichever comes
+    first — removes exactly what was added. Also a context manager. Called while no
+    telemetry runs, it captures into whichever telemetry is current at each record, until
+    ``handle.stop()``. ``set_level=True`` lowers a logger whose effective level is above ``level``
     (then your other handlers see those records too).
 
     Raises:
@@ -185,7 +187,12 @@ def capture_logging(*loggers: str, level: int | str = "INFO", set_level: bool = 
         if not isinstance(name, str):
             raise ConfigError(f"capture_logging() takes logger names as strings, not {name!r}.")
     cfg = LogCapture(tuple(loggers) or ("",), parse_level(level), set_level)
-    return cfg.apply(telemetry)
+    tel = telemetry if telemetry is not None else _global.current()
+    if tel is None or not tel.active:
+        return cfg.apply(None)  # follows whichever telemetry is current, until stop()
+    applied = cfg.apply(tel)
+    tel._captures.append(applied)  # undone by the telemetry's stop() at the latest
+    return applied
 
 
 _registry_lock = threading.Lock()

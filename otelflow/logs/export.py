@@ -3,11 +3,12 @@
 A :class:`LogExport` subscribes to the session's ``LogRecord`` events (its own thread and
 bounded queue: a slow collector never slows the run) and hands each to an OTel SDK
 ``LoggerProvider`` whose processors run the official exporters — the OTLP log exporter
-(gRPC or HTTP, per ``OTEL_EXPORTER_OTLP_PROTOCOL``) behind a ``BatchLogRecordProcessor``,
-and/or the console exporter. Each OTel record carries the event's trace and span ids (so
-a backend links a log line to its span), its severity, the formatted message as body,
-and as attributes the ``extra`` fields plus ``otelflow.task.id``/``workflow.id``/
-``block.id``, ``code.*``, ``thread.name`` and ``exception.*`` (semantic conventions).
+(gRPC or HTTP, per ``OTEL_EXPORTER_OTLP_PROTOCOL``) behind a batch processor, and/or the
+console exporter. Each OTel record carries the event's trace and span ids (so a backend
+links a log line to its span), its severity, the formatted message as body, and as
+attributes the ``extra`` fields plus ``otelflow.task.id``/``workflow.id``/``block.id``,
+``code.*``, ``thread.name`` and ``exception.*`` (semantic conventions). The SDK's logs
+API is still private; every use of it is in :mod:`otelflow._otel_compat`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from opentelemetry import trace as otel_trace
-from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    ConsoleLogRecordExporter,
-    LogRecordExporter,
-    LogRecordExportResult,
-    SimpleLogRecordProcessor,
-)
-from opentelemetry.trace import SpanContext, TraceFlags
 
+from otelflow import _otel_compat
 from otelflow.events.model import Event, LogRecord
 
 if TYPE_CHECKING:
@@ -41,83 +32,85 @@ if TYPE_CHECKING:
 __all__ = ["LogExport", "to_attributes"]
 
 _log = logging.getLogger("otelflow")
-_SEVERITY = {
-    "DEBUG": SeverityNumber.DEBUG,
-    "INFO": SeverityNumber.INFO,
-    "WARNING": SeverityNumber.WARN,
-    "ERROR": SeverityNumber.ERROR,
-    "CRITICAL": SeverityNumber.FATAL,
-}
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _encode = msgspec.json.encode
 
 
-class _Counting(LogRecordExporter):
-    """Wraps an exporter: counts records it could not export; never raises."""
+def _counting(sdk: Any, inner: Any) -> Any:
+    """Wrap an exporter: count the records it could not export; never raise."""
 
-    def __init__(self, inner: LogRecordExporter) -> None:
-        self.inner = inner
-        self.failures = 0
+    class Counting(sdk.Exporter):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.inner = inner
+            self.failures = 0
 
-    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        try:
-            result = self.inner.export(batch)
-        except Exception:  # noqa: BLE001 - an exporter bug must not kill the batch thread
-            result = LogRecordExportResult.FAILURE
-        if result is not LogRecordExportResult.SUCCESS:
-            self.failures += len(batch)
-        return result
+        def export(self, batch: Sequence[Any]) -> Any:
+            try:
+                result = self.inner.export(batch)
+            except Exception:  # noqa: BLE001 - an exporter bug must not kill the batch thread
+                result = sdk.ExportResult.FAILURE
+            if result is not sdk.ExportResult.SUCCESS:
+                self.failures += len(batch)
+            return result
 
-    def shutdown(self) -> None:
-        self.inner.shutdown()  # type: ignore[no-untyped-call]
+        def shutdown(self) -> None:
+            self.inner.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(self.inner.force_flush(timeout_millis))
+
+    return Counting()
 
 
-def _otlp_exporter(cfg: OtlpSettings) -> LogRecordExporter:
+def _otlp_exporter(cfg: OtlpSettings) -> Any:
     kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
     if cfg.protocol == "grpc":
         from grpc import Compression  # type: ignore[import-untyped]
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
         kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
         if cfg.insecure is not None:
             kwargs["insecure"] = cfg.insecure
-        return OTLPLogExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 
-    kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
-    return HttpLogExporter(**kwargs)
+        kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
+    return _otel_compat.otlp_log_exporter(cfg.protocol, **kwargs)
 
 
 class LogExport:
     """The session's OTel log pipeline: a subscriber feeding a ``LoggerProvider``."""
 
-    def __init__(self, provider: LoggerProvider, exporters: list[_Counting]) -> None:
+    def __init__(self, sdk: Any, provider: Any, exporters: list[Any]) -> None:
+        self._sdk = sdk
         self.provider = provider
         self._exporters = exporters
         self._logger = provider.get_logger("otelflow.logs")
+        self._severity = {
+            "DEBUG": sdk.SeverityNumber.DEBUG,
+            "INFO": sdk.SeverityNumber.INFO,
+            "WARNING": sdk.SeverityNumber.WARN,
+            "ERROR": sdk.SeverityNumber.ERROR,
+            "CRITICAL": sdk.SeverityNumber.FATAL,
+        }
         self.subscriber: Subscriber | None = None
 
     @classmethod
     def start(cls, tel: Telemetry, settings: Settings) -> LogExport:
         """Build the exporters ``settings.logs_exporters`` names and subscribe to ``tel``."""
-        provider = LoggerProvider(resource=tel.resource, shutdown_on_exit=False)
-        exporters: list[_Counting] = []
-        if "otlp" in settings.logs_exporters and settings.otlp_logs is not None:
-            otlp = _Counting(_otlp_exporter(settings.otlp_logs))
-            exporters.append(otlp)
-            provider.add_log_record_processor(BatchLogRecordProcessor(otlp))
-        if "console" in settings.logs_exporters:
-            # sys.stdout now, not the SDK's default bound when its module was imported
-            console = _Counting(ConsoleLogRecordExporter(out=sys.stdout))
-            exporters.append(console)
-            provider.add_log_record_processor(SimpleLogRecordProcessor(console))
-        export = cls(provider, exporters)
         from otelflow.bus.subscribers import Subscriber
 
+        sdk = _otel_compat.log_sdk()
+        provider = sdk.LoggerProvider(resource=tel.resource, shutdown_on_exit=False)
+        exporters: list[Any] = []
+        if "otlp" in settings.logs_exporters and settings.otlp_logs is not None:
+            otlp = _counting(sdk, _otlp_exporter(settings.otlp_logs))
+            exporters.append(otlp)
+            provider.add_log_record_processor(sdk.BatchProcessor(otlp))
+        if "console" in settings.logs_exporters:
+            # sys.stdout now, not the SDK's default bound when its module was imported
+            console = _counting(sdk, sdk.ConsoleExporter(out=sys.stdout))
+            exporters.append(console)
+            provider.add_log_record_processor(sdk.SimpleProcessor(console))
+        export = cls(sdk, provider, exporters)
         export.subscriber = Subscriber(export.emit, (LogRecord,), maxsize=10_000)
         tel._add_subscriber(export.subscriber)
         return export
@@ -126,15 +119,13 @@ class LogExport:
         """Hand one captured record to the OTel pipeline (the subscriber's thread)."""
         if not isinstance(ev, LogRecord):
             return
-        context = None
-        if ev.trace_id and ev.span_id:
-            span = otel_trace.NonRecordingSpan(SpanContext(int(ev.trace_id, 16), int(ev.span_id, 16), False, _SAMPLED))
-            context = otel_trace.set_span_in_context(span)
-        self._logger.emit(
+        _otel_compat.emit_log(
+            self._logger,
             timestamp=ev.event_time,
             observed_timestamp=ev.emit_time or None,
-            context=context,
-            severity_number=_SEVERITY.get(ev.level, SeverityNumber.UNSPECIFIED),
+            trace_id=int(ev.trace_id, 16) if ev.trace_id else None,
+            span_id=int(ev.span_id, 16) if ev.span_id else None,
+            severity_number=self._severity.get(ev.level, self._sdk.SeverityNumber.UNSPECIFIED),
             severity_text=ev.level,
             body=ev.message,
             attributes=to_attributes(ev),
@@ -142,7 +133,7 @@ class LogExport:
 
     def failures(self) -> int:
         """Records the exporters could not export, so far."""
-        return sum(e.failures for e in self._exporters)
+        return sum(int(e.failures) for e in self._exporters)
 
     def shutdown(self, deadline: float) -> None:
         """Flush what is queued (bounded by ``deadline``, a ``time.monotonic()``) and stop."""

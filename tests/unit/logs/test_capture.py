@@ -225,3 +225,14 @@ def test_without_telemetry_the_capture_does_nothing(app_logger):
     app_logger.warning("nobody listens")
     assert handle.captured == 0
     handle.stop()
+
+
+def test_the_telemetrys_stop_undoes_its_captures(tmp_path, app_logger):
+    root = logging.getLogger()
+    before = (list(app_logger.handlers), app_logger.level, list(root.handlers), root.level)
+    tel = _start(tmp_path)
+    otelflow.capture_logging("myapp", "", level="DEBUG", set_level=True)
+    assert len(app_logger.handlers) == len(before[0]) + 1
+    tel.stop()
+    assert (list(app_logger.handlers), app_logger.level, list(root.handlers), root.level) == before
+    app_logger.warning("after the run")  # reaches nothing of otelflow's any more
