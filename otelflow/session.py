@@ -537,7 +537,6 @@ class Telemetry:
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
             "log_records": self._log_drops,
-            "log_exports": self._log_export.failures() if self._log_export is not None else 0,
         }
         out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()
@@ -565,7 +564,8 @@ class Telemetry:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
     def _export_failures(self) -> int:
-        return self._exporters.failures()
+        logs = self._log_export.failures() if self._log_export is not None else 0
+        return self._exporters.failures() + logs
 
     @property
     def prometheus_address(self) -> tuple[str, int] | None:

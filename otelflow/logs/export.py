@@ -3,8 +3,10 @@
 A :class:`LogExport` subscribes to the session's ``LogRecord`` events (its own thread and
 bounded queue: a slow collector never slows the run) and hands each to an OTel SDK
 ``LoggerProvider`` whose processors run the official exporters — the OTLP log exporter
-(gRPC or HTTP, per ``OTEL_EXPORTER_OTLP_PROTOCOL``) behind a batch processor, and/or the
-console exporter. Each OTel record carries the event's trace and span ids (so a backend
+(gRPC or HTTP, per ``OTEL_EXPORTER_OTLP_PROTOCOL``) behind a batch processor and
+otelflow's circuit breaker (:class:`~otelflow.sinks.resilience.ExportGuard`, as for spans
+and metrics: a dead collector costs one failed export and one warning, and never holds up
+``stop()``), and/or the console exporter. Each OTel record carries the event's trace and span ids (so a backend
 links a log line to its span), its severity, the formatted message as body, and as
 attributes the ``extra`` fields plus ``otelflow.task.id``/``workflow.id``/``block.id``,
 ``code.*``, ``thread.name`` and ``exception.*`` (semantic conventions). The SDK's logs
@@ -23,6 +25,9 @@ import msgspec
 
 from otelflow import _otel_compat
 from otelflow.events.model import Event, LogRecord
+from otelflow.sinks._export_logs import install_log_filter, uninstall_log_filter
+from otelflow.sinks.exporters import collector_address, safe_url
+from otelflow.sinks.resilience import ExportGuard
 
 if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
@@ -61,6 +66,31 @@ def _counting(sdk: Any, inner: Any) -> Any:
     return Counting()
 
 
+def _guarded(sdk: Any, guard: ExportGuard) -> Any:
+    """An exporter that runs the OTLP one through otelflow's circuit breaker (as spans and
+    metrics do): a dead collector costs one failed export, then nothing until a probe
+    succeeds; its retries never hold up ``stop()``; one warning per session."""
+
+    class Guarded(sdk.Exporter):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.guard = guard
+            self.failures = 0
+
+        def export(self, batch: Sequence[Any]) -> Any:
+            ok = guard.run(lambda exporter: exporter.export(batch) == sdk.ExportResult.SUCCESS)
+            if not ok:
+                self.failures += len(batch)
+            return sdk.ExportResult.SUCCESS if ok else sdk.ExportResult.FAILURE
+
+        def shutdown(self) -> None:
+            guard.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True  # nothing is buffered here
+
+    return Guarded()
+
+
 def _otlp_exporter(cfg: OtlpSettings) -> Any:
     kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
     if cfg.protocol == "grpc":
@@ -79,8 +109,9 @@ def _otlp_exporter(cfg: OtlpSettings) -> Any:
 class LogExport:
     """The session's OTel log pipeline: a subscriber feeding a ``LoggerProvider``."""
 
-    def __init__(self, sdk: Any, provider: Any, exporters: list[Any]) -> None:
+    def __init__(self, sdk: Any, provider: Any, exporters: list[Any], guard: ExportGuard | None = None) -> None:
         self._sdk = sdk
+        self._guard = guard
         self.provider = provider
         self._exporters = exporters
         self._logger = provider.get_logger("otelflow.logs")
@@ -101,8 +132,16 @@ class LogExport:
         sdk = _otel_compat.log_sdk()
         provider = sdk.LoggerProvider(resource=tel.resource, shutdown_on_exit=False)
         exporters: list[Any] = []
-        if "otlp" in settings.logs_exporters and settings.otlp_logs is not None:
-            otlp = _counting(sdk, _otlp_exporter(settings.otlp_logs))
+        guard = None
+        cfg = settings.otlp_logs
+        if "otlp" in settings.logs_exporters and cfg is not None:
+            guard = ExportGuard(
+                lambda: _otlp_exporter(cfg), signal="logs", endpoint=safe_url(cfg.endpoint),
+                protocol=cfg.protocol, flush_s=cfg.timeout_s, health=tel._exporters.health,
+                address=collector_address(cfg),
+            )  # fmt: skip
+            install_log_filter()  # the exporter's per-attempt warnings: one of ours instead
+            otlp = _guarded(sdk, guard)
             exporters.append(otlp)
             provider.add_log_record_processor(sdk.BatchProcessor(otlp))
         if "console" in settings.logs_exporters:
@@ -110,7 +149,7 @@ class LogExport:
             console = _counting(sdk, sdk.ConsoleExporter(out=sys.stdout))
             exporters.append(console)
             provider.add_log_record_processor(sdk.SimpleProcessor(console))
-        export = cls(sdk, provider, exporters)
+        export = cls(sdk, provider, exporters, guard)
         export.subscriber = Subscriber(export.emit, (LogRecord,), maxsize=10_000)
         tel._add_subscriber(export.subscriber)
         return export
@@ -139,9 +178,16 @@ class LogExport:
         """Flush what is queued (bounded by ``deadline``, a ``time.monotonic()``) and stop."""
         if self.subscriber is not None:
             self.subscriber.stop(deadline)  # the subscriber delivers what it holds first
+        if self._guard is not None:
+            self._guard.begin_close(deadline)  # one bounded flush window; none if it is down
         left_ms = max(100, int((deadline - time.monotonic()) * 1000))
-        self.provider.force_flush(left_ms)
-        self.provider.shutdown()
+        try:
+            self.provider.force_flush(left_ms)
+            self.provider.shutdown()
+        finally:
+            if self._guard is not None:
+                self._guard.shutdown()
+                uninstall_log_filter()
 
 
 def to_attributes(ev: LogRecord) -> dict[str, Any]:
