@@ -160,8 +160,7 @@ class ExportHealth:
                 "retrying (it tries again every %g-%g s) and counts what it could not export "
                 "in summary()['dropped']['export_failures']. Point OTEL_EXPORTER_OTLP_ENDPOINT "
                 "(or OTEL_EXPORTER_OTLP_%s_ENDPOINT) at your collector, or set "
-                "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none to export nothing. "
-                "This warning is shown once.",
+                "%s to export nothing. This warning is shown once.",
                 guard.signal,
                 guard.endpoint,
                 guard.protocol,
@@ -169,6 +168,9 @@ class ExportHealth:
                 FIRST_COOLDOWN_S,
                 MAX_COOLDOWN_S,
                 sig,
+                "OTEL_LOGS_EXPORTER=none"
+                if guard.signal == "logs"
+                else "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none",
             )
         else:
             _log.info("otelflow could not export %s to %s: %s", guard.signal, guard.endpoint, detail)

@@ -80,4 +80,5 @@ def test_a_dead_collector_costs_one_warning_and_counts_what_was_lost(tmp_path, c
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name != "myapp"]
     assert len(warnings) == 1 and warnings[0].name == "otelflow"
     assert "could not export logs" in warnings[0].getMessage()
+    assert "OTEL_LOGS_EXPORTER=none" in warnings[0].getMessage()
     assert len(read_lines(tel.run_dir, "log")) == 10  # the run directory has them all

@@ -236,3 +236,38 @@ def test_the_telemetrys_stop_undoes_its_captures(tmp_path, app_logger):
     tel.stop()
     assert (list(app_logger.handlers), app_logger.level, list(root.handlers), root.level) == before
     app_logger.warning("after the run")  # reaches nothing of otelflow's any more
+
+
+def test_records_in_thread_pool_and_asyncio_tasks_name_their_task(tmp_path, app_logger):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from otelflow.integrations import asyncio as oasyncio
+    from otelflow.integrations import instrument, task_id_of
+
+    tel = _start(tmp_path)
+    otelflow.capture_logging("myapp")
+
+    def in_thread(i: int) -> None:
+        app_logger.info("thread %d", i)
+
+    async def in_coroutine(i: int) -> None:
+        app_logger.info("coroutine %d", i)
+
+    async def main() -> list[str | None]:
+        tasks = [oasyncio.create_task(in_coroutine(i)) for i in range(2)]
+        await asyncio.gather(*tasks)
+        return [oasyncio.task_id_of(t) for t in tasks]
+
+    with instrument(ThreadPoolExecutor(2)) as pool:
+        futures = [pool.submit(in_thread, i) for i in range(2)]
+        thread_ids = [task_id_of(f) for f in futures]
+        for f in futures:
+            f.result()
+    coroutine_ids = asyncio.run(main())
+    app_logger.info("outside")
+    tel.stop()
+    by_message = {r["message"]: r.get("task_id") for r in read_lines(tel.run_dir, "log")}
+    assert [by_message[f"thread {i}"] for i in range(2)] == thread_ids
+    assert [by_message[f"coroutine {i}"] for i in range(2)] == coroutine_ids
+    assert by_message["outside"] is None and None not in thread_ids + coroutine_ids
