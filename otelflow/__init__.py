@@ -107,6 +107,7 @@ def start_telemetry(
     resource: Any = None,
     service_name: str | None = None,
     prometheus_port: int | None = None,
+    name: str | None = None,
     **options: Any,
 ) -> Telemetry:
     """Start telemetry for this process and make it current.
@@ -124,6 +125,8 @@ def start_telemetry(
         service_name: ``service.name`` (env ``OTEL_SERVICE_NAME``; default ``otelflow``).
         prometheus_port: Serve a Prometheus scrape endpoint on this port
             (``OTEL_EXPORTER_PROMETHEUS_PORT``); 0 picks a free port.
+        name: The session span's name, as a trace list shows it; default
+            ``session <service name> <run id>``.
         **options: Any other setting by name (see docs/configuration.md).
 
     Returns:
@@ -156,6 +159,7 @@ def start_telemetry(
         resource=resource,
         service_name=service_name,
         prometheus_port=prometheus_port,
+        name=name,
         **options,
     )
     return telemetry.start()

@@ -76,9 +76,12 @@ def disarm_periodic_reader(reader: MetricReader) -> None:
     The SDK restarts such a reader's thread in every forked child (its own at-fork hook);
     unchecked, each worker would export the parent's metrics again.
     """
+    def collect_nothing(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
     try:
-        reader._collect = lambda *_a, **_k: None  # type: ignore[method-assign]
-        reader._shutdown_event.set()  # type: ignore[attr-defined]
+        setattr(reader, "_collect", collect_nothing)  # noqa: B010 - a private SDK attribute, on purpose
+        getattr(reader, "_shutdown_event").set()  # noqa: B009
     except AttributeError:  # pragma: no cover - a reader without these: nothing to disarm
         pass
 

@@ -208,7 +208,7 @@ def adopt_scope(scope: ScopeRef | None) -> Iterator[ScopeRef | None]:
     finally:
         if otel_token is not None:
             try:
-                otel_context.detach(otel_token)  # type: ignore[arg-type]
+                otel_context.detach(otel_token)
             except Exception:  # noqa: BLE001 - a context switched elsewhere; nothing to undo
                 pass
         exit_remote_scope(token)

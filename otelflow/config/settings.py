@@ -125,6 +125,7 @@ class Settings:
             compression and timeout; its own endpoint).
         live_port: Port of the live view, or None for none.
         live_host: Address the live view binds to.
+        wait_spans: Add a ``wait <task name>`` span next to each task span.
     """
 
     enabled: bool
@@ -157,6 +158,7 @@ class Settings:
     otlp_logs: OtlpSettings | None = None
     live_port: int | None = None
     live_host: str = "127.0.0.1"
+    wait_spans: bool = False
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -314,6 +316,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         ),
         _same("live_port", ev.OTELFLOW_LIVE_PORT, "0 picks a free port"),
         _same("live_host", ev.OTELFLOW_LIVE_HOST),
+        _same("wait_spans", ev.OTELFLOW_WAIT_SPANS),
     )
 }
 """Every keyword :func:`load_settings` accepts, in documentation order."""
@@ -604,6 +607,7 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         otlp_logs=_otlp_logs(ld, otlp_traces),
         live_port=_optional(ld.arg(parse_int, "live_port"), ld.env(parse_int, ev.OTELFLOW_LIVE_PORT)),
         live_host=ld.value(parse_str, "live_host", ev.OTELFLOW_LIVE_HOST),
+        wait_spans=ld.value(parse_bool, "wait_spans", ev.OTELFLOW_WAIT_SPANS),
     )
 
 

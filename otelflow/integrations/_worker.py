@@ -62,6 +62,7 @@ _log = logging.getLogger("otelflow")
 _SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
 _now = time.time_ns
 _process_time = time.process_time
+_thread_time = time.thread_time
 
 
 # --- thread pools ----------------------------------------------------------------------------
@@ -96,17 +97,18 @@ class LocalCall:
         span_ctx = trk.span_context(tid)
         if span_ctx is not None:
             token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
+        cpu0 = _thread_time()  # CPU of this worker thread only: the task runs in it
         task_token = enter_task(tid)  # what the task logs names it
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
-            trk.failed(tid, exc)
+            trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
             raise
         finally:
             exit_task(task_token)
             if token is not None:
                 _detach(token)
-        trk.completed(tid)
+        trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
         return result
 
 
@@ -181,7 +183,7 @@ class WorkerConfig:
             # the parent's absolute runs directory: a worker's cwd may differ
             runs_dir=str(tel.run_dir.parent) if tel.run_dir is not None else None,
             run_id=tel.run_id,
-            trace_id=f"{tel.trace_id:032x}",
+            trace_id=tel.trace_id,
             session_id=tel.session_id,
             service_name=str(service) if service is not None else None,
             flush_interval=s.flush_interval,

@@ -321,6 +321,9 @@ def _first_problem(ups: list[Future[Any]]) -> Future[Any] | None:
 # --- one task ------------------------------------------------------------------------------
 
 
+_NO_WAIT = threading.Lock()  # the lock of tasks that never wait: never taken
+
+
 class _Task:
     """A submitted task: what the instrumentation needs until it is handed over."""
 
@@ -346,6 +349,13 @@ class _Task:
         self.cfg: Carrier | None = None
         self.trk: TaskTracker | None = None
         self.tid: str | None = None
+        # What is handed over, cleared (None) once it is: see _forget() and _hand_over().
+        self.fn: Callable[..., Any] | None = None
+        self.args: tuple[Any, ...] | None = None
+        self.kwargs: dict[str, Any] | None = None
+        self.ups: tuple[Future[Any], ...] | list[Future[Any]] = ()
+        self.remaining = 0  # upstream futures not done yet
+        self.lock = _NO_WAIT  # replaced by a lock of its own if it waits for upstream futures
 
 
 # --- the instrumentation of one executor --------------------------------------------------------
@@ -561,7 +571,11 @@ class _Instrumentation:
         the future to give out, or raises what the executor raised. With a proxy it settles
         the proxy and returns None.
         """
-        args, kwargs, fn, ups, ctx = task.args, task.kwargs, task.fn, task.ups, task.ctx
+        fn, ups, ctx = task.fn, task.ups, task.ctx
+        args = task.args if task.args is not None else ()
+        kwargs = task.kwargs if task.kwargs is not None else {}
+        if fn is None:  # pragma: no cover - handed over already (settled exactly once)
+            return None
         # A future the caller keeps (directly or through its callbacks) must not keep its
         # upstream futures and their results alive.
         task.args = task.kwargs = task.fn = task.ctx = None
@@ -571,7 +585,8 @@ class _Instrumentation:
             try:
                 args, kwargs = _resolve(args, kwargs)
             except BaseException as exc:  # noqa: BLE001 - an upstream lost its result meanwhile
-                return self._submit_failed(task, exc)
+                self._submit_failed(task, exc)
+                return None
         trk = task.trk
         tid: str = task.tid  # type: ignore[assignment]
         if trk is None:
@@ -604,19 +619,20 @@ class _Instrumentation:
             return proxy
 
         try:
-            inner = proxy._attach(lambda: self._submit(call, *args, **kwargs))
+            attached = proxy._attach(lambda: self._submit(call, *args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - e.g. the executor was shut down meanwhile
-            return self._submit_failed(task, exc)
-        if inner is None:  # the caller canceled it just before
+            self._submit_failed(task, exc)
+            return None
+        if attached is None:  # the caller canceled it just before
             if trk is not None:
                 trk.canceled(tid, reason=_CANCELED_WAITING)
             return None
         if trk is None or self.local:
             if trk is not None:
-                inner.add_done_callback(functools.partial(_record_cancel, trk, tid))
-            inner.add_done_callback(functools.partial(_copy_outcome, proxy))
+                attached.add_done_callback(functools.partial(_record_cancel, trk, tid))
+            attached.add_done_callback(functools.partial(_copy_outcome, proxy))
         else:
-            inner.add_done_callback(functools.partial(_remote_done, proxy, trk, tid))
+            attached.add_done_callback(functools.partial(_remote_done, proxy, trk, tid))
         return None
 
     def _submit_failed(self, task: _Task, exc: BaseException) -> None:

@@ -303,7 +303,7 @@ def to_event(record: logging.LogRecord, tel: Telemetry) -> LogRecord:
         logger=record.name,
         message=_short(message, _MAX_MESSAGE),
         template=_short(str(record.msg), _MAX_MESSAGE),
-        trace_id=f"{ctx.trace_id if ctx.is_valid else tel.trace_id:032x}",
+        trace_id=f"{ctx.trace_id:032x}" if ctx.is_valid else tel.trace_id,
         span_id=f"{ctx.span_id if ctx.is_valid else tel.session_span_id:016x}",
         process=record.process,
         thread=record.threadName,

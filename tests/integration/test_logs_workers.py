@@ -70,7 +70,7 @@ def test_process_pool_worker_records_carry_their_tasks_ids(tmp_path, method):
     assert not [r for r in read_lines_of(next(run_dir.glob("main-*.jsonl"))) if r.get("section") == "log"]
     spans = _task_ids(run_dir)
     for r in logs:
-        assert r["trace_id"] == f"{tel.trace_id:032x}"
+        assert r["trace_id"] == tel.trace_id
         assert spans[r["span_id"]] == r["task_id"]  # the task's own span and id
         assert r["workflow_id"] == wid
         assert r["file"] == f"worker-{os.uname().nodename}-{r['process']}.jsonl"  # its own file
@@ -162,4 +162,4 @@ def test_worker_records_can_go_home_over_the_engines_connection(tmp_path, method
     lines = read_lines_of(tel.run_dir / "dask-worker-1.jsonl")
     logs = sorted((r for r in lines if r.get("section") == "log"), key=lambda r: r["attributes"]["myapp.i"])
     assert [r["task_id"] for r in logs] == tids
-    assert [r["span_id"] for r in logs] == [toolkit.task_span_id(f"{tel.trace_id:032x}", t) for t in tids]
+    assert [r["span_id"] for r in logs] == [toolkit.task_span_id(tel.trace_id, t) for t in tids]

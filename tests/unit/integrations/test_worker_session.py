@@ -84,7 +84,7 @@ def test_worker_session_joins_the_parents_run_trace_and_session(parent, as_worke
     assert "run.json" in files  # the parent's, not overwritten by the worker
     note = next(e for e in read_lines(parent.run_dir, "event") if e["type"] == "tests.UnitNote")
     assert note["session_id"] == parent.session_id and note["workflow_id"] == "wf-1"
-    assert note["trace_id"] == f"{parent.trace_id:032x}"
+    assert note["trace_id"] == parent.trace_id
 
 
 def test_a_new_parent_run_moves_the_worker_session(parent, as_worker, tmp_path):
