@@ -248,7 +248,9 @@ class GrpcReceiver(_Receiver):
         port: Port to bind; 0 picks a free one.
     """
 
-    def __init__(self, delay_s: float = 0.0, port: int = 0, signals: tuple[str, ...] = ("traces", "metrics", "logs")) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, port: int = 0, signals: tuple[str, ...] = ("traces", "metrics", "logs")
+    ) -> None:
         super().__init__(delay_s, signals)
         self.port = port
         self._server: Any = None
