@@ -554,6 +554,8 @@ class Telemetry:
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
             "log_records": self._log_drops,
+            # events live-view clients missed because they read slower than the ring turned
+            "live_view_missed": self.live.hub.dropped_for_clients if self.live is not None else 0,
         }
         out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()

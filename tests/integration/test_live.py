@@ -319,3 +319,20 @@ def test_a_live_port_in_use_fails_start_in_one_sentence(tmp_path):
         assert otelflow.current_telemetry() is None or not otelflow.current_telemetry().active
     finally:
         holder.close(0.1)
+
+
+def test_what_live_clients_missed_is_in_the_summary(tmp_path):
+    tel = _start(tmp_path, live_port=0)
+    ring = tel.live.hub.maxlen
+    stalled = SseClient(tel.live.address, rcvbuf=4096)
+    _run_tasks(ring // 4 + 500)  # 5 events a task: the ring turns past the stalled client
+    assert tel.flush(60)
+    summary_during = tel.summary()["dropped"]["live_view_missed"]
+    reader = _Reader(stalled)
+    summary = tel.stop()
+    reader.join(60)
+    assert reader.error is None and reader.messages[-1].event == "end"
+    missed = sum(m.json()["missed"] for m in reader.messages if m.event == "gap")
+    assert summary_during == 0  # counted when the client finds out, not before
+    assert missed > 0 and summary["dropped"]["live_view_missed"] == tel.live.hub.dropped_for_clients
+    assert len(reader.data()) + missed == tel.live.hub.last_seq
