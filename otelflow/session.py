@@ -142,6 +142,13 @@ class Telemetry:
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
         self._log_handler: Any = None
+        self._captures: list[Any] = []  # capture_logging() handles bound to this session
+        self._log_export: Any = None
+        self._log_drops = 0
+        self._logs_captured = 0
+        self._log_drop_lock = threading.Lock()
+        self.live: Any = None
+        """The live view's server (``live_port=``), or None."""
         self._exporters = BuiltExporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
@@ -202,6 +209,15 @@ class Telemetry:
                 ) from exc
         self.resource = self._make_resource()
         self._exporters = build_exporters(s)
+        if s.live_port is not None and self.is_main:
+            # Bound now, before anything else is opened: a port in use fails start() cleanly.
+            from otelflow.live.server import LiveServer
+
+            try:
+                self.live = LiveServer(None, s.live_host, s.live_port, title=f"otelflow · {self.run_id}")
+            except ConfigError:
+                self._exporters.close()
+                raise
         self._recorder = recorder = MetricRecorder(self.start_time, self.node)
         self.bus = bus = EventBus(s.queue_size, s.queue_full)
         self.bus_put = bus.put
@@ -263,6 +279,13 @@ class Telemetry:
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        # Subscribed before the dispatcher starts, so that they see SessionStarted too.
+        if s.logs_exporters:
+            from otelflow.logs.export import LogExport
+
+            self._log_export = LogExport.start(self, s)
+        if self.live is not None:
+            self.live.watch(self)
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
@@ -278,10 +301,11 @@ class Telemetry:
             )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
-        if s.capture_logs:
-            from otelflow.integrations import logging as log_bridge
+        loggers = tuple(dict.fromkeys((("",) if s.capture_logs else ()) + s.capture_loggers))
+        if loggers:
+            from otelflow.logs.capture import LogCapture
 
-            self._log_handler = log_bridge.install(self, s.log_level)
+            self._log_handler = LogCapture(loggers, s.log_level).apply(self)
         from otelflow import _otel_globals
 
         _otel_globals.maybe_install(s.set_global_providers)
@@ -405,6 +429,11 @@ class Telemetry:
             sub.stop(time.monotonic())
         return sub
 
+    def _add_subscriber(self, sub: Subscriber) -> None:
+        """Add an internal subscriber (also while starting, before the first event)."""
+        if self._dispatcher is not None:
+            self._dispatcher.add_subscriber(sub)
+
     def unsubscribe(self, subscriber: Subscriber) -> bool:
         """Stop delivering to ``subscriber`` (its queued events are still delivered)."""
         if self._dispatcher is None:
@@ -523,12 +552,27 @@ class Telemetry:
             "late_events": tree.late_events if tree else 0,
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
+            "log_records": self._log_drops,
+            # events live-view clients missed because they read slower than the ring turned
+            "live_view_missed": self.live.hub.dropped_for_clients if self.live is not None else 0,
         }
         out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()
         for signal, n in self._exporters.failures_by_signal().items():
             out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
         return out
+
+    def _count_log_drop(self) -> None:
+        """A captured log record was not accepted (flood or full bus): count it."""
+        with self._log_drop_lock:
+            self._log_drops += 1
+            first = self._log_drops == 1
+        if first:
+            _log.warning(
+                "otelflow is dropping log records: they arrive faster than the run writes them "
+                "(the bus is half full). Lifecycle events are kept; dropped log records are "
+                "counted in summary()['dropped']['log_records']."
+            )
 
     def count_dropped(self, what: str, n: int = 1) -> None:
         """Count ``n`` records an integration could not record, under ``summary()["dropped"][what]``.
@@ -540,7 +584,8 @@ class Telemetry:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
     def _export_failures(self) -> int:
-        return self._exporters.failures()
+        logs = self._log_export.failures() if self._log_export is not None else 0
+        return self._exporters.failures() + logs
 
     @property
     def prometheus_address(self) -> tuple[str, int] | None:
@@ -599,9 +644,9 @@ class Telemetry:
         if self._monitor is not None:
             self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
-            from otelflow.integrations import logging as log_bridge
-
-            log_bridge.uninstall(self._log_handler)
+            self._stage("removing the log capture", self._log_handler.undo)
+        for applied in self._captures:
+            self._stage("removing a log capture", applied.undo)
         end = now_ns()
         self.end_time = end
         if self.is_main:
@@ -630,6 +675,8 @@ class Telemetry:
         if self.tracer_provider is not None:
             self._stage("the span exporters' shutdown", self.tracer_provider.shutdown)
         self._stage("closing the Prometheus endpoint", self._exporters.close)
+        if self._log_export is not None:
+            self._stage("the log exporters' shutdown", lambda: self._log_export.shutdown(deadline))
         # 4. last drain; then refuse new items and end the dispatcher.
         self._stage("the final drain", lambda: self._call(None, None))
         bus.close()
@@ -639,6 +686,9 @@ class Telemetry:
             self._stage("a subscriber's stop", functools.partial(_stop_subscriber, sub, deadline))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
+        if self.live is not None:
+            grace = min(2.0, max(0.1, deadline - time.monotonic()))
+            self._stage("closing the live view", lambda: self.live.close(grace))
         from otelflow import _otel_globals, toolkit
 
         toolkit._close_ingest_files(self.run_dir)

@@ -107,6 +107,11 @@ VALID: list[tuple[str, str, dict[str, str], str, object]] = [
     ("OTELFLOW_SET_GLOBAL_PROVIDERS", "false", {}, "set_global_providers", "false"),
     ("OTELFLOW_CAPTURE_LOGS", "1", {}, "capture_logs", True),
     ("OTELFLOW_LOG_LEVEL", "debug", {}, "log_level", logging.DEBUG),
+    ("OTELFLOW_CAPTURE_LOGGERS", "myapp, parsl,root", {}, "capture_loggers", ("myapp", "parsl", "")),
+    ("OTEL_LOGS_EXPORTER", "console", {}, "logs_exporters", ("console",)),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://c:4318/l", {}, "otlp_logs.endpoint", "http://c:4318/l"),
+    ("OTELFLOW_LIVE_PORT", "8765", {}, "live_port", 8765),
+    ("OTELFLOW_LIVE_HOST", "0.0.0.0", {}, "live_host", "0.0.0.0"),
 ]
 
 
@@ -173,6 +178,11 @@ INVALID: list[tuple[str, str, dict[str, str]]] = [
     ("OTELFLOW_SET_GLOBAL_PROVIDERS", "sometimes", {}),
     ("OTELFLOW_CAPTURE_LOGS", "enable", {}),
     ("OTELFLOW_LOG_LEVEL", "TRACE", {}),
+    ("OTELFLOW_CAPTURE_LOGGERS", "my app", {}),
+    ("OTEL_LOGS_EXPORTER", "loki", {}),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "col:4318", {}),
+    ("OTELFLOW_LIVE_PORT", "65536", {}),
+    ("OTELFLOW_LIVE_HOST", "http://host", {}),
 ]
 # any non-empty text is accepted; OTEL_SDK_DISABLED: only "true" disables (OTel spec)
 NO_INVALID_VALUE = {"OTEL_SERVICE_NAME", "OTELFLOW_RUNS_DIR", "OTEL_SDK_DISABLED"}
