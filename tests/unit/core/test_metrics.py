@@ -52,6 +52,18 @@ def test_counters_gauges_and_histograms_reach_a_reader(capture):
     assert sched.count == 4 and abs(sched.sum - 1.2) < 1e-6  # 4 × 0.3 s: resolved at creation
 
 
+def test_a_task_outside_any_workflow_has_no_workflow_attribute(capture):
+    # None is no attribute value: OTLP encoders before SDK 1.45 fail the whole export on it.
+    trk = otelflow.tracker()
+    tid = trk.created(None, "loose")
+    trk.started(tid)
+    trk.completed(tid)
+    capture.telemetry.flush()
+    for metric in _metrics(capture.metric_reader).values():
+        for p in metric.data.data_points:
+            assert None not in dict(p.attributes).values(), (metric.name, dict(p.attributes))
+
+
 def test_no_metric_attribute_holds_a_task_id(capture):
     _run_tasks(n_ok=50, n_fail=0)
     capture.telemetry.flush()
