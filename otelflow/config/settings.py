@@ -119,6 +119,7 @@ class Settings:
         capture_logs: Bridge ``logging`` records into the run.
         log_level: Lowest captured log level, as a ``logging`` number.
         wait_spans: Add a ``wait <task name>`` span next to each task span.
+        trace_per: ``session`` (one trace per run) or ``workflow`` (one per workflow).
     """
 
     enabled: bool
@@ -147,6 +148,7 @@ class Settings:
     capture_logs: bool
     log_level: int
     wait_spans: bool = False
+    trace_per: str = "session"
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -297,6 +299,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         _same("log_level", ev.OTELFLOW_LOG_LEVEL, "a level name or `logging` number"),
         _same("wait_spans", ev.OTELFLOW_WAIT_SPANS),
+        _same("trace_per", ev.OTELFLOW_TRACE_PER),
     )
 }
 """Every keyword :func:`load_settings` accepts, in documentation order."""
@@ -581,4 +584,5 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         capture_logs=ld.value(parse_bool, "capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         log_level=ld.value(parse_log_level, "log_level", ev.OTELFLOW_LOG_LEVEL),
         wait_spans=ld.value(parse_bool, "wait_spans", ev.OTELFLOW_WAIT_SPANS),
+        trace_per=ld.value(parse_choice, "trace_per", ev.OTELFLOW_TRACE_PER),
     )

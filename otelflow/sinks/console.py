@@ -107,6 +107,9 @@ class ConsoleTreeProcessor(SpanProcessor):
         attrs = dict(span.attributes or {})
         kind = _kind(span, attrs)
         parent = span.parent.span_id if span.parent is not None else None
+        if parent is None and kind == "workflow" and span.links:
+            # A workflow with a trace of its own: drawn under the session span it links to.
+            parent = span.links[0].context.span_id
         ctx = span.context
         start = span.start_time or 0
         end = span.end_time or start

@@ -23,6 +23,8 @@ class ScopeRec:
         "span_id",
         "start",
         "status",
+        "trace_hex",
+        "trace_id",
         "workflow_name",
     )
 
@@ -43,6 +45,9 @@ class ScopeRec:
         self.error_type: str | None = None
         self.workflow_name: str | None = None
         self.counts = [0, 0, 0]  # completed, failed, canceled tasks directly or below
+        # The trace it belongs to (the session's, or its workflow's with a trace per workflow).
+        self.trace_id = parent.trace_id if parent is not None else 0
+        self.trace_hex = parent.trace_hex if parent is not None else ""
 
 
 class TaskRec:
@@ -53,6 +58,7 @@ class TaskRec:
         "backend",
         "counts",
         "created",
+        "dep_traces",
         "dependents",
         "deps",
         "header",
@@ -69,6 +75,7 @@ class TaskRec:
         "started",
         "state",
         "submitted",
+        "trace_id",
         "worker",
         "workflow",
     )
