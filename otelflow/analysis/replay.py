@@ -121,8 +121,8 @@ def run_resource(run: Run) -> Resource:
     meta = run.meta
     recorded = meta.get("resource")
     if isinstance(recorded, Mapping) and recorded:
-        attrs = {str(k): _attr_value(v) for k, v in recorded.items()}
-        return Resource({k: v for k, v in attrs.items() if v is not None})
+        values = {str(k): _attr_value(v) for k, v in recorded.items()}
+        return Resource({k: v for k, v in values.items() if v is not None})
     attrs: dict[str, Any] = {"service.name": run.service_name}
     for key, value in (
         ("otelflow.run.id", run.run_id),
