@@ -274,6 +274,7 @@ class Telemetry:
             wait_spans=s.wait_spans,
             session_name=self._session_name(),
             run_id=self.run_id,
+            trace_per_workflow=s.trace_per == "workflow",
         )
         self._dispatcher = Dispatcher(
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
@@ -457,8 +458,16 @@ class Telemetry:
         return f"session {service or 'otelflow'} {self.run_id}"
 
     def span_context(self, span_id: int) -> SpanContext:
-        """An OTel ``SpanContext`` for ``span_id`` in this session's trace."""
-        return SpanContext(self.trace_id_int, span_id, False, _SAMPLED)
+        """An OTel ``SpanContext`` for ``span_id`` in the current trace: this session's, or
+        with a trace per workflow (``OTELFLOW_TRACE_PER=workflow``) the current workflow's."""
+        return SpanContext(self._current_trace(), span_id, False, _SAMPLED)
+
+    def _current_trace(self) -> int:
+        if self.settings.trace_per != "workflow":
+            return self.trace_id_int
+        scope = active_scope()
+        wf = scope.workflow_id if scope is not None else None
+        return ids.workflow_trace_id(self.trace_id_int, wf) if wf else self.trace_id_int
 
     def task_span_id(self, task_id: str) -> int:
         """The span id the task ``task_id`` has in this session (deterministic)."""
@@ -466,7 +475,7 @@ class Telemetry:
 
     def task_traceparent(self, task_id: str) -> str:
         """W3C ``traceparent`` for the task's span, to carry into a worker."""
-        return ids.traceparent(self.trace_id_int, self.task_span_id(task_id))
+        return ids.traceparent(self._current_trace(), self.task_span_id(task_id))
 
     def tracer(self, name: str = "otelflow.user") -> Any:
         """A tracer on this session's provider; its spans go to every span sink."""

@@ -401,6 +401,18 @@ OTELFLOW_WAIT_SPANS: Final = _declare(
     default="false",
 )
 
+OTELFLOW_TRACE_PER: Final = _declare(
+    "OTELFLOW_TRACE_PER",
+    Rule("choice", "session or workflow", choices=("session", "workflow")),
+    "`session`: the whole run is one trace. `workflow`: each `workflow_scope()` is a trace of "
+    "its own (its blocks and tasks in it), linked to the session span and linked from it, "
+    "so a viewer opens one workflow at a time. Use it from about 10 000 tasks per run: larger "
+    "traces are slow or paged in Jaeger, Tempo and Phoenix.",
+    fields=("trace_per",),
+    group="Trace shape",
+    default="session",
+)
+
 # --- Metric export -----------------------------------------------------------------------
 
 OTEL_METRIC_EXPORT_INTERVAL: Final = _declare(

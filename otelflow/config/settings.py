@@ -126,6 +126,7 @@ class Settings:
         live_port: Port of the live view, or None for none.
         live_host: Address the live view binds to.
         wait_spans: Add a ``wait <task name>`` span next to each task span.
+        trace_per: ``session`` (one trace per run) or ``workflow`` (one per workflow).
     """
 
     enabled: bool
@@ -159,6 +160,7 @@ class Settings:
     live_port: int | None = None
     live_host: str = "127.0.0.1"
     wait_spans: bool = False
+    trace_per: str = "session"
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -317,6 +319,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("live_port", ev.OTELFLOW_LIVE_PORT, "0 picks a free port"),
         _same("live_host", ev.OTELFLOW_LIVE_HOST),
         _same("wait_spans", ev.OTELFLOW_WAIT_SPANS),
+        _same("trace_per", ev.OTELFLOW_TRACE_PER),
     )
 }
 """Every keyword :func:`load_settings` accepts, in documentation order."""
@@ -608,6 +611,7 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         live_port=_optional(ld.arg(parse_int, "live_port"), ld.env(parse_int, ev.OTELFLOW_LIVE_PORT)),
         live_host=ld.value(parse_str, "live_host", ev.OTELFLOW_LIVE_HOST),
         wait_spans=ld.value(parse_bool, "wait_spans", ev.OTELFLOW_WAIT_SPANS),
+        trace_per=ld.value(parse_choice, "trace_per", ev.OTELFLOW_TRACE_PER),
     )
 
 

@@ -38,7 +38,6 @@ class MetricRecorder:
         self._overflow_warned = False
         self.duration = HistogramAgg(inst.DURATION_BUCKETS, (*_TASK_KEYS, inst.STATUS), start_ns)
         self.dependency_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
-        self.scheduling_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.dispatch_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.queue_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.workflow_duration = HistogramAgg(
@@ -111,9 +110,9 @@ class MetricRecorder:
             if ready:
                 started = rec.started
                 hand = dispatched_at(ready, rec.submitted, rec.queued, started)
-                wait = max(0, started - ready) / 1e9
-                self.scheduling_wait.record(key, wait)
-                self.scheduling_wait_stats.add(wait)
+                # summary()["scheduling_wait_s"] only (compatibility): no histogram, the
+                # dispatch and queue wait histograms add up to it.
+                self.scheduling_wait_stats.add(max(0, started - ready) / 1e9)
                 wait = (hand - ready) / 1e9
                 self.dispatch_wait.record(key, wait)
                 self.dispatch_wait_stats.add(wait)
@@ -271,7 +270,6 @@ class MetricRecorder:
         return [
             (inst.TASK_DURATION, self.duration),
             (inst.DEPENDENCY_WAIT, self.dependency_wait),
-            (inst.SCHEDULING_WAIT, self.scheduling_wait),
             (inst.DISPATCH_WAIT, self.dispatch_wait),
             (inst.QUEUE_WAIT, self.queue_wait),
             (inst.WORKFLOW_DURATION, self.workflow_duration),

@@ -53,6 +53,14 @@ def test_stop_prints_the_tree_to_stderr_once(tmp_path, capsys, env):
     assert all(f.startswith("✗ parse t") for f in failures)
 
 
+def test_wait_spans_are_not_counted_as_tasks(tmp_path, capsys):
+    run_with(tmp_path, {"OTELFLOW_CONSOLE": "1", "OTELFLOW_WAIT_SPANS": "1"})
+    lines = capsys.readouterr().err.splitlines()
+    read = next(line for line in lines if "read ×" in line)
+    assert "read ×30 " in read and "30 completed;" in read
+    assert not any("wait " in line for line in lines)
+
+
 def test_without_console_nothing_is_printed(tmp_path, capsys):
     run_with(tmp_path, {})
     assert capsys.readouterr().err == ""
