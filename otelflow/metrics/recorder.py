@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -209,7 +209,7 @@ class MetricRecorder:
             description="Bytes received and sent on the host's network interfaces.",
         )  # fmt: skip
 
-    def _counter_cb(self, slot: int):
+    def _counter_cb(self, slot: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             with self._counts_lock:
                 items = list(self.counts.items())
@@ -236,7 +236,7 @@ class MetricRecorder:
     def _dropped_cb(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.dropped_fn() if self.dropped_fn else 0)]
 
-    def _resource_cb(self, scope: str, field: str):
+    def _resource_cb(self, scope: str, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         label = {"gpu": inst.GPU, "process": inst.PROCESS}.get(scope)
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -255,7 +255,7 @@ class MetricRecorder:
 
         return callback
 
-    def _io_cb(self, metric: str):
+    def _io_cb(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(v, {inst.NODE: node, inst.DIRECTION: direction})

@@ -175,7 +175,7 @@ class TraceTree:
         rec.remote_ids = (
             (ev.workflow_id, ev.block_id) if scope is self.session and (ev.workflow_id or ev.block_id) else None
         )
-        wf = scope
+        wf: ScopeRec | None = scope
         while wf is not None and wf.kind == "block":
             wf = wf.parent
         rec.workflow = wf if wf is not None and wf.kind == "workflow" else None
@@ -215,7 +215,7 @@ class TraceTree:
                     "ids must be unique within a session (the second is ignored).",
                     tid,
                 )
-            return self.tasks[tid].header  # type: ignore[index]
+            return self.tasks[tid].header
         rec = self._new_task(ev, ev.backend, ev.attributes)
         rec.counts[0] += 1
         if ev.parent_span_id:
@@ -386,7 +386,7 @@ class TraceTree:
         return self._session_header
 
     def _scope_started(self, ev: WorkflowStarted | BlockStarted) -> bytes:
-        if type(ev) is WorkflowStarted:
+        if isinstance(ev, WorkflowStarted):
             kind, sid, name = "workflow", ev.workflow_id or "", ev.workflow_name
             parent_id = None
         else:
@@ -483,10 +483,10 @@ class TraceTree:
         for rec in open_tasks:
             self._finish_task(rec, max(end, rec.created), "incomplete", None)
         # Close innermost scopes first so parents see their children end.
-        for rec in sorted(self.scopes.values(), key=_depth, reverse=True):
-            if rec.id in self.scopes:
-                rec.end = max(rec.end, end) if not rec.exited else rec.end
-                self._close_scope(rec, incomplete=not rec.exited)
+        for scope in sorted(self.scopes.values(), key=_depth, reverse=True):
+            if scope.id in self.scopes:
+                scope.end = max(scope.end, end) if not scope.exited else scope.end
+                self._close_scope(scope, incomplete=not scope.exited)
         if not session_span:
             return len(open_tasks)
         session = self.session
