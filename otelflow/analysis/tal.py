@@ -98,6 +98,11 @@ def _hex(v: Any, width: int) -> str | None:
         return None
 
 
+def _attrs(line: Line) -> dict[str, Any]:
+    a = line.get("attributes")
+    return a if isinstance(a, dict) else {}
+
+
 def _frac(v: Any) -> float | None:
     return v / 100.0 if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -144,7 +149,7 @@ class Translator:
         if not isinstance(etype, str):
             return []
         typ = _RENAME.get(etype, etype)
-        attrs = ev.get("attributes") if isinstance(ev.get("attributes"), dict) else {}
+        attrs = _attrs(ev)
         tid = ev.get("task_id")
         wf, blk = self._scope(attrs.get(_WF_ATTR))
         out: Line = {
@@ -207,7 +212,7 @@ class Translator:
 
     def _span(self, sp: Line) -> list[Line]:
         name = sp.get("name")
-        attrs = sp.get("attributes") if isinstance(sp.get("attributes"), dict) else {}
+        attrs = _attrs(sp)
         kind = name if name in ("session", "workflow", "block", "task") else "user"
         out: Line = {
             "section": "span",
