@@ -308,9 +308,10 @@ class TraceTree:
             done.popitem(last=False)  # O(1); a plain dict used as a FIFO degrades to O(n)
         self.recorder.task_finished(rec, end, status, ev)
         self.spans.task_span(rec, end, status, ev)
-        # Downstream tasks waiting on this one.
+        # Downstream tasks waiting on this one: resolved only by upstreams that completed
+        # (a task whose upstream failed or was canceled never becomes ready to run).
         dependents = rec.dependents
-        if dependents:
+        if dependents and status == "completed":
             for down in dependents:
                 if down.pending > 0:
                     down.pending -= 1

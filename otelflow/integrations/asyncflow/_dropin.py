@@ -248,7 +248,9 @@ class AsyncFlowTelemetry:
     def _sub_error(self, cb: Any, exc: BaseException) -> None:
         self.subscriber_errors += 1
         if self.subscriber_errors == 1:
-            _log.warning("otelflow: a TAL subscriber raised %s: %s (further errors are counted).", type(exc).__name__, exc)
+            _log.warning(
+                "otelflow: a TAL subscriber raised %s: %s (further errors are counted).", type(exc).__name__, exc
+            )
 
     # -- emit ------------------------------------------------------------------------------------
 
@@ -282,7 +284,7 @@ class AsyncFlowTelemetry:
                    if f.name not in _TAL_BASE and f.init}  # fmt: skip
             tid = getattr(event, "task_id", None)
             t = getattr(event, "event_time", None)
-            ev = cls(
+            ev = cls(  # type: ignore[call-arg]
                 **own,
                 tal_attributes=_scalars(getattr(event, "attributes", None) or {}),
                 event_time=round(t * 1e9) if isinstance(t, (int, float)) else 0,

@@ -60,7 +60,7 @@ def _warn_once(key: str, msg: str, *args: Any) -> None:
 def _version_ok(flow: Any) -> bool:
     """Warn (once per version) about an AsyncFlow this module was not written for."""
     try:
-        import radical.asyncflow as af
+        import radical.asyncflow as af  # type: ignore[import-untyped]
 
         version = str(getattr(af, "__version__", "unknown"))
     except ImportError:  # pragma: no cover - a WorkflowEngine without its package
@@ -100,7 +100,9 @@ def instrument(flow: Any, *, telemetry: Telemetry | None = None, worker_telemetr
             made inside tasks are recorded too. False measures tasks only.
     """
     if _ATTR in vars(flow):
-        _warn_once(f"twice:{flow.uid}", "otelflow: %s is already instrumented; instrument() left it as it was.", flow.uid)
+        _warn_once(
+            f"twice:{flow.uid}", "otelflow: %s is already instrumented; instrument() left it as it was.", flow.uid
+        )
         return flow
     if not _version_ok(flow):
         return flow
@@ -240,7 +242,9 @@ class _Hooks:
             _warn_once("register", "otelflow: could not record an AsyncFlow component: %s: %s", type(exc).__name__, exc)
         return fut
 
-    def _registered(self, comp_fut: asyncio.Future[Any], comp_type: str, desc: dict[str, Any], task_type: str | None) -> None:
+    def _registered(
+        self, comp_fut: asyncio.Future[Any], comp_type: str, desc: dict[str, Any], task_type: str | None
+    ) -> None:
         uid = desc["uid"]
         name = str(desc.get("name") or comp_type)
         if comp_type == "block":
@@ -251,7 +255,9 @@ class _Hooks:
             return
         tid = self.prefix + uid
         meta = desc.get("metadata") or {}
-        deps = [self.prefix + d["uid"] for d in meta.get("dependencies") or () if str(d.get("uid", "")).startswith("task.")]
+        deps = [
+            self.prefix + d["uid"] for d in meta.get("dependencies") or () if str(d.get("uid", "")).startswith("task.")
+        ]
         attrs: dict[str, str | int | float | bool] = {
             "asyncflow.uid": uid,
             "asyncflow.task_type": task_type or "function",
@@ -265,7 +271,7 @@ class _Hooks:
         comp_fut.add_done_callback(functools.partial(self._future_done, uid, deps))
         fn = desc.get("function")
         if fn is not None and self._measurable(desc):
-            carrier = toolkit.carrier(task_id=tid, telemetry=tel)
+            carrier = toolkit.carrier(task_id=tid, telemetry=tel, join=self.worker_telemetry)
             desc["function"] = functools.partial(_run_measured(), toolkit.AsyncMeasured(fn, tid, carrier))
             self.measured.add(uid)
 
@@ -277,10 +283,12 @@ class _Hooks:
 
     # -- backend: submitted, queued, worker times -------------------------------------------
 
-    async def _submit_tasks(self, orig: Callable[..., Any], tasks: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+    async def _submit_tasks(
+        self, orig: Callable[..., Any], tasks: list[dict[str, Any]], *args: Any, **kwargs: Any
+    ) -> Any:
         if not self.removed:
             for t in tasks:
-                tid = self.open.get(t.get("uid")) if isinstance(t, dict) else None
+                tid = self.open.get(str(t.get("uid"))) if isinstance(t, dict) else None
                 if tid is not None:
                     self.trk.submitted(tid)
         return await orig(tasks, *args, **kwargs)
@@ -289,7 +297,9 @@ class _Hooks:
         try:
             self._on_state(task, state)
         except Exception as exc:  # noqa: BLE001 - the engine's callback must still run
-            _warn_once("callback", "otelflow: could not record an AsyncFlow task state: %s: %s", type(exc).__name__, exc)
+            _warn_once(
+                "callback", "otelflow: could not record an AsyncFlow task state: %s: %s", type(exc).__name__, exc
+            )
         return engine_cb(task, state, *args, **kwargs)
 
     def _on_state(self, task: Any, state: str) -> None:
@@ -299,20 +309,19 @@ class _Hooks:
         if uid is None:
             return
         outcome: toolkit.Outcome | None = None
-        if state == self.DONE or state == self.FAILED or state == self.CANCELED:
-            if uid in self.measured:
-                self.measured.discard(uid)
-                rv = task.get("return_value")
-                if isinstance(rv, toolkit.Returned):
-                    # Give AsyncFlow the task's own value, as if nothing wrapped it.
-                    task["return_value"] = rv.value
-                    task["stdout"] = str(rv.value)
-                    outcome = rv.outcome
-                exc = task.get("exception")
-                if isinstance(exc, BaseException):
-                    outcome = toolkit.outcome_of(exc)
-                if self.removed and not self.measured:
-                    self._restore_callbacks()
+        if (state in (self.DONE, self.FAILED, self.CANCELED)) and uid in self.measured:
+            self.measured.discard(uid)
+            rv = task.get("return_value")
+            if isinstance(rv, toolkit.Returned):
+                # Give AsyncFlow the task's own value, as if nothing wrapped it.
+                task["return_value"] = rv.value
+                task["stdout"] = str(rv.value)
+                outcome = rv.outcome
+            exc = task.get("exception")
+            if isinstance(exc, BaseException):
+                outcome = toolkit.outcome_of(exc)
+            if self.removed and not self.measured:
+                self._restore_callbacks()
         tid = self.open.get(uid)
         if tid is None:
             return
@@ -378,7 +387,9 @@ class _Hooks:
             with otelflow.workflow_scope(workflow_id, workflow_id=wid):
                 yield wid
 
-    async def _execute_block(self, block_fut: asyncio.Future[Any], func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _execute_block(
+        self, block_fut: asyncio.Future[Any], func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         desc = getattr(block_fut, "block", None)
         uid = desc.get("uid") if isinstance(desc, dict) else None
         if uid is not None and uid in self.blocks and self._active() is not None:
@@ -408,7 +419,9 @@ class _Hooks:
                     if hasattr(res, "__await__"):
                         await res
                 except Exception as exc:  # noqa: BLE001 - shutdown must finish
-                    _log.warning("otelflow: closing telemetry at flow.shutdown() failed: %s: %s", type(exc).__name__, exc)
+                    _log.warning(
+                        "otelflow: closing telemetry at flow.shutdown() failed: %s: %s", type(exc).__name__, exc
+                    )
             self.closers.clear()
 
 

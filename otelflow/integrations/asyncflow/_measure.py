@@ -15,6 +15,6 @@ from otelflow.toolkit import AsyncMeasured, Returned
 __all__ = ["run_measured"]
 
 
-async def run_measured(measured: AsyncMeasured, /, *args: Any, **kwargs: Any) -> Returned:
+async def run_measured(measured: AsyncMeasured, /, *args: Any, **kwargs: Any) -> Returned[Any]:
     """Run the task function through ``measured``: its value and outcome come back together."""
     return await measured(*args, **kwargs)
