@@ -161,6 +161,7 @@ class _Hooks:
         self.trk = otelflow.tracker(backend="asyncflow", telemetry=telemetry)
         self.open: dict[str, str] = {}  # AsyncFlow uid -> task id, until its end is recorded
         self.measured: set[str] = set()  # uids whose function runs measured (still in flight)
+        self.handed: set[str] = set()  # uids handed to a backend, until their end
         self.blocks: dict[str, tuple[toolkit.ScopeRef | None, str]] = {}
         self.canceled: set[str] = set()
         self.closers: list[Callable[[], Any]] = []
@@ -290,6 +291,7 @@ class _Hooks:
             for t in tasks:
                 tid = self.open.get(str(t.get("uid"))) if isinstance(t, dict) else None
                 if tid is not None:
+                    self.handed.add(str(t.get("uid")))
                     self.trk.submitted(tid)
         return await orig(tasks, *args, **kwargs)
 
@@ -326,6 +328,8 @@ class _Hooks:
         if tid is None:
             return
         trk = self.trk
+        if state != self.RUNNING:
+            self.handed.discard(uid)
         if state == self.RUNNING:
             trk.queued(tid)  # handed to the executor: it waits there for a worker
             if uid not in self.measured:
@@ -367,7 +371,7 @@ class _Hooks:
                 elif any(d[len(self.prefix) :] in self.canceled for d in deps):
                     reason = "an upstream task was canceled"
                 else:
-                    reason = "canceled before it ran" if uid not in self.measured else "canceled"
+                    reason = "canceled while running" if uid in self.handed else "canceled before it ran"
                 self.trk.canceled(tid, reason=reason)
                 return
             exc = fut.exception()
@@ -377,6 +381,7 @@ class _Hooks:
                 self.trk.completed(tid)
         finally:
             self.measured.discard(uid)
+            self.handed.discard(uid)
 
     # -- scopes ------------------------------------------------------------------------------
 
@@ -412,6 +417,8 @@ class _Hooks:
                 self.trk.canceled(tid, reason="the engine shut down")
             self.open.clear()
             self.measured.clear()
+            self.handed.clear()
+            self.blocks.clear()
             self.remove()
             for closer in self.closers:
                 try:

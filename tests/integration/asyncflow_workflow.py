@@ -1,0 +1,93 @@
+"""The workflow the AsyncFlow tests run on the real engine (radical-asyncflow 0.6).
+
+A diamond a → (b, c) → d inside ``flow.workflow_scope("wf-x")``, a ``@flow.block`` holding
+e → f, a task g that raises after 0.1 s and h that depends on g. Every other task sleeps
+0.2 s in the worker. Task functions live at module level so process pools pickle them by
+reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+SLEEP = 0.2
+
+
+async def _sleep(*upstream: int) -> int:
+    await asyncio.sleep(SLEEP)
+    return sum(upstream) + 1
+
+
+# AsyncFlow names a task by its function's __name__: one function per task name.
+async def a() -> int:
+    return await _sleep()
+
+
+async def b(x: int) -> int:
+    return await _sleep(x)
+
+
+async def c(x: int) -> int:
+    return await _sleep(x)
+
+
+async def d(x: int, y: int) -> int:
+    return await _sleep(x, y)
+
+
+async def e() -> int:
+    return await _sleep()
+
+
+async def f(x: int) -> int:
+    return await _sleep(x)
+
+
+async def g() -> None:
+    await asyncio.sleep(0.1)
+    raise ValueError("boom")
+
+
+async def h(x: Any) -> Any:
+    return x
+
+
+def pool(kind: str) -> Executor:
+    return ThreadPoolExecutor(2) if kind == "threads" else ProcessPoolExecutor(2)
+
+
+async def make_flow(kind: str, work_dir: str) -> Any:
+    from radical.asyncflow import WorkflowEngine
+    from rhapsody.backends import ConcurrentExecutionBackend
+
+    backend = await ConcurrentExecutionBackend(pool(kind))
+    return await WorkflowEngine.create(backend, work_dir=work_dir)
+
+
+async def run_workflow(flow: Any) -> dict[str, Any]:
+    """Run the workflow on ``flow``; return what the user code saw."""
+    a_, b_, c_, d_, e_, f_, g_, h_ = (flow.function_task(fn) for fn in (a, b, c, d, e, f, g, h))
+
+    @flow.block
+    async def pair() -> int:
+        return int(await f_(e_()))
+
+    seen: dict[str, Any] = {}
+    async with flow.workflow_scope("wf-x") as wid:
+        seen["workflow_id"] = wid
+        ta = a_()
+        tb, tc = b_(ta), c_(ta)
+        td = d_(tb, tc)
+        blk = pair()
+        tg = g_()
+        th = h_(tg)
+        seen["d"] = await td
+        seen["block"] = await blk
+        for name, fut in (("g", tg), ("h", th)):
+            try:
+                await fut
+            except Exception as exc:  # noqa: BLE001 - the test looks at which exception
+                seen[name] = exc
+    return seen
