@@ -219,7 +219,7 @@ def test_executable_tasks_are_recorded(tmp_path: Path) -> None:
         out: list[Any] = [(await say()).strip()]
         try:
             await refuse()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out.append(exc)
         await flow.shutdown()
         return out
