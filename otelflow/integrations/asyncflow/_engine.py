@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import pickle
 import traceback
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 import otelflow
 from otelflow import toolkit
@@ -165,6 +169,7 @@ class _Hooks:
         self.blocks: dict[str, tuple[toolkit.ScopeRef | None, str]] = {}
         self.canceled: set[str] = set()
         self.closers: list[Callable[[], Any]] = []
+        self.carriers: dict[tuple[toolkit.ScopeRef | None, int], toolkit.Carrier | bytes | None] = {}
         self.shutting_down = False
         self.removed = False
         self.orig: dict[str, Any] = {}
@@ -271,16 +276,39 @@ class _Hooks:
         self.open[uid] = tid
         comp_fut.add_done_callback(functools.partial(self._future_done, uid, deps))
         fn = desc.get("function")
-        if fn is not None and self._measurable(desc):
-            carrier = toolkit.carrier(task_id=tid, telemetry=tel, join=self.worker_telemetry)
-            desc["function"] = functools.partial(_run_measured(), toolkit.AsyncMeasured(fn, tid, carrier))
-            self.measured.add(uid)
+        if fn is not None:
+            backend = self._backend_of(desc)
+            if type(backend).__name__ in _MEASURABLE:
+                carrier = self._carrier(tel, backend)
+                desc["function"] = functools.partial(_run_measured(), fn, tid, carrier)
+                self.measured.add(uid)
 
-    def _measurable(self, desc: dict[str, Any]) -> bool:
+    def _carrier(self, tel: Telemetry, backend: Any) -> toolkit.Carrier | bytes | None:
+        """The carrier for tasks submitted in the current scope, made once per scope.
+
+        Without a task id (the worker derives the task's span from the trace id and task
+        id); as pickle bytes for a process pool, which cloudpickle copies instead of
+        walking (see ``_measure``).
+        """
+        scope = otelflow.current_scope()
+        key = (scope, id(tel))
+        got = self.carriers.get(key)
+        if got is None:
+            c = toolkit.carrier(telemetry=tel, join=self.worker_telemetry)
+            if c is not None:
+                c = msgspec.structs.replace(c, traceparent=None, scope=scope)
+            executor = getattr(backend, "executor", None)
+            in_threads = executor is None or isinstance(executor, ThreadPoolExecutor)
+            got = c if in_threads or c is None else pickle.dumps(c)
+            if len(self.carriers) >= 256:
+                self.carriers.clear()
+            self.carriers[key] = got
+        return got
+
+    def _backend_of(self, desc: dict[str, Any]) -> Any:
         target = desc.get("target_backend")
         backends = getattr(self.flow, "_backends", None)
-        backend = backends.get(target) if target and isinstance(backends, dict) else self.flow.backend
-        return type(backend).__name__ in _MEASURABLE
+        return backends.get(target) if target and isinstance(backends, dict) else self.flow.backend
 
     # -- backend: submitted, queued, worker times -------------------------------------------
 
