@@ -13,7 +13,9 @@ and ``ProcessPoolExecutor(2)``. Each (backend, shape) runs with
 
 Every measurement gets a fresh engine and pool, warmed up before the clock starts; modes
 alternate within each round so drift hits them alike. Reported: the median of the rounds,
-seconds, and µs per task added over ``none``.
+seconds, and µs per task added over ``none`` — in wall time, and in CPU time of this
+process (all its threads; steadier than wall time on a shared machine, but it does not see
+the pool's worker processes).
 
 AsyncFlow's scheduler polls: a dependent is dispatched 10 ms–1 s after its upstream ends,
 so a chain takes far longer than its tasks; keep ``--chain`` small.
@@ -70,7 +72,7 @@ async def _workload(flow: Any, shape: str, n: int) -> None:
         await t
 
 
-async def measure(kind: str, shape: str, n: int, mode: str, tel: otelflow.Telemetry, tmp: str) -> float:
+async def measure(kind: str, shape: str, n: int, mode: str, tel: otelflow.Telemetry, tmp: str) -> tuple[float, float]:
     flow = await _engine(kind, tmp)
     tal = None
     if mode == "tal":
@@ -81,37 +83,41 @@ async def measure(kind: str, shape: str, n: int, mode: str, tel: otelflow.Teleme
     await asyncio.gather(*(task() for _ in range(8)))  # start the workers: not what is measured
     if mode == "otelflow":
         tel.flush(timeout=None)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await _workload(flow, shape, n)
     if tal is not None:
         await tal.stop()
     elif mode == "otelflow":
         tel.flush(timeout=None)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     await flow.shutdown()
-    return elapsed
+    return elapsed, cpu
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        tel = otelflow.start_telemetry(
-            checkpoint_path=str(Path(tmp) / "runs"), resource_poll_interval=0, environ={}
-        )
+        tel = otelflow.start_telemetry(checkpoint_path=str(Path(tmp) / "runs"), resource_poll_interval=0, environ={})
         try:
             for kind in args.backends.split(","):
                 for shape, n in (("nodeps", args.tasks), ("chain", args.chain)):
                     times: dict[str, list[float]] = {m: [] for m in MODES}
+                    cpus: dict[str, list[float]] = {m: [] for m in MODES}
                     for _ in range(args.rounds):
                         for mode in MODES:
-                            times[mode].append(await measure(kind, shape, n, mode, tel, tmp))
+                            wall, cpu = await measure(kind, shape, n, mode, tel, tmp)
+                            times[mode].append(wall)
+                            cpus[mode].append(cpu)
                     med = {m: statistics.median(v) for m, v in times.items()}
+                    cpu_med = {m: statistics.median(v) for m, v in cpus.items()}
                     row: dict[str, Any] = {"backend": kind, "shape": shape, "tasks": n}
                     for m in MODES:
                         row[f"{m}_s"] = round(med[m], 3)
+                        row[f"{m}_cpu_s"] = round(cpu_med[m], 3)
                     for m in ("tal", "otelflow"):
                         row[f"{m}_us_per_task"] = round((med[m] - med["none"]) / n * 1e6, 1)
                         row[f"{m}_pct"] = round((med[m] / med["none"] - 1) * 100, 1)
+                        row[f"{m}_cpu_us_per_task"] = round((cpu_med[m] - cpu_med["none"]) / n * 1e6, 1)
                     row["rounds"] = {m: [round(t, 3) for t in v] for m, v in times.items()}
                     rows.append(row)
                     if not args.json:
@@ -125,7 +131,8 @@ def _fmt(r: dict[str, Any]) -> str:
     return (
         f"{r['backend']:9} {r['shape']:6} n={r['tasks']:<5} none {r['none_s']:7.3f}s  "
         f"TAL {r['tal_s']:7.3f}s ({r['tal_pct']:+5.1f}%, {r['tal_us_per_task']:+7.1f} µs/task)  "
-        f"otelflow {r['otelflow_s']:7.3f}s ({r['otelflow_pct']:+5.1f}%, {r['otelflow_us_per_task']:+7.1f} µs/task)"
+        f"otelflow {r['otelflow_s']:7.3f}s ({r['otelflow_pct']:+5.1f}%, {r['otelflow_us_per_task']:+7.1f} µs/task)  "
+        f"CPU µs/task here: TAL {r['tal_cpu_us_per_task']:+.1f}, otelflow {r['otelflow_cpu_us_per_task']:+.1f}"
     )
 
 
