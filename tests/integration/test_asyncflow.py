@@ -305,3 +305,24 @@ def test_import_otelflow_never_imports_asyncflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_uninstrument_with_a_task_in_flight_still_hands_back_its_own_result(tmp_path: Path) -> None:
+    async def main() -> tuple[float, bool, bool]:
+        flow = await wf.make_flow("threads", str(tmp_path))
+        backend = flow.backend
+        otelflow.instrument(flow)
+        fut = flow.function_task(_sleepy)(0.3)
+        await _wait_registered(fut)  # registered: its function is wrapped
+        otelflow.integrations.uninstrument(flow)
+        kept = backend._callback_func != flow.task_callbacks  # ours stays to unwrap the result
+        value = await fut
+        restored = backend._callback_func == flow.task_callbacks
+        await flow.shutdown()
+        return value, kept, restored
+
+    tel = _start(tmp_path)
+    value, kept, restored = asyncio.run(main())
+    assert value == 0.3  # the task's own value, not otelflow's wrapper
+    assert kept and restored
+    assert tel.stop()["tasks"]["completed"] == 1  # and it was still recorded

@@ -410,6 +410,8 @@ class _Hooks:
         finally:
             self.measured.discard(uid)
             self.handed.discard(uid)
+            if self.removed and self.backends and not self.measured:
+                self._restore_callbacks()
 
     # -- scopes ------------------------------------------------------------------------------
 
