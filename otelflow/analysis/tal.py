@@ -64,22 +64,47 @@ def is_tal_file(path: str | os.PathLike[str]) -> bool:
     return first is not None and "event_type" in first and "type" not in first
 
 
+def _session_span(path: Path) -> Line | None:
+    """The session span record, if the file ends with it (the TAL stopped cleanly)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    except OSError:
+        return None
+    try:
+        obj = msgspec.json.decode(tail)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict) and obj.get("section") == "span" and obj.get("name") == "session":
+        return obj
+    return None
+
+
 def tal_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``run.json``-like metadata for a TAL checkpoint file (from its name and first line)."""
+    """``run.json``-like metadata for a TAL checkpoint file (from its name, first and last line)."""
     p = Path(path)
     first = _sniff(p) or {}
     session = first.get("session_id")
     start = _ns(first.get("event_time"))
     run_id = p.name[: -len(TAL_SUFFIX)] if p.name.endswith(TAL_SUFFIX) else p.stem
-    return {
+    last = _session_span(p)
+    end = last.get("end_ns") if last is not None else None
+    meta: dict[str, Any] = {
         "run_id": run_id,
         "session_id": session if isinstance(session, str) else None,
         "service_name": "rhapsody",
-        "status": "unknown",
+        "status": "completed" if last is not None else "unknown",
         "format": "rhapsody-tal",
         "trace_id": _hex(first.get("trace_id"), 32),
-        **({"start_time": start} if start is not None else {}),
     }
+    if start is not None:
+        meta["start_time"] = start
+    if isinstance(end, int):
+        meta["end_time"] = end
+    return meta
 
 
 def _ns(t: Any) -> int | None:

@@ -60,7 +60,7 @@ def test_otelflow_report_counts_the_tasks_and_states_of_a_tal_checkpoint(
         assert tasks["total"] == 8
         assert (tasks["completed"], tasks["failed"], tasks["resolved"]) == (6, 1, 1)
         assert tasks["incomplete"] == tasks["canceled"] == 0
-    assert report["run"]["service_name"] == "rhapsody"
+    assert report["run"]["service_name"] == "rhapsody" and report["run"]["status"] == "completed"
     assert set(report["workflows"]) == {"wf-x"} and report["workflows"]["wf-x"]["tasks"]["total"] == 8
 
     run = open_run(tal_checkpoint)
