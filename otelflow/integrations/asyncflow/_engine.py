@@ -169,7 +169,7 @@ class _Hooks:
         self.blocks: dict[str, tuple[toolkit.ScopeRef | None, str]] = {}
         self.canceled: set[str] = set()
         self.closers: list[Callable[[], Any]] = []
-        self.carriers: dict[tuple[toolkit.ScopeRef | None, int], toolkit.Carrier | bytes | None] = {}
+        self.carriers: dict[tuple[toolkit.ScopeRef | None, str], toolkit.Carrier | bytes | None] = {}
         self.shutting_down = False
         self.removed = False
         self.orig: dict[str, Any] = {}
@@ -291,7 +291,7 @@ class _Hooks:
         walking (see ``_measure``).
         """
         scope = otelflow.current_scope()
-        key = (scope, id(tel))
+        key = (scope, tel.run_id)
         got = self.carriers.get(key)
         if got is None:
             c = toolkit.carrier(telemetry=tel, join=self.worker_telemetry)
