@@ -96,10 +96,16 @@ def test_the_workflow_is_recorded_as_it_ran(kind: str, tmp_path: Path) -> None:
         assert set(task_spans[name]["links"]) == {task_spans[u]["span_id"] for u in ups}, name
         assert set(tasks[name].depends_on) == {tasks[u].task_id for u in ups}
 
-    # Execution measured in the worker: 0.2 s tasks take 0.2 s, g 0.1 s.
+    # Execution measured in the worker: a 0.2 s task is recorded as 0.2 s ± 20 ms. On a
+    # loaded machine the sleep itself can overrun, so the bound is on what the task measured
+    # itself (which is 0.2 s when the machine keeps up): no dispatch or queue time in it.
     for name in "abcdef":
-        assert tasks[name].execution_s == pytest.approx(wf.SLEEP, abs=TOL), name
-    assert tasks["g"].execution_s == pytest.approx(0.1, abs=TOL)
+        _, start, end = seen["futures"][name].result()
+        own = (end - start) / 1e9
+        assert own >= wf.SLEEP
+        assert tasks[name].execution_s == pytest.approx(own, abs=TOL), name
+        assert tasks[name].started <= start and tasks[name].ended >= end
+    assert tasks["g"].execution_s >= 0.1
     if kind == "processes":  # they ran in the pool's worker processes, not here
         ran = [t for n, t in tasks.items() if n != "h"]
         assert all(t.pid and t.pid != os.getpid() and t.worker.endswith(f":{t.pid}") for t in ran)
@@ -289,7 +295,7 @@ def test_without_telemetry_the_engine_runs_untouched(tmp_path: Path) -> None:
         flow = await wf.make_flow("processes", str(tmp_path))
         otelflow.instrument(flow)
         fut = flow.function_task(wf.b)(1)
-        out = await fut
+        out = wf.value(await fut)
         desc = fut.task
         await flow.shutdown()
         return out, desc["function"]

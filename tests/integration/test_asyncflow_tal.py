@@ -96,7 +96,7 @@ def test_compare_a_tal_run_with_an_otelflow_run_of_the_same_workflow(
     assert cmp["tasks"]["total"]["a"] == cmp["tasks"]["total"]["b"] == 8
     assert (cmp["tasks"]["failed"]["a"], cmp["tasks"]["failed"]["b"]) == (1, 2)
     # The TAL's TaskStarted is the dispatch time: its 0.2 s tasks look longer than otelflow's.
-    assert cmp["by_task_name"]["a"]["mean_s"]["b"] == pytest.approx(wf.SLEEP, abs=TOL)
+    assert wf.SLEEP <= cmp["by_task_name"]["a"]["mean_s"]["b"] < wf.SLEEP + 0.1
 
 
 def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
@@ -120,7 +120,8 @@ def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
             seen_async.append(event.event_type)
 
         TelemetrySubscriber(telemetry).subscribe(handler)
-        await wf.run_workflow(flow)
+        ran = await wf.run_workflow(flow)
+        own = {f.task["uid"]: (f.result()[2] - f.result()[1]) / 1e9 for f in ran["futures"].values()}
         telemetry.emit(
             make_event(
                 DataQualityChecked,
@@ -134,7 +135,13 @@ def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
         stopped_by_shutdown = not telemetry.telemetry.active
         await telemetry.stop()  # … so this is a no-op, as it is safe to call anyway
         await telemetry.stop()
-        return {"flow": flow.uid, "summary": telemetry.summary(), "by_shutdown": stopped_by_shutdown, "tel": telemetry}
+        return {
+            "flow": flow.uid,
+            "summary": telemetry.summary(),
+            "by_shutdown": stopped_by_shutdown,
+            "tel": telemetry,
+            "own": own,
+        }
 
     out = asyncio.run(main())
     assert out["by_shutdown"]
@@ -145,8 +152,9 @@ def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
     completed = {e.task_id: e for e in seen if e.event_type == "TaskCompleted"}
     assert len(completed) == 6  # a-f
     assert all(e.task_id.startswith("task.") for e in completed.values())  # AsyncFlow's own uids
-    for e in completed.values():
-        assert e.duration_seconds == pytest.approx(wf.SLEEP, abs=TOL)
+    assert set(completed) == set(out["own"])
+    for e in completed.values():  # execution as measured in the worker: what the task saw itself
+        assert e.duration_seconds == pytest.approx(out["own"][e.task_id], abs=TOL)
         assert isinstance(e.event_time, float) and e.session_id == out["flow"]
         assert e.attributes["executable"] in "abcdef" and e.attributes["asyncflow.workflow_id"]
     failed = {e.attributes["executable"]: e for e in seen if e.event_type == "TaskFailed"}
@@ -170,7 +178,7 @@ def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
     dq = [ln for ln in read_lines(run_dir, "event") if ln["type"] == "asyncflow.DataQualityChecked"]
     assert [(d["score"], d["rows_checked"]) for d in dq] == [(0.97, 1000)]
     tasks = {t.name: t for t in open_run(run_dir).data.tasks.values()}
-    assert tasks["a"].execution_s == pytest.approx(wf.SLEEP, abs=TOL)
+    assert wf.SLEEP <= tasks["a"].execution_s < wf.SLEEP + 0.1
 
 
 def test_the_drop_in_records_on_telemetry_already_running(tmp_path: Path) -> None:
@@ -180,7 +188,7 @@ def test_the_drop_in_records_on_telemetry_already_running(tmp_path: Path) -> Non
         flow = await wf.make_flow("threads", str(tmp_path))
         telemetry = await otelflow_asyncflow.start_telemetry(flow)
         telemetry.subscribe(lambda e: seen.append(e.event_type))
-        assert await flow.function_task(wf.a)() == 1
+        assert wf.value(await flow.function_task(wf.a)()) == 1
         await flow.shutdown()
         await telemetry.stop()
         return telemetry.telemetry.active
