@@ -180,15 +180,19 @@ def test_cancel_of_a_pending_task_and_shutdown_with_work_left(tmp_path: Path) ->
         sleepy, inc = flow.function_task(_sleepy), flow.function_task(_inc)
         slow = sleepy(0.3)
         pending = inc(slow)
-        await _wait_registered(slow, pending)
+        downstream = inc(pending)
+        await _wait_registered(slow, pending, downstream)
         assert pending.cancel()
         assert await slow == 0.3
+        with pytest.raises(asyncio.CancelledError):
+            await downstream  # AsyncFlow cancels what depended on it
         left_running = sleepy(0.3)
         left_pending = inc(left_running)
         await _wait_registered(left_running, left_pending)
         await flow.shutdown()
         return {
             "pending": pending.task["uid"],
+            "downstream": downstream.task["uid"],
             "left_running": left_running.task["uid"],
             "left_pending": left_pending.task["uid"],
             "uid": flow.uid,
@@ -202,10 +206,14 @@ def test_cancel_of_a_pending_task_and_shutdown_with_work_left(tmp_path: Path) ->
     by_uid = {t.attributes["asyncflow.uid"]: t for t in tasks.values()}
     assert by_uid[out["pending"]].status == "canceled"
     assert by_uid[out["pending"]].cancel_reason == "canceled before it ran"
+    assert by_uid[out["downstream"]].status == "canceled"
+    assert by_uid[out["downstream"]].cancel_reason == "an upstream task was canceled"
+    assert by_uid[out["downstream"]].resolved is None
     assert by_uid[out["left_pending"]].status == "canceled"
     assert by_uid[out["left_pending"]].cancel_reason == "the engine shut down"
     assert by_uid[out["left_running"]].status == "canceled"
     assert summary["tasks"]["incomplete"] == 0 and summary["tasks"]["completed"] == 1
+    assert summary["tasks"]["canceled"] == 4
     assert not out["still_instrumented"]  # shutdown undid what instrument() did
 
 
