@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import platform
@@ -37,7 +38,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow import _global
+from otelflow import _global, _otel_compat
 from otelflow._version import __version__
 from otelflow.bus.dispatcher import Call, Dispatcher
 from otelflow.bus.queue import EventBus
@@ -81,8 +82,12 @@ class Telemetry:
         session_id: str | None = None,
         session_span_id: str | int | None = None,
         forward: Callable[[bytes], object] | None = None,
+        name: str | None = None,
         **options: Any,
     ) -> None:
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name= must be a non-empty str (the session span's name), not {name!r}.")
+        self._name = name.strip() if name is not None else None
         self.settings: Settings = load_settings(
             environ=environ,
             checkpoint_path=checkpoint_path,
@@ -116,7 +121,9 @@ class Telemetry:
         # A worker (role != "main") joins its parent's session: same trace, session and
         # session span, its own JSONL file, and no session span, events or run.json of its own.
         self.session_id = session_id or f"s-{random.getrandbits(48):012x}"
-        self.trace_id = _as_id(trace_id, "trace_id", 32) or ids.new_trace_id()
+        self.trace_id_int: int = _as_id(trace_id, "trace_id", 32) or ids.new_trace_id()
+        #: The W3C trace id, 32 lower-case hex digits: what trace viewers show and search.
+        self.trace_id: str = f"{self.trace_id_int:032x}"
         self.session_span_id = _as_id(session_span_id, "session_span_id", 16) or ids.new_span_id()
         self._metric_readers: list[MetricReader] = []
         self.node = socket.gethostname()
@@ -126,6 +133,8 @@ class Telemetry:
         self.end_time: int | None = None
         self._invalid_emits = 0
         self._extra_drops: dict[str, int] = {}
+        self._gone_sub_drops = 0  # losses of subscribers removed with unsubscribe()
+        self._gone_sub_errors = 0
         self._warned_emit: set[str] = set()
         self._scope_spans: dict[str, tuple[int, int]] = {}
         self.bus: EventBus | None = None
@@ -133,6 +142,13 @@ class Telemetry:
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
         self._log_handler: Any = None
+        self._captures: list[Any] = []  # capture_logging() handles bound to this session
+        self._log_export: Any = None
+        self._log_drops = 0
+        self._logs_captured = 0
+        self._log_drop_lock = threading.Lock()
+        self.live: Any = None
+        """The live view's server (``live_port=``), or None."""
         self._exporters = BuiltExporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
@@ -193,6 +209,15 @@ class Telemetry:
                 ) from exc
         self.resource = self._make_resource()
         self._exporters = build_exporters(s)
+        if s.live_port is not None and self.is_main:
+            # Bound now, before anything else is opened: a port in use fails start() cleanly.
+            from otelflow.live.server import LiveServer
+
+            try:
+                self.live = LiveServer(None, s.live_host, s.live_port, title=f"otelflow · {self.run_id}")
+            except ConfigError:
+                self._exporters.close()
+                raise
         self._recorder = recorder = MetricRecorder(self.start_time, self.node)
         self.bus = bus = EventBus(s.queue_size, s.queue_full)
         self.bus_put = bus.put
@@ -236,7 +261,7 @@ class Telemetry:
         from otelflow.tracing.tree import TraceTree
 
         self._tree = TraceTree(
-            trace_id=self.trace_id,
+            trace_id=self.trace_id_int,
             session_span_id=self.session_span_id,
             session_id=self.session_id,
             resource=self.resource,
@@ -246,11 +271,21 @@ class Telemetry:
             scope_spans=self._scope_spans,
             sample_ratio=_sample_ratio(s),
             version=__version__,
+            wait_spans=s.wait_spans,
+            session_name=self._session_name(),
+            run_id=self.run_id,
         )
         self._dispatcher = Dispatcher(
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        # Subscribed before the dispatcher starts, so that they see SessionStarted too.
+        if s.logs_exporters:
+            from otelflow.logs.export import LogExport
+
+            self._log_export = LogExport.start(self, s)
+        if self.live is not None:
+            self.live.watch(self)
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
@@ -266,10 +301,11 @@ class Telemetry:
             )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
-        if s.capture_logs:
-            from otelflow.integrations import logging as log_bridge
+        loggers = tuple(dict.fromkeys((("",) if s.capture_logs else ()) + s.capture_loggers))
+        if loggers:
+            from otelflow.logs.capture import LogCapture
 
-            self._log_handler = log_bridge.install(self, s.log_level)
+            self._log_handler = LogCapture(loggers, s.log_level).apply(self)
         from otelflow import _otel_globals
 
         _otel_globals.maybe_install(s.set_global_providers)
@@ -356,7 +392,8 @@ class Telemetry:
                 _log.warning("otelflow.emit() ignored an event: %s", exc)
             return False
 
-    def _scope_started(self, scope: Any, ev: Event) -> None:
+    def scope_started(self, scope: Any, ev: Event) -> None:
+        """Record that ``scope`` (a :class:`otelflow.scope.Scope`) was entered (called by scopes)."""
         parent = scope.parent
         self._scope_spans[scope.id] = (
             scope.span_id,
@@ -392,6 +429,11 @@ class Telemetry:
             sub.stop(time.monotonic())
         return sub
 
+    def _add_subscriber(self, sub: Subscriber) -> None:
+        """Add an internal subscriber (also while starting, before the first event)."""
+        if self._dispatcher is not None:
+            self._dispatcher.add_subscriber(sub)
+
     def unsubscribe(self, subscriber: Subscriber) -> bool:
         """Stop delivering to ``subscriber`` (its queued events are still delivered)."""
         if self._dispatcher is None:
@@ -399,21 +441,32 @@ class Telemetry:
         found = self._dispatcher.remove_subscriber(subscriber)
         if found:
             subscriber.stop(time.monotonic() + 5.0)
+            # Its losses stay counted in summary() after it is gone.
+            with self._state_lock:
+                self._gone_sub_drops += subscriber.dropped
+                self._gone_sub_errors += subscriber.errors
         return found
 
     # -- ids and context ---------------------------------------------------------------------
 
+    def _session_name(self) -> str:
+        """The session span's name: ``name=``, else ``session <service> <run id>``."""
+        if self._name:
+            return self._name
+        service = self.resource.attributes.get("service.name") if self.resource is not None else None
+        return f"session {service or 'otelflow'} {self.run_id}"
+
     def span_context(self, span_id: int) -> SpanContext:
         """An OTel ``SpanContext`` for ``span_id`` in this session's trace."""
-        return SpanContext(self.trace_id, span_id, False, _SAMPLED)
+        return SpanContext(self.trace_id_int, span_id, False, _SAMPLED)
 
     def task_span_id(self, task_id: str) -> int:
         """The span id the task ``task_id`` has in this session (deterministic)."""
-        return ids.task_span_id(self.trace_id, task_id)
+        return ids.task_span_id(self.trace_id_int, task_id)
 
     def task_traceparent(self, task_id: str) -> str:
         """W3C ``traceparent`` for the task's span, to carry into a worker."""
-        return ids.traceparent(self.trace_id, self.task_span_id(task_id))
+        return ids.traceparent(self.trace_id_int, self.task_span_id(task_id))
 
     def tracer(self, name: str = "otelflow.user") -> Any:
         """A tracer on this session's provider; its spans go to every span sink."""
@@ -434,8 +487,7 @@ class Telemetry:
     def _call(self, fn: Callable[[], Any] | None, timeout: float | None) -> Any:
         assert self.bus is not None and self._dispatcher is not None
         call = Call(fn)
-        self.bus.queue.append(call)  # internal: bypasses the bound, never dropped
-        self.bus.wake.set()
+        self.bus.put_call(call)  # bypasses the bound, never dropped
         deadline = None if timeout is None else time.monotonic() + timeout
         while not call.done.wait(0.2):
             if not self._dispatcher.alive:
@@ -453,8 +505,7 @@ class Telemetry:
         ``stop()`` it is final (and also written to ``run.json``).
         """
         if self._final_summary is not None:
-            if self.bus is not None and self.bus.closed and self.bus.queue:
-                self._count_leftover()
+            if self.bus is not None and self.bus.discard_leftover():
                 self._final_summary["dropped"]["events"] = self.bus.dropped
             return self._final_summary
         return self._build_summary()
@@ -464,7 +515,7 @@ class Telemetry:
             "run_id": self.run_id,
             "run_dir": str(self.run_dir) if self.run_dir else None,
             "session_id": self.session_id,
-            "trace_id": f"{self.trace_id:032x}",
+            "trace_id": self.trace_id,
             "enabled": self.settings.enabled,
         }
         if self._recorder is None:
@@ -493,18 +544,35 @@ class Telemetry:
             "events": bus.dropped if bus is not None else 0,
             "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus is not None else 0.0,
             "invalid_emits": self._invalid_emits,
-            "subscriber_events": sum(s.dropped for s in subs) + getattr(self, "_gone_sub_drops", 0),
-            "subscriber_errors": sum(s.errors for s in subs) + getattr(self, "_gone_sub_errors", 0),
+            "subscriber_events": sum(s.dropped for s in subs) + self._gone_sub_drops,
+            "subscriber_errors": sum(s.errors for s in subs) + self._gone_sub_errors,
             "jsonl_lines_lost": j.lines_lost if j else 0,
             "jsonl_write_errors": j.write_errors if j else 0,
             "sanitized_values": j.sanitized if j else 0,
             "late_events": tree.late_events if tree else 0,
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
+            "log_records": self._log_drops,
+            # events live-view clients missed because they read slower than the ring turned
+            "live_view_missed": self.live.hub.dropped_for_clients if self.live is not None else 0,
         }
         out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()
+        for signal, n in self._exporters.failures_by_signal().items():
+            out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
         return out
+
+    def _count_log_drop(self) -> None:
+        """A captured log record was not accepted (flood or full bus): count it."""
+        with self._log_drop_lock:
+            self._log_drops += 1
+            first = self._log_drops == 1
+        if first:
+            _log.warning(
+                "otelflow is dropping log records: they arrive faster than the run writes them "
+                "(the bus is half full). Lifecycle events are kept; dropped log records are "
+                "counted in summary()['dropped']['log_records']."
+            )
 
     def count_dropped(self, what: str, n: int = 1) -> None:
         """Count ``n`` records an integration could not record, under ``summary()["dropped"][what]``.
@@ -516,7 +584,8 @@ class Telemetry:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
     def _export_failures(self) -> int:
-        return self._exporters.failures()
+        logs = self._log_export.failures() if self._log_export is not None else 0
+        return self._exporters.failures() + logs
 
     @property
     def prometheus_address(self) -> tuple[str, int] | None:
@@ -575,9 +644,9 @@ class Telemetry:
         if self._monitor is not None:
             self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
-            from otelflow.integrations import logging as log_bridge
-
-            log_bridge.uninstall(self._log_handler)
+            self._stage("removing the log capture", self._log_handler.undo)
+        for applied in self._captures:
+            self._stage("removing a log capture", applied.undo)
         end = now_ns()
         self.end_time = end
         if self.is_main:
@@ -606,15 +675,20 @@ class Telemetry:
         if self.tracer_provider is not None:
             self._stage("the span exporters' shutdown", self.tracer_provider.shutdown)
         self._stage("closing the Prometheus endpoint", self._exporters.close)
+        if self._log_export is not None:
+            self._stage("the log exporters' shutdown", lambda: self._log_export.shutdown(deadline))
         # 4. last drain; then refuse new items and end the dispatcher.
         self._stage("the final drain", lambda: self._call(None, None))
         bus.close()
         dispatcher.exit(None)
         self._count_leftover()
         for sub in dispatcher.subscribers:
-            self._stage("a subscriber's stop", lambda sub=sub: sub.stop(max(deadline, time.monotonic() + 1.0)))
+            self._stage("a subscriber's stop", functools.partial(_stop_subscriber, sub, deadline))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
+        if self.live is not None:
+            grace = min(2.0, max(0.1, deadline - time.monotonic()))
+            self._stage("closing the live view", lambda: self.live.close(grace))
         from otelflow import _otel_globals, toolkit
 
         toolkit._close_ingest_files(self.run_dir)
@@ -625,11 +699,8 @@ class Telemetry:
 
     def _count_leftover(self) -> None:
         """Items that raced in after the bus closed: counted as dropped, never silently lost."""
-        bus = self.bus
-        if bus is not None and bus.closed and bus.queue:
-            n = len(bus.queue)
-            bus.queue.clear()
-            bus.dropped += n
+        if self.bus is not None:
+            self.bus.discard_leftover()
 
     async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
         """``stop()`` without blocking the running event loop."""
@@ -655,8 +726,7 @@ class Telemetry:
         # metrics again from every worker. Make that thread end at once, collecting nothing.
         for reader in self._metric_readers:
             if isinstance(reader, PeriodicExportingMetricReader):
-                reader._collect = lambda *_a, **_k: None
-                reader._shutdown_event.set()
+                _otel_compat.disarm_periodic_reader(reader)
 
     # -- run.json -----------------------------------------------------------------------------
 
@@ -667,7 +737,9 @@ class Telemetry:
             "run_id": self.run_id,
             "session_id": self.session_id,
             "service_name": self.resource.attributes.get("service.name") if self.resource else None,
-            "trace_id": f"{self.trace_id:032x}",
+            # The exact resource the live exporters sent: `otelflow replay` sends it unchanged.
+            "resource": dict(self.resource.attributes) if self.resource else None,
+            "trace_id": self.trace_id,
             "session_span_id": f"{self.session_span_id:016x}",
             "start_time": self.start_time,
             "end_time": self.end_time,
@@ -718,6 +790,10 @@ def _as_id(value: str | int | None, name: str, digits: int) -> int | None:
     if len(value) != digits or not parsed:
         raise ConfigError(f"{name}={value!r} is not valid: expected {digits} hex digits, not all zero.")
     return parsed
+
+
+def _stop_subscriber(sub: Subscriber, deadline: float) -> None:
+    sub.stop(max(deadline, time.monotonic() + 1.0))
 
 
 def _noop_put(item: Any) -> bool:

@@ -25,7 +25,7 @@ import inspect
 import itertools
 import os
 import random
-import traceback
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -33,6 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
 from otelflow import _global
+from otelflow._task_context import enter_task, exit_task
 from otelflow.events.model import (
     TaskCanceled,
     TaskCompleted,
@@ -45,13 +46,14 @@ from otelflow.events.model import (
     new_event_id,
     now_ns,
 )
-from otelflow.scope import _scope
+from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
+from otelflow.scope import active_scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
     from otelflow.toolkit import Outcome
 
-__all__ = ["TaskTracker", "bound_stacktrace", "error_type_name", "format_stacktrace", "task", "tracker"]
+__all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
@@ -71,6 +73,7 @@ class _ProcessTag:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ProcessTag.redraw)
 _MAX_MESSAGE = 2000
+_thread_time = time.thread_time
 
 
 def error_type_name(exc: BaseException | type[BaseException]) -> str:
@@ -133,7 +136,7 @@ class TaskTracker:
         tel = self._tel()
         if tel is None:
             return task_id
-        scope = _scope.get()
+        scope = active_scope()
         if scope is None:
             wf = blk = None
         else:
@@ -145,7 +148,7 @@ class TaskTracker:
         span_ctx = otel_trace.get_current_span().get_span_context()
         if (
             span_ctx.is_valid
-            and span_ctx.trace_id == tel.trace_id
+            and span_ctx.trace_id == tel.trace_id_int
             and (scope is None or span_ctx.span_id != scope.span_id)
         ):
             parent = f"{span_ctx.span_id:016x}"
@@ -239,10 +242,12 @@ class TaskTracker:
     ) -> None:
         """Record that the task failed with ``error`` (an exception, or its type name).
 
-        ``stacktrace`` is the formatted traceback if the engine has it as text (a worker's);
-        with an exception and no ``stacktrace``, the exception's own traceback is formatted.
-        Either is cut to 8 KiB with a marker.
+        ``stacktrace`` (bounded to 8 KiB) defaults to the exception's own traceback.
         """
+        if stacktrace is None and isinstance(error, BaseException):
+            stacktrace = format_stacktrace(error)
+        elif stacktrace is not None:
+            stacktrace = bound_stacktrace(str(stacktrace))
         if isinstance(error, BaseException):
             etype = error_type_name(error)
             if message is None:
@@ -250,8 +255,6 @@ class TaskTracker:
                     message = str(error)
                 except Exception:  # noqa: BLE001 - a broken __str__
                     message = "<unprintable>"
-            if stacktrace is None:
-                stacktrace = format_stacktrace(error)
         else:
             etype = str(error)
         self._step(
@@ -262,7 +265,7 @@ class TaskTracker:
             error_message=(message or "")[:_MAX_MESSAGE],
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
-            stacktrace=bound_stacktrace(stacktrace),
+            stacktrace=stacktrace,
         )
         self._ctx.pop(task_id, None)
 
@@ -338,28 +341,6 @@ def tracker(backend: str | None = None, telemetry: Telemetry | None = None) -> T
     return TaskTracker(backend=backend, telemetry=telemetry)
 
 
-_STACKTRACE_LIMIT = 8 * 1024
-_CUT = "\n... [cut by otelflow: {} more characters]\n"
-
-
-def format_stacktrace(exc: BaseException) -> str | None:
-    """The exception's traceback as text (as ``traceback.format_exception`` prints it)."""
-    if exc.__traceback__ is None:
-        return None
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # noqa: BLE001 - a broken __str__ inside the chain
-        return None
-
-
-def bound_stacktrace(text: str | None, limit: int = _STACKTRACE_LIMIT) -> str | None:
-    """``text`` cut to ``limit`` characters: its head and the innermost frames, with a marker."""
-    if text is None or len(text) <= limit:
-        return text
-    keep = limit // 2
-    return text[:keep] + _CUT.format(len(text) - 2 * keep) + text[-keep:]
-
-
 @overload
 def task(func: F, /) -> F: ...
 @overload
@@ -412,14 +393,15 @@ def task(
             tid = trk.created(None, task_name)
             token = _attach(trk, tid)
             trk.started(tid)
+            cpu0 = _thread_time()  # CPU of this thread only: the task runs in it
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                trk.failed(tid, exc)
+                trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
                 raise
             finally:
                 _detach(token)
-            trk.completed(tid)
+            trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
             return result
 
         return wrapper  # type: ignore[return-value]
@@ -429,16 +411,20 @@ def task(
     return decorate
 
 
-def _attach(trk: TaskTracker, task_id: str) -> object | None:
+def _attach(trk: TaskTracker, task_id: str) -> tuple[object, object] | None:
     ctx = trk.span_context(task_id)
     if ctx is None:
         return None
-    return otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx)))
+    return (
+        otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx))),
+        enter_task(task_id),  # what the task logs names it
+    )
 
 
-def _detach(token: object | None) -> None:
+def _detach(token: tuple[object, object] | None) -> None:
     if token is not None:
+        exit_task(token[1])  # type: ignore[arg-type]
         try:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            otel_context.detach(token[0])  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - context already gone
             pass

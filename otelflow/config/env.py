@@ -117,9 +117,11 @@ GROUPS: Final[tuple[str, ...]] = (
     "OTLP exporter",
     "Prometheus",
     "Sampling",
+    "Trace shape",
     "Metric export",
     "Run directory and pipeline",
     "Logs",
+    "Live view",
 )
 """Documentation headings, in order; every :attr:`EnvVar.group` is one of them."""
 
@@ -236,6 +238,22 @@ OTEL_METRICS_EXPORTER: Final = _declare(
     default_doc="`none`; `otlp` when an OTLP endpoint (generic or metrics) is set",
 )
 
+OTEL_LOGS_EXPORTER: Final = _declare(
+    "OTEL_LOGS_EXPORTER",
+    Rule(
+        "choices",
+        "a comma-separated list of otlp and console, or none",
+        choices=("otlp", "console", "none"),
+    ),
+    "Where captured log records go besides the run directory, as OTel log records with "
+    "trace and span ids (only when logs are captured: `OTELFLOW_CAPTURE_LOGGERS`, "
+    "`OTELFLOW_CAPTURE_LOGS` or `capture_logging()`). OTLP logs use the traces' protocol, "
+    "headers, compression and timeout.",
+    fields=("logs_exporters",),
+    group="Exporters",
+    default_doc="`none`; `otlp` when an OTLP endpoint (generic or logs) is set",
+)
+
 # --- OTLP exporter -----------------------------------------------------------------------
 
 OTEL_EXPORTER_OTLP_ENDPOINT: Final = _declare(
@@ -249,6 +267,14 @@ OTEL_EXPORTER_OTLP_ENDPOINT: Final = _declare(
 )
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = _declare_signal(OTEL_EXPORTER_OTLP_ENDPOINT, "traces")
 OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: Final = _declare_signal(OTEL_EXPORTER_OTLP_ENDPOINT, "metrics")
+OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: Final = _declare(
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    _URL,
+    "URL of the OTLP logs receiver, used as is (nothing appended).",
+    fields=("otlp_logs.endpoint", "logs_exporters"),
+    group="OTLP exporter",
+    default_doc="`OTEL_EXPORTER_OTLP_ENDPOINT`, with `/v1/logs` appended for http/protobuf",
+)
 OTEL_EXPORTER_OTLP_PROTOCOL: Final = _declare(
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     _PROTOCOL,
@@ -359,6 +385,20 @@ OTEL_TRACES_SAMPLER_ARG: Final = _declare(
     fields=("sampler_arg",),
     group="Sampling",
     default_doc="`1.0` for ratio samplers",
+)
+
+# --- Trace shape -------------------------------------------------------------------------
+
+OTELFLOW_WAIT_SPANS: Final = _declare(
+    "OTELFLOW_WAIT_SPANS",
+    _BOOL,
+    "`true` adds, next to each task span (which covers only the task's execution), a "
+    "sibling span `wait <task name>` from the task's creation to its start, so a trace "
+    "viewer's waterfall shows the wait band. The waits are always on the task span as "
+    "attributes.",
+    fields=("wait_spans",),
+    group="Trace shape",
+    default="false",
 )
 
 # --- Metric export -----------------------------------------------------------------------
@@ -498,6 +538,36 @@ OTELFLOW_LOG_LEVEL: Final = _declare(
     fields=("log_level",),
     group="Logs",
     default="INFO",
+)
+
+OTELFLOW_CAPTURE_LOGGERS: Final = _declare(
+    "OTELFLOW_CAPTURE_LOGGERS",
+    Rule("str", "comma-separated logger names (`root` for the root logger)", pattern=r"[\w.\-]+(\s*,\s*[\w.\-]+)*"),
+    "Capture these loggers' records into the run as wide events (every `extra` field "
+    "kept), like `otelflow.capture_logging(...)`. Their handlers and levels are not "
+    "changed; records below `OTELFLOW_LOG_LEVEL` are not captured.",
+    fields=("capture_loggers",),
+    group="Logs",
+    default_doc="(none)",
+)
+
+# --- Live view ---------------------------------------------------------------------------
+
+OTELFLOW_LIVE_PORT: Final = _declare(
+    "OTELFLOW_LIVE_PORT",
+    Rule("int", "a port number from 0 to 65535 (0 picks a free one)", low=0, high=65535),
+    "Serve the live view (a page and an SSE `/events` stream of the run) on this port.",
+    fields=("live_port",),
+    group="Live view",
+    default_doc="(off)",
+)
+OTELFLOW_LIVE_HOST: Final = _declare(
+    "OTELFLOW_LIVE_HOST",
+    Rule("str", "a host name or IP address", pattern=r"[A-Za-z0-9.\-:\[\]%]+"),
+    "Address the live view binds to; `0.0.0.0` (all interfaces) is logged as a warning.",
+    fields=("live_host",),
+    group="Live view",
+    default="127.0.0.1",
 )
 
 ENV_VARS: Final[Mapping[str, EnvVar]] = MappingProxyType(_declared)

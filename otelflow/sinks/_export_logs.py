@@ -137,11 +137,58 @@ def _warn_visibly(msg: str, *args: object) -> None:
 
 
 class ExportHealth:
-    """Logs the one warning of a session about unreachable collectors. Thread-safe."""
+    """Logs the one warning of a session about unreachable collectors, and one per signal
+    an endpoint does not accept. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.warned = False
+        self._guards: list[ExportGuard] = []
+
+    def register(self, guard: ExportGuard) -> None:
+        """Know ``guard`` (one per signal), so a warning can name every signal affected."""
+        with self._lock:
+            self._guards.append(guard)
+
+    def _signals_at(self, guard: ExportGuard) -> str:
+        """``traces and metrics``: the signals sent to ``guard``'s host and port, which an
+        unreachable collector affects alike."""
+        with self._lock:
+            guards = list(self._guards)
+        where = guard.address or guard.endpoint
+        names = [g.signal for g in guards if (g.address or g.endpoint) == where and g.rejected is None]
+        if guard.signal not in names:
+            names.append(guard.signal)
+        return " and ".join(dict.fromkeys(names))
+
+    def rejected(self, guard: ExportGuard, reason: str) -> None:
+        """``guard``'s endpoint answered that it does not take this signal at all."""
+        signal = guard.signal
+        other = "traces" if signal == "metrics" else "metrics"
+        hint = ""
+        if guard.protocol != "grpc" and reason.startswith("HTTP") and not _has_path(guard.endpoint):
+            hint = (
+                f" The URL has no path: OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT is used as is, "
+                f"so it needs the full path (e.g. {guard.endpoint.rstrip('/')}/v1/{signal}); "
+                f"OTEL_EXPORTER_OTLP_ENDPOINT adds /v1/{signal} itself."
+            )
+        _warn_visibly(
+            "otelflow: the OTLP endpoint %s does not accept %s (%s; a traces-only backend such as "
+            "Jaeger, Tempo or Phoenix answers so). otelflow stops exporting %s for this run; %s "
+            "and the run directory are not affected, and what is not sent is counted in "
+            "summary()['dropped']['export_failures_%s'].%s Fix: set OTEL_%s_EXPORTER=none, or "
+            "point OTEL_EXPORTER_OTLP_%s_ENDPOINT at a backend that takes %s.",
+            guard.endpoint,
+            signal,
+            reason,
+            signal,
+            other,
+            signal,
+            hint,
+            signal.upper(),
+            signal.upper(),
+            signal,
+        )
 
     def down(self, guard: ExportGuard, detail: str) -> None:
         """``guard``'s collector just failed an export (it was fine, or unknown, before)."""
@@ -153,6 +200,7 @@ class ExportHealth:
 
         sig = guard.signal.upper()
         if first:
+            signals = self._signals_at(guard)
             _warn_visibly(
                 "otelflow could not export %s to %s (OTLP %s): %s. Is an OpenTelemetry "
                 "Collector listening there? The workflow and the run directory are not "
@@ -160,15 +208,15 @@ class ExportHealth:
                 "retrying (it tries again every %g-%g s) and counts what it could not export "
                 "in summary()['dropped']['export_failures']. Point OTEL_EXPORTER_OTLP_ENDPOINT "
                 "(or OTEL_EXPORTER_OTLP_%s_ENDPOINT) at your collector, or set "
-                "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none to export nothing. "
-                "This warning is shown once.",
-                guard.signal,
+                "%s to export nothing. This warning is shown once.",
+                signals,
                 guard.endpoint,
                 guard.protocol,
                 detail,
                 FIRST_COOLDOWN_S,
                 MAX_COOLDOWN_S,
                 sig,
+                " and ".join(f"OTEL_{name.upper()}_EXPORTER=none" for name in signals.split(" and ")),
             )
         else:
             _log.info("otelflow could not export %s to %s: %s", guard.signal, guard.endpoint, detail)
@@ -176,6 +224,12 @@ class ExportHealth:
     def up(self, guard: ExportGuard) -> None:
         """``guard``'s collector answered again after being down."""
         _log.info("otelflow: the collector at %s takes %s again.", guard.endpoint, guard.signal)
+
+
+def _has_path(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path not in ("", "/")
 
 
 def _short(message: str) -> str:

@@ -66,6 +66,18 @@ class BuiltExporters:
         """Spans and metric data points that could not be exported, so far."""
         return sum(getattr(obj, "otelflow_failures", 0) for obj in (*self.span_processors, *self.metric_readers))
 
+    def failures_by_signal(self) -> dict[str, int]:
+        """:meth:`failures` per signal: spans (``traces``), metric data points (``metrics``)
+        and log records (``logs``: otelflow exports none over OTLP — they stay in the run
+        directory — so always 0)."""
+        out = {"traces": 0, "metrics": 0, "logs": 0}
+        for obj in (*self.span_processors, *self.metric_readers):
+            n = getattr(obj, "otelflow_failures", 0)
+            if n:
+                signal = "traces" if obj in self.span_processors else "metrics"
+                out[signal] += n
+        return out
+
     def begin_shutdown(self, deadline: float | None = None) -> None:
         """Open one shutdown flush window for every OTLP exporter at once.
 
@@ -154,7 +166,7 @@ def _otlp_metric_exporter(cfg: OtlpSettings) -> Any:
     return HttpMetricExporter(**kwargs)
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without a password, for messages."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -163,7 +175,7 @@ def _safe_url(url: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
-def _address(cfg: OtlpSettings) -> tuple[str, int] | None:
+def collector_address(cfg: OtlpSettings) -> tuple[str, int] | None:
     """Host and port the exporter connects to (the default port as gRPC / HTTP pick it).
 
     None when a proxy from the environment (``https_proxy``, ``grpc_proxy``, ...) applies
@@ -188,11 +200,11 @@ def _guard(factory: Any, signal: str, cfg: OtlpSettings, health: ExportHealth) -
     return ExportGuard(
         factory,
         signal=signal,
-        endpoint=_safe_url(cfg.endpoint),
+        endpoint=safe_url(cfg.endpoint),
         protocol=cfg.protocol,
         flush_s=cfg.timeout_s,
         health=health,
-        address=_address(cfg),
+        address=collector_address(cfg),
     )
 
 

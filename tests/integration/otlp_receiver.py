@@ -1,16 +1,19 @@
 """Real OTLP receivers on loopback, for tests that check what otelflow sends over the wire.
 
-* :class:`GrpcReceiver`: a gRPC server (grpcio) with the OTLP ``TraceService`` and
-  ``MetricsService`` from opentelemetry-proto, on ``127.0.0.1`` and an ephemeral port.
-* :class:`HttpReceiver`: an ``http.server`` that decodes OTLP/HTTP protobuf
-  ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest`` posted to ``/v1/traces``
-  and ``/v1/metrics``, gzip- and deflate-aware.
+* :class:`GrpcReceiver`: a gRPC server (grpcio) with the OTLP ``TraceService``,
+  ``MetricsService`` and ``LogsService`` from opentelemetry-proto, on ``127.0.0.1`` and an
+  ephemeral port.
+* :class:`HttpReceiver`: an ``http.server`` that decodes OTLP/HTTP protobuf export requests
+  posted to ``/v1/traces``, ``/v1/metrics`` and ``/v1/logs``, gzip- and deflate-aware.
 * :class:`RotelCollector`: the Rotel OpenTelemetry collector (a Rust binary shipped in the
   PyPI wheel ``rotel``) run in the foreground on loopback and stopped by PID, forwarding
   to one of the receivers above.
 
 Both receivers record every request with its headers (gRPC metadata) and can be told to
-sleep before answering (``delay_s``), which makes a slow collector. ``wait_for`` polls a
+sleep before answering (``delay_s``), which makes a slow collector, or to serve only some
+signals (``signals=("traces",)``), which makes a traces-only backend such as Jaeger or
+Tempo: the gRPC one then answers the others UNIMPLEMENTED, the HTTP one ``missing_status``
+(404 by default; Jaeger answers 405). ``wait_for`` polls a
 condition with a deadline. Use them as context managers; ``stop()`` is idempotent.
 """
 
@@ -72,6 +75,11 @@ class Span:
     status_code: int
     start_time: int
     end_time: int
+    #: (name, time, attributes) of each span event.
+    events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
+    #: Span ids (hex) the span links to.
+    links: tuple[str, ...] = ()
+    status_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,25 @@ class Metric:
     resource: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class LogRecord:
+    """One received log record, decoded."""
+
+    trace_id: str
+    span_id: str
+    severity_text: str
+    severity_number: int
+    body: Any
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    time: int
+
+
 @dataclass
 class Request:
     """One export request as it arrived."""
 
-    signal: str  # traces | metrics
+    signal: str  # traces | metrics | logs
     headers: dict[str, str]
     encoding: str  # Content-Encoding (HTTP) or "" (gRPC: decompressed by grpcio)
     message: Any
@@ -104,8 +126,9 @@ class _Store:
 class _Receiver:
     """What both receivers share: the recorded requests and ways to look at them."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, signals: tuple[str, ...] = ("traces", "metrics", "logs")) -> None:
         self.delay_s = delay_s
+        self.signals = signals
         self._store = _Store()
         self._stopping = threading.Event()
 
@@ -144,6 +167,9 @@ class _Receiver:
                                 status_code=sp.status.code,
                                 start_time=sp.start_time_unix_nano,
                                 end_time=sp.end_time_unix_nano,
+                                events=tuple((e.name, e.time_unix_nano, attributes(e.attributes)) for e in sp.events),
+                                links=tuple(ln.span_id.hex() for ln in sp.links),
+                                status_message=sp.status.message,
                             )
                         )
         return out
@@ -159,6 +185,28 @@ class _Receiver:
                         kind = m.WhichOneof("data") or ""
                         points = list(getattr(m, kind).data_points) if kind else []
                         out.append(Metric(m.name, m.unit, kind, points, res))
+        return out
+
+    def logs(self) -> list[LogRecord]:
+        """Every log record received so far, in arrival order."""
+        out = []
+        for req in self.requests("logs"):
+            for rl in req.message.resource_logs:
+                res = attributes(rl.resource.attributes)
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        out.append(
+                            LogRecord(
+                                trace_id=rec.trace_id.hex(),
+                                span_id=rec.span_id.hex(),
+                                severity_text=rec.severity_text,
+                                severity_number=rec.severity_number,
+                                body=any_value(rec.body),
+                                attributes=attributes(rec.attributes),
+                                resource=res,
+                                time=rec.time_unix_nano,
+                            )
+                        )
         return out
 
     def metric_names(self) -> set[str]:
@@ -200,8 +248,10 @@ class GrpcReceiver(_Receiver):
         port: Port to bind; 0 picks a free one.
     """
 
-    def __init__(self, delay_s: float = 0.0, port: int = 0) -> None:
-        super().__init__(delay_s)
+    def __init__(
+        self, delay_s: float = 0.0, port: int = 0, signals: tuple[str, ...] = ("traces", "metrics", "logs")
+    ) -> None:
+        super().__init__(delay_s, signals)
         self.port = port
         self._server: Any = None
 
@@ -232,9 +282,21 @@ class GrpcReceiver(_Receiver):
                 receiver._record("metrics", meta(context), "", request)
                 return mpb.ExportMetricsServiceResponse()
 
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as lpb
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as lgrpc
+
+        class Logs(lgrpc.LogsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._record("logs", meta(context), "", request)
+                return lpb.ExportLogsServiceResponse()
+
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc-recv"))
-        tgrpc.add_TraceServiceServicer_to_server(Traces(), server)
-        mgrpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        if "traces" in self.signals:
+            tgrpc.add_TraceServiceServicer_to_server(Traces(), server)
+        if "metrics" in self.signals:  # else grpcio answers UNIMPLEMENTED
+            mgrpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        if "logs" in self.signals:
+            lgrpc.add_LogsServiceServicer_to_server(Logs(), server)
         self.port = server.add_insecure_port(f"{LOOPBACK}:{self.port}")
         if not self.port:
             raise RuntimeError("the gRPC receiver could not bind a loopback port")
@@ -262,9 +324,17 @@ class HttpReceiver(_Receiver):
         port: Port to bind; 0 picks a free one.
     """
 
-    def __init__(self, delay_s: float = 0.0, port: int = 0) -> None:
-        super().__init__(delay_s)
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        port: int = 0,
+        signals: tuple[str, ...] = ("traces", "metrics", "logs"),
+        missing_status: int = 404,
+    ) -> None:
+        super().__init__(delay_s, signals)
         self.port = port
+        self.missing_status = missing_status
+        self.refused: dict[str, int] = {}  # path -> requests answered missing_status
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -282,13 +352,19 @@ class HttpReceiver(_Receiver):
         return f"{self.endpoint}/v1/metrics"
 
     def start(self) -> HttpReceiver:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as lpb
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as mpb
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
 
         receiver = self
         routes = {
-            "/v1/traces": ("traces", tpb.ExportTraceServiceRequest, tpb.ExportTraceServiceResponse),
-            "/v1/metrics": ("metrics", mpb.ExportMetricsServiceRequest, mpb.ExportMetricsServiceResponse),
+            path: route
+            for path, route in (
+                ("/v1/traces", ("traces", tpb.ExportTraceServiceRequest, tpb.ExportTraceServiceResponse)),
+                ("/v1/metrics", ("metrics", mpb.ExportMetricsServiceRequest, mpb.ExportMetricsServiceResponse)),
+                ("/v1/logs", ("logs", lpb.ExportLogsServiceRequest, lpb.ExportLogsServiceResponse)),
+            )
+            if route[0] in self.signals
         }
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -297,9 +373,12 @@ class HttpReceiver(_Receiver):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                route = routes.get(self.path.split("?")[0])
+                path = self.path.split("?")[0]
+                route = routes.get(path)
                 if route is None:
-                    self._answer(404, b"")
+                    with receiver._store.lock:
+                        receiver.refused[path] = receiver.refused.get(path, 0) + 1
+                    self._answer(receiver.missing_status, b"")
                     return
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 try:
