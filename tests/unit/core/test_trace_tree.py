@@ -154,19 +154,6 @@ def test_dependencies_become_links_and_resolved_follows_last_upstream(capture):
     assert down.attributes["otelflow.task.depends_on"] == ("a", "b")
 
 
-def test_a_failed_upstream_does_not_resolve_its_dependent(capture):
-    trk = otelflow.tracker()
-    a = trk.created("a", "up")
-    b = trk.created("b", "down", depends_on=[a])
-    trk.started(a)
-    trk.failed(a, ValueError("boom"))
-    trk.failed(b, "UpstreamFailed", message="upstream a failed")
-    capture.telemetry.stop()
-    events = capture.lines("event")
-    assert not [e for e in events if e["type"] == "TaskResolved" and e["task_id"] == "b"]
-    assert [e["error_type"] for e in events if e["type"] == "TaskFailed" and e["task_id"] == "b"] == ["UpstreamFailed"]
-
-
 def test_scope_span_waits_for_tasks_that_outlive_it(capture):
     trk = otelflow.tracker()
     with otelflow.workflow_scope("short"):
