@@ -141,6 +141,12 @@ def add_closer(flow: Any, closer: Callable[[], Any]) -> None:
         hooks.closers.append(closer)
 
 
+@functools.lru_cache(maxsize=64)
+def _measurable(backend_type: type) -> bool:
+    """True for the backends (and their subclasses) that run ``task["function"]`` in a pool."""
+    return any(c.__name__ in _MEASURABLE for c in backend_type.__mro__)
+
+
 def _stacktrace(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8192:]
 
@@ -278,7 +284,7 @@ class _Hooks:
         fn = desc.get("function")
         if fn is not None:
             backend = self._backend_of(desc)
-            if type(backend).__name__ in _MEASURABLE:
+            if _measurable(type(backend)):
                 carrier = self._carrier(tel, backend)
                 desc["function"] = functools.partial(_run_measured(), fn, tid, carrier)
                 self.measured.add(uid)
