@@ -62,6 +62,7 @@ class TaskRec:
         "parent_id",
         "pending",
         "queued",
+        "ready",
         "remote_ids",
         "resolved",
         "scope",
