@@ -141,10 +141,15 @@ def add_closer(flow: Any, closer: Callable[[], Any]) -> None:
         hooks.closers.append(closer)
 
 
-@functools.lru_cache(maxsize=64)
+_measurable_types: dict[type, bool] = {}
+
+
 def _measurable(backend_type: type) -> bool:
     """True for the backends (and their subclasses) that run ``task["function"]`` in a pool."""
-    return any(c.__name__ in _MEASURABLE for c in backend_type.__mro__)
+    got = _measurable_types.get(backend_type)
+    if got is None:
+        got = _measurable_types[backend_type] = any(c.__name__ in _MEASURABLE for c in backend_type.__mro__)
+    return got
 
 
 def _stacktrace(exc: BaseException) -> str:
