@@ -4,7 +4,8 @@ Where each step comes from (radical-asyncflow 0.6, rhapsody-py 0.6):
 
 * TaskCreated — ``WorkflowEngine._register_component`` (private: AsyncFlow has no public
   registration hook), with the task's name, dependencies and the caller's scope.
-* TaskResolved — derived by otelflow when the last upstream task ends.
+* TaskResolved — derived by otelflow from the dependencies: the latest end of the upstream
+  tasks, once all completed (never, if one failed or was canceled).
 * TaskSubmitted — the backend's ``submit_tasks`` (public), when AsyncFlow hands it over.
 * TaskQueued — the backend's RUNNING callback: handed to the executor, not yet running.
 * TaskStarted and the terminal event — measured in the worker: the task function is
