@@ -1,21 +1,39 @@
-"""The one process-wide "current telemetry", kept in one small module.
+"""What is "current", kept in one small module: the process's telemetry and the context's scope.
 
 Module-level functions (``otelflow.emit()``, scopes, ``@task``) act on the current
 :class:`~otelflow.session.Telemetry`; a ``Telemetry`` object also works on its own.
-Tests reset it with :func:`reset`.
+Tests reset it with :func:`reset`. The innermost workflow/block scope lives in the
+``contextvars`` variable :data:`scope_var` (set by :mod:`otelflow.scope`), so the modules below
+scopes — events stamping their ids — read it here without importing anything above them.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from otelflow.scope import Scope
     from otelflow.session import Telemetry
 
 _lock = threading.Lock()
 _current: Telemetry | None = None
+
+
+scope_var: ContextVar[Scope | None] = ContextVar("otelflow_scope", default=None)
+"""The innermost entered workflow/block scope of this context (see :mod:`otelflow.scope`)."""
+
+
+def current_ids() -> tuple[str | None, str | None, str | None]:
+    """Return ``(session_id, workflow_id, block_id)`` for the current context."""
+    tel = _current
+    scope = scope_var.get()
+    session_id = tel.session_id if tel is not None else None
+    if scope is None:
+        return session_id, None, None
+    return session_id, scope.workflow_id, scope.block_id
 
 
 def current() -> Telemetry | None:

@@ -14,7 +14,7 @@ import inspect
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -79,7 +79,7 @@ class Scope:
         return f"Scope({self.kind}, {self.id!r}, {self.name!r})"
 
 
-_scope: ContextVar[Scope | None] = ContextVar("otelflow_scope", default=None)
+_scope = _global.scope_var  # the one scope variable (otelflow._global holds what is current)
 
 
 def active_scope() -> Scope | None:
@@ -143,14 +143,7 @@ def current_scope() -> ScopeRef | None:
     return scope.ref
 
 
-def current_ids() -> tuple[str | None, str | None, str | None]:
-    """Return ``(session_id, workflow_id, block_id)`` for the current context."""
-    tel = _global.current()
-    scope = _scope.get()
-    session_id = tel.session_id if tel is not None else None
-    if scope is None:
-        return session_id, None, None
-    return session_id, scope.workflow_id, scope.block_id
+current_ids = _global.current_ids
 
 
 def enter_remote_scope(workflow_id: str | None, block_id: str | None = None) -> Token[Scope | None]:

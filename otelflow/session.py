@@ -133,6 +133,7 @@ class Telemetry:
         self.end_time: int | None = None
         self._invalid_emits = 0
         self._extra_drops: dict[str, int] = {}
+        self._stop_hooks: list[Callable[[], object]] = []
         self._gone_sub_drops = 0  # losses of subscribers removed with unsubscribe()
         self._gone_sub_errors = 0
         self._warned_emit: set[str] = set()
@@ -567,6 +568,13 @@ class Telemetry:
                 "counted in summary()['dropped']['log_records']."
             )
 
+    def on_stop(self, hook: Callable[[], object]) -> None:
+        """Run ``hook()`` once when this telemetry stops, after the run file is closed and
+        before the final summary (for integrations that hold files or connections of the run).
+        An error in it is logged; ``stop()`` goes on."""
+        with self._state_lock:
+            self._stop_hooks.append(hook)
+
     def count_dropped(self, what: str, n: int = 1) -> None:
         """Count ``n`` records an integration could not record, under ``summary()["dropped"][what]``.
 
@@ -682,9 +690,9 @@ class Telemetry:
         if self.live is not None:
             grace = min(2.0, max(0.1, deadline - time.monotonic()))
             self._stage("closing the live view", lambda: self.live.close(grace))
-        from otelflow import _otel_globals, toolkit
-
-        toolkit._close_ingest_files(self.run_dir)
+        for hook in self._stop_hooks:
+            self._stage("a stop hook", hook)
+        from otelflow import _otel_globals
 
         _otel_globals.session_stopped(self)
         self._final_summary = self._build_summary()

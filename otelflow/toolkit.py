@@ -28,6 +28,7 @@ Everything here is thread-safe, never raises into the engine at run time, and do
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -400,6 +401,8 @@ def ingest(data: bytes, source: str, *, telemetry: Any = None) -> int:
             fd = _ingest_fds.get(key)
             if fd is None:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+                if not any(k[0] == key[0] for k in _ingest_fds):  # the run's first file
+                    tel.on_stop(functools.partial(_close_ingest_files, tel.run_dir))
                 _ingest_fds[key] = fd
             os.write(fd, payload)
     except OSError as exc:
@@ -410,7 +413,7 @@ def ingest(data: bytes, source: str, *, telemetry: Any = None) -> int:
 
 
 def _close_ingest_files(run_dir: Path | None) -> None:
-    """Close the files :func:`ingest` opened for ``run_dir`` (called by ``stop()``)."""
+    """Close the files :func:`ingest` opened for ``run_dir`` (a stop hook of its telemetry)."""
     with _ingest_lock:
         for key in [k for k in _ingest_fds if run_dir is None or k[0] == str(run_dir)]:
             with contextlib.suppress(OSError):

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
+from otelflow import _global
 from otelflow.errors import EventError
 from otelflow.events.model import BUILTIN_EVENTS, Event, new_event_id, now_ns
 
@@ -32,13 +33,7 @@ _encoder = msgspec.json.Encoder()
 _field_sets: dict[type, frozenset[str]] = {}
 
 
-def _current_ids() -> tuple[str | None, str | None, str | None]:
-    global _current_ids
-    from otelflow.scope import current_ids  # scope sits above events in the import graph
-
-    _current_ids = current_ids  # bind once: later calls skip the import machinery
-    return current_ids()
-
+_current_ids = _global.current_ids  # the one home of "current" sits below events
 
 class UserEvent(Event, frozen=True, kw_only=True):
     """Base of every class made by :func:`define_event`."""

@@ -190,13 +190,15 @@ class ExportHealth:
             signal,
         )
 
-    def down(self, guard: ExportGuard, detail: str) -> None:
-        """``guard``'s collector just failed an export (it was fine, or unknown, before)."""
+    def down(self, guard: ExportGuard, detail: str, retry_s: tuple[float, float] = (5.0, 60.0)) -> None:
+        """``guard``'s collector just failed an export (it was fine, or unknown, before).
+
+        ``retry_s`` is the breaker's (first, longest) wait between probes, for the warning.
+        """
         with self._lock:
             first = not self.warned
             self.warned = True
-        # The breaker's schedule, read now (imported here: that module imports this one).
-        from otelflow.sinks.resilience import FIRST_COOLDOWN_S, MAX_COOLDOWN_S
+        first_cooldown_s, max_cooldown_s = retry_s
 
         sig = guard.signal.upper()
         if first:
@@ -213,8 +215,8 @@ class ExportHealth:
                 guard.endpoint,
                 guard.protocol,
                 detail,
-                FIRST_COOLDOWN_S,
-                MAX_COOLDOWN_S,
+                first_cooldown_s,
+                max_cooldown_s,
                 sig,
                 " and ".join(f"OTEL_{name.upper()}_EXPORTER=none" for name in signals.split(" and ")),
             )

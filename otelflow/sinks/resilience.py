@@ -249,7 +249,7 @@ class ExportGuard:
             self.retry_at = time.monotonic() + self._cooldown
             detail = self._detail or "the export failed"
         if not was_down:
-            self._health.down(self, detail)
+            self._health.down(self, detail, (FIRST_COOLDOWN_S, MAX_COOLDOWN_S))
 
     # -- any thread -----------------------------------------------------------------------
 

@@ -17,34 +17,32 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    """otelflow modules imported when ``path`` is imported (not under TYPE_CHECKING, not in functions)."""
+def _runtime_imports(path: Path) -> set[str]:
+    """otelflow modules ``path`` imports at run time: at import or inside functions alike
+    (a deferred import is still an edge), but not under ``TYPE_CHECKING``."""
     tree = ast.parse(path.read_text())
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     out: set[str] = set()
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
-            if isinstance(node, (ast.If, ast.Try)):
-                visit(node.body)
-                visit(getattr(node, "orelse", []))
-                for h in getattr(node, "handlers", []):
-                    visit(h.body)
-            elif isinstance(node, ast.Import):
-                out.update(a.name for a in node.names if a.name.startswith("otelflow"))
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("otelflow"):
-                for alias in node.names:
-                    sub = f"{node.module}.{alias.name}"
-                    out.add(sub if (PKG.parent / sub.replace(".", "/")).with_suffix(".py").exists()
-                            or (PKG.parent / sub.replace(".", "/")).is_dir() else node.module)  # fmt: skip
-
-    visit(tree.body)
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("otelflow"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("otelflow"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                as_path = PKG.parent / sub.replace(".", "/")
+                out.add(sub if as_path.with_suffix(".py").exists() or as_path.is_dir() else node.module)
     return out
 
 
 def _graph() -> dict[str, set[str]]:
-    graph = {_module_name(p): _top_level_imports(p) for p in PKG.rglob("*.py")}
+    graph = {_module_name(p): _runtime_imports(p) for p in PKG.rglob("*.py")}
     # Importing a.b.c first imports the packages a and a.b; a module's own enclosing packages
     # are already importing when it runs, so an edge to them is not a cycle of its making.
     for mod, deps in graph.items():
