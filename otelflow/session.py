@@ -33,7 +33,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otelflow import _global, _otel_compat
@@ -45,14 +44,13 @@ from otelflow.config.settings import Settings, load_settings
 from otelflow.errors import ConfigError, EventError
 from otelflow.events.model import Event, SessionEnded, SessionStarted, new_event_id, now_ns
 from otelflow.events.registry import make_event
-from otelflow.metrics import bridge
-from otelflow.metrics.instruments import METER_NAME
 from otelflow.metrics.recorder import MetricRecorder
+from otelflow.providers import build_providers, make_resource, sample_ratio
 from otelflow.run_summary import Summary, build_summary, dropped_counts
 from otelflow.runinfo import new_run_id, versions, write_run_json
 from otelflow.scope import active_scope
 from otelflow.sinks.exporters import BuiltExporters, build_exporters
-from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
+from otelflow.sinks.jsonl import JsonlWriter, run_file_name
 from otelflow.tracing import ids
 
 _log = logging.getLogger("otelflow")
@@ -208,7 +206,7 @@ class Telemetry:
                     f"Cannot create the run directory {self.run_dir}: {exc.strerror or exc}; set "
                     "checkpoint_path= or OTELFLOW_RUNS_DIR to a writable directory."
                 ) from exc
-        self.resource = self._make_resource()
+        self.resource = make_resource(s, self.run_id, self.session_id, self._user_resource)
         self._exporters = build_exporters(s)
         if s.live_port is not None and self.is_main:
             # Bound now, before anything else is opened: a port in use fails start() cleanly.
@@ -228,37 +226,21 @@ class Telemetry:
             self._jsonl = JsonlWriter(
                 self.run_dir / run_file_name(self._role, self.node, os.getpid()), s.flush_interval
             )
-        export_processors = [*self._user_processors, *self._exporters.span_processors]
-        if s.console:
-            from otelflow.sinks.console import ConsoleTreeProcessor
-
-            export_processors.append(ConsoleTreeProcessor())
-        # ALWAYS_ON: the run directory keeps every span (the SDK would otherwise apply
-        # OTEL_TRACES_SAMPLER from os.environ itself, ignoring arguments and environ=);
-        # sampling applies to what is exported (task spans, by span id: see TraceTree).
-        self.tracer_provider = TracerProvider(
-            resource=self.resource, sampler=ALWAYS_ON, shutdown_on_exit=False
+        providers = build_providers(
+            s,
+            self.resource,
+            recorder,
+            self._exporters,
+            user_processors=self._user_processors,
+            user_readers=self._user_readers,
+            put=bus.put if self._jsonl is not None else None,
+            put_internal=bus.put_internal if self._jsonl is not None else None,
+            snapshots=self.is_main,
         )
-        if self._jsonl is not None:
-            self.tracer_provider.add_span_processor(JsonlSpanProcessor(bus.put))
-        for proc in export_processors:
-            self.tracer_provider.add_span_processor(proc)
-        readers: list[MetricReader] = []
-        if self._jsonl is not None and self.is_main:  # a worker's tasks are counted by its parent
-            readers.append(
-                PeriodicExportingMetricReader(
-                    JsonlMetricExporter(bus.put_internal),
-                    export_interval_millis=s.checkpoint_interval * 1000,
-                )
-            )
-        readers += [*self._user_readers, *self._exporters.metric_readers]
-        self._metric_readers = readers
-        self.meter_provider = MeterProvider(
-            resource=self.resource, metric_readers=readers, shutdown_on_exit=False
-        )
-        recorder.register(self.meter_provider.get_meter(METER_NAME, __version__))
-        for reader in readers:
-            bridge.install(reader, recorder, self.resource, __version__)
+        self.tracer_provider = providers.tracer_provider
+        self.meter_provider = providers.meter_provider
+        self._metric_readers = providers.metric_readers
+        export_processors = providers.export_processors
         from otelflow.tracing.tree import TraceTree
 
         self._tree = TraceTree(
@@ -270,7 +252,7 @@ class Telemetry:
             jsonl=self._jsonl,
             processors=export_processors,
             scope_spans=self._scope_spans,
-            sample_ratio=_sample_ratio(s),
+            sample_ratio=sample_ratio(s),
             version=__version__,
             wait_spans=s.wait_spans,
             session_name=self._session_name(),
@@ -314,26 +296,6 @@ class Telemetry:
         if not self._atexit_registered:
             atexit.register(self._atexit)
             self._atexit_registered = True
-
-    def _make_resource(self) -> Resource:
-        # Resource.create() reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; our
-        # default service name applies only when neither they nor an argument name one.
-        base = Resource.create(
-            {
-                # from environ= as well as os.environ (Resource.create reads only the latter)
-                **self.settings.resource_attributes,
-                "otelflow.run.id": self.run_id,
-                "otelflow.session.id": self.session_id,
-            }
-        )
-        service = base.attributes.get("service.name", "")
-        if self.settings.service_name:
-            base = base.merge(Resource({"service.name": self.settings.service_name}))
-        elif not service or str(service).startswith("unknown_service"):
-            base = base.merge(Resource({"service.name": "otelflow"}))
-        if self._user_resource is not None:
-            base = base.merge(self._user_resource)
-        return base
 
     def _start_monitor(self, interval: float) -> None:
         try:
@@ -793,12 +755,3 @@ def _stop_subscriber(sub: Subscriber, deadline: float) -> None:
 
 def _noop_put(item: Any) -> bool:
     return False
-
-
-def _sample_ratio(s: Settings) -> float:
-    sampler = s.sampler
-    if sampler in ("always_off", "parentbased_always_off"):
-        return 0.0
-    if sampler in ("traceidratio", "parentbased_traceidratio"):
-        return 1.0 if s.sampler_arg is None else s.sampler_arg
-    return 1.0
