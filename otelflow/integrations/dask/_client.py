@@ -1,0 +1,426 @@
+"""The client side: instrumenting a ``distributed.Client``, and recording what its tasks did.
+
+:func:`instrument_client` registers the scheduler and worker plugins (idempotently),
+subscribes the client to its records' topic, and makes the client's ``submit``, ``map``,
+``compute``, ``persist`` and ``get`` (which ``dask.compute`` and ``.compute()`` use) annotate
+every graph with ``otelflow={"c": client id, "s": scope, "k": carrier}`` — the caller's
+workflow/block scope and how workers join the run.
+
+:class:`Recorder` runs on the client's event loop: each record from the scheduler plugin
+becomes one tracker call (or one event) on the client's telemetry, so the run directory
+on the submitting host is complete whatever host the scheduler and workers run on.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import dask
+
+import otelflow
+from otelflow import toolkit
+from otelflow.events import ResourceUpdate
+from otelflow.integrations.dask._events import TaskAttempt, TaskStolen, TaskTimes
+from otelflow.integrations.dask._protocol import ANNOTATION, CONTROL_TOPIC, client_topic
+from otelflow.integrations.dask._scheduler import SchedulerRecorder
+from otelflow.integrations.dask._worker import WorkerRecorder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from distributed import Client
+
+    from otelflow.session import Telemetry
+
+__all__ = ["Recorder", "instrument_client", "is_instrumented", "recorder_of"]
+
+_log = logging.getLogger("otelflow")
+_ATTR = "_otelflow_dask"
+_PATCHED = ("submit", "map", "compute", "persist", "get")
+_FLUSH_TIMEOUT = 5.0
+
+
+def instrument_client(
+    client: Client,
+    *,
+    telemetry: Telemetry | None = None,
+    user_telemetry: bool = True,
+    resource_interval: float = 1.0,
+) -> Client:
+    """Record every task ``client`` submits; returns the client. Idempotent.
+
+    Args:
+        client: A connected, synchronous ``distributed.Client``.
+        telemetry: Record on this telemetry instead of the process's current one.
+        user_telemetry: Workers join the run so spans, events and logs made inside
+            tasks are recorded (sent home over Dask's connections).
+        resource_interval: Seconds between per-worker resource samples (0: none).
+    """
+    if getattr(client, "asynchronous", False):
+        raise TypeError(
+            "otelflow.instrument() supports synchronous dask Clients; create the Client "
+            "without asynchronous=True (or instrument a synchronous Client to the same scheduler)."
+        )
+    d = vars(client)
+    rec: Recorder | None = d.get(_ATTR)
+    # The plugins are registered every time: a restarted scheduler has lost them, and a
+    # second registration is ignored by the scheduler (idempotent=True).
+    client.register_plugin(SchedulerRecorder(resource_interval=resource_interval))
+    client.register_plugin(WorkerRecorder(user_telemetry=user_telemetry))
+    if rec is not None:
+        rec.hello()
+        return client
+    rec = Recorder(client, telemetry)
+    d[_ATTR] = rec
+    client.subscribe_topic(client_topic(client.id), rec.handle)
+    rec.hello()
+    for name in _PATCHED:
+        d[name] = _annotating(getattr(client, name), rec)
+    d["close"] = _closing(client.close, rec)
+    return client
+
+
+def is_instrumented(client: Client) -> bool:
+    """True if :func:`instrument_client` was applied to ``client``."""
+    return _ATTR in getattr(client, "__dict__", {})
+
+
+def recorder_of(client: Client) -> Recorder | None:
+    """The :class:`Recorder` of an instrumented client, or None."""
+    return getattr(client, "__dict__", {}).get(_ATTR)
+
+
+def _annotating(method: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        payload = rec.payload()
+        if payload is None:
+            return method(*args, **kwargs)
+        with dask.annotate(**{ANNOTATION: payload}):
+            return method(*args, **kwargs)
+
+    return call
+
+
+def _closing(close: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    @functools.wraps(close)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        rec.finish()
+        return close(*args, **kwargs)
+
+    return call
+
+
+class _Task:
+    """What the client knows about one task in flight."""
+
+    __slots__ = ("attempt", "last", "name", "scope", "start", "started", "submitted", "worker")
+
+    def __init__(self, name: str, scope: toolkit.ScopeRef | None) -> None:
+        self.name = name
+        self.scope = scope
+        self.submitted = False
+        self.started = False
+        self.attempt = 1
+        self.worker: str | None = None
+        self.start: int | None = None  # the current attempt's start (worker clock)
+        self.last: list[Any] | None = None  # the current attempt's F record
+
+
+class Recorder:
+    """Turns one client's records into tracker calls on its telemetry (client event loop)."""
+
+    def __init__(self, client: Client, telemetry: Telemetry | None) -> None:
+        self.client_id = client.id
+        self._client = client
+        self._telemetry = telemetry
+        self._run: str | None = None
+        self._tracker = otelflow.tracker(backend="dask", telemetry=telemetry)
+        self._tasks: dict[str, _Task] = {}
+        self._lock = threading.Lock()
+        self._tokens = itertools.count(1)
+        self._flushed: dict[int, threading.Event] = {}
+        self._carrier: tuple[str, toolkit.ScopeRef | None, dict[str, Any]] | None = None
+        #: records that could not be applied (a bug or a malformed message), by op
+        self.errors: dict[str, int] = {}
+        self._ops: dict[str, Callable[[Telemetry, list[Any]], None]] = {
+            "C": self._created,
+            "Q": self._queued,
+            "P": self._processing,
+            "L": self._released,
+            "B": self._began,
+            "F": self._ended,
+            "M": self._memory,
+            "E": self._erred,
+            "X": self._forgotten,
+            "S": self._stolen,
+            "U": self._resources,
+            "J": self._jsonl,
+        }
+
+    # -- submit side ----------------------------------------------------------------------------
+
+    def _tel(self) -> Telemetry | None:
+        tel = self._telemetry or otelflow.current_telemetry()
+        return tel if tel is not None and tel.active else None
+
+    def payload(self) -> dict[str, Any] | None:
+        """The annotation for a graph submitted now; None while no telemetry runs."""
+        tel = self._tel()
+        if tel is None:
+            return None
+        scope = otelflow.current_scope()
+        cached = self._carrier
+        if cached is not None and cached[0] == tel.run_id and cached[1] == scope:
+            carrier = cached[2]
+        else:
+            c = toolkit.carrier(telemetry=tel)
+            carrier = c.to_dict() if c is not None else {}
+            carrier.pop("traceparent", None)  # each task's own is derived on the worker
+            self._carrier = (tel.run_id, scope, carrier)
+        return {"c": self.client_id, "s": scope.to_dict() if scope is not None else None, "k": carrier}
+
+    def hello(self) -> None:
+        """Tell the scheduler plugin to record this client's tasks."""
+        self._client.log_event(CONTROL_TOPIC, {"op": "hello", "c": self.client_id})
+
+    def flush(self, timeout: float = _FLUSH_TIMEOUT) -> bool:
+        """Wait until every record the scheduler holds for this client has been applied."""
+        if self._client.status not in ("running", "connecting"):
+            return False
+        token = next(self._tokens)
+        done = self._flushed[token] = threading.Event()
+        try:
+            self._client.log_event(CONTROL_TOPIC, {"op": "flush", "c": self.client_id, "token": token})
+            return done.wait(timeout)
+        except Exception as exc:  # noqa: BLE001 - a lost scheduler: nothing more will come
+            _log.debug("otelflow: flush of dask records failed: %s", exc)
+            return False
+        finally:
+            self._flushed.pop(token, None)
+
+    def finish(self) -> None:
+        """Before the client closes: apply what is pending, then close what never ends."""
+        self.flush()
+        with self._lock:
+            tel = self._tel()
+            tasks, self._tasks = self._tasks, {}
+            if tel is not None:
+                for tid in tasks:
+                    self._tracker.canceled(tid, reason="the dask client closed before the task finished")
+
+    # -- records ------------------------------------------------------------------------------
+
+    def handle(self, event: tuple[float, list[list[Any]]]) -> None:
+        """Apply one message of records (the client's topic handler)."""
+        recs = event[1]
+        with self._lock:
+            tel = self._tel()
+            if tel is not None and tel.run_id != self._run:
+                self._run = tel.run_id  # a new run: tasks of the old one are not ours now
+                self._tasks.clear()
+            ops = self._ops
+            for rec in recs:
+                op = rec[0]
+                if op == "Z":
+                    done = self._flushed.get(rec[1])
+                    if done is not None:
+                        done.set()
+                    continue
+                if tel is None:
+                    continue
+                try:
+                    ops[op](tel, rec)
+                except Exception as exc:  # noqa: BLE001 - one bad record must not stop the rest
+                    self.errors[op] = self.errors.get(op, 0) + 1
+                    if sum(self.errors.values()) == 1:
+                        _log.warning("otelflow: a dask record %r could not be applied: %r", op, exc)
+
+    def _created(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, tid, name, deps, scope, t = rec
+        if tid in self._tasks:
+            return
+        ref = toolkit.ScopeRef.from_dict(scope) if scope else None
+        with otelflow.adopt_scope(ref):
+            self._tracker.created(tid, name, depends_on=deps, event_time=t)
+        self._tasks[tid] = _Task(name, ref)
+
+    def _queued(self, tel: Telemetry, rec: list[Any]) -> None:
+        if rec[1] in self._tasks:
+            self._tracker.queued(rec[1], event_time=rec[2])
+
+    def _processing(self, tel: Telemetry, rec: list[Any]) -> None:
+        st = self._tasks.get(rec[1])
+        if st is None:
+            return
+        st.worker = rec[3]
+        if not st.submitted:
+            st.submitted = True
+            self._tracker.submitted(rec[1], event_time=rec[2])
+
+    def _began(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, tid, _run_id, t, worker, pid = rec
+        st = self._tasks.get(tid)
+        if st is None:
+            return
+        st.start = t
+        st.worker = worker
+        if not st.started:
+            st.started = True
+            self._tracker.started(tid, event_time=t, worker=worker, pid=pid)
+
+    def _ended(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, tid, _run_id, start, _end, worker, pid = rec[:7]
+        st = self._tasks.get(tid)
+        if st is None:
+            return
+        st.start = start
+        st.worker = worker
+        st.last = rec
+        if not st.started:
+            st.started = True
+            self._tracker.started(tid, event_time=start, worker=worker, pid=pid)
+
+    def _released(self, tel: Telemetry, rec: list[Any]) -> None:
+        # The attempt on a worker ended without a result: a lost worker, a retry, a cancel.
+        _, tid, t, stimulus = rec
+        st = self._tasks.get(tid)
+        if st is None:
+            return
+        last = st.last
+        if last is not None and last[7]:
+            outcome = f"failed: {last[7]}"
+        elif "worker" in stimulus:  # handle-worker-cleanup-…, remove-worker-…
+            outcome = "worker-lost"
+        else:
+            outcome = "released"
+        self._attempt(tel, tid, st, outcome, last[4] if last is not None else t)
+        st.attempt += 1
+        st.start = None
+        st.last = None
+
+    def _attempt(self, tel: Telemetry, tid: str, st: _Task, outcome: str, end: int) -> None:
+        ref = st.scope
+        tel.emit(
+            TaskAttempt(
+                event_time=end,
+                task_id=tid,
+                task_name=st.name,
+                session_id=tel.session_id,
+                workflow_id=ref.workflow_id if ref is not None else None,
+                block_id=ref.block_id if ref is not None else None,
+                attempt=st.attempt,
+                worker=st.worker,
+                start_time=st.start,
+                end_time=end,
+                outcome=outcome,
+            )
+        )
+
+    def _memory(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, tid, t, worker, c_start, c_stop = rec
+        st = self._tasks.pop(tid, None)
+        if st is None:
+            return
+        last = st.last
+        end = last[4] if last is not None else (c_stop or t)
+        if not st.started and (c_start or last is not None):
+            self._tracker.started(tid, event_time=c_start, worker=worker)
+        if st.attempt > 1:
+            self._attempt(tel, tid, st, "completed", end)
+        if last is not None and last[10]:
+            ref = st.scope
+            tel.emit(
+                TaskTimes(
+                    event_time=end,
+                    task_id=tid,
+                    task_name=st.name,
+                    session_id=tel.session_id,
+                    workflow_id=ref.workflow_id if ref is not None else None,
+                    block_id=ref.block_id if ref is not None else None,
+                    worker=st.worker,
+                    seconds=last[10],
+                )
+            )
+        self._tracker.completed(tid, event_time=end)
+
+    def _erred(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, tid, t, etype, text, tb, cause = rec
+        st = self._tasks.pop(tid, None)
+        if st is None:
+            return
+        if cause is not None:  # never ran: an upstream task failed
+            self._tracker.failed(tid, etype, event_time=t, message=f"upstream task {cause} failed: {text}")
+            return
+        last = st.last
+        end = t
+        if last is not None:
+            end = last[4]
+            etype = last[7] or etype
+            text = last[8] or text
+            tb = last[9] or tb
+        if st.attempt > 1:
+            self._attempt(tel, tid, st, f"failed: {etype}", end)
+        self._tracker.failed(tid, etype, event_time=end, message=text, stacktrace=tb or None)
+
+    def _forgotten(self, tel: Telemetry, rec: list[Any]) -> None:
+        st = self._tasks.pop(rec[1], None)
+        if st is not None:
+            self._tracker.canceled(rec[1], event_time=rec[2], reason="released before it finished")
+
+    def _stolen(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, tid, t, victim, thief = rec
+        st = self._tasks.get(tid)
+        if st is None:
+            return
+        ref = st.scope
+        tel.emit(
+            TaskStolen(
+                event_time=t,
+                task_id=tid,
+                task_name=st.name,
+                session_id=tel.session_id,
+                workflow_id=ref.workflow_id if ref is not None else None,
+                block_id=ref.block_id if ref is not None else None,
+                victim=victim or "",
+                thief=thief or "",
+            )
+        )
+
+    def _resources(self, tel: Telemetry, rec: list[Any]) -> None:
+        _, addr, t, cpu, mem, limit, pid, gpu = rec
+        tel.emit(
+            ResourceUpdate(
+                event_time=t,
+                session_id=tel.session_id,
+                scope="process",
+                node=addr,
+                device="dask-worker",
+                cpu_utilization=cpu / 100.0 if cpu is not None else None,
+                memory_used_bytes=int(mem) if mem is not None else None,
+                memory_total_bytes=int(limit) if limit else None,
+                memory_utilization=(mem / limit) if mem is not None and limit else None,
+                pid=pid or None,
+            )
+        )
+        if gpu:
+            util = gpu.get("utilization")
+            gmem = gpu.get("memory")
+            tel.emit(
+                ResourceUpdate(
+                    event_time=t,
+                    session_id=tel.session_id,
+                    scope="gpu",
+                    node=addr,
+                    device="0",
+                    gpu_utilization=util / 100.0 if util is not None else None,
+                    memory_used_bytes=int(gmem) if gmem is not None else None,
+                )
+            )
+
+    def _jsonl(self, tel: Telemetry, rec: list[Any]) -> None:
+        toolkit.ingest(rec[2], rec[1], telemetry=tel)

@@ -1,0 +1,300 @@
+"""The worker plugin: when each tracked task really ran, measured on the worker.
+
+It runs in every worker process, on the worker's event loop. For a task carrying the
+``otelflow`` annotation it
+
+* wraps the task's function (``run_spec.func``, once, just before Dask runs it) so that the
+  function runs inside the task's trace context and workflow/block scope
+  (``toolkit.task_context``) and its start and end are taken with the worker's clock in
+  the thread that runs it;
+* sends ``B`` (began: only for a task still running after ``flush_interval``) and ``F``
+  (ended, with Dask's time breakdown and the error type) records to the scheduler plugin
+  through ``worker.log_event`` — the same connection the task's result takes, and ahead
+  of it;
+* joins the client's run (``toolkit.join_run``) with a forwarder, so user spans, events
+  and logs made inside tasks travel home as JSONL over that connection too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+from tornado.ioloop import PeriodicCallback
+
+from otelflow.integrations.dask._protocol import ANNOTATION, WORKER_PLUGIN, WORKER_TOPIC, task_id_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from distributed import Worker
+
+__all__ = ["WorkerRecorder"]
+
+_log = logging.getLogger("otelflow")
+_now = time.time_ns
+_MAX_TEXT = 8192
+
+
+class WorkerRecorder(WorkerPlugin):
+    """Measures tracked tasks where they run; registered by ``otelflow.instrument(client)``.
+
+    Args:
+        flush_interval: Seconds a task may run before its start is sent on its own
+            (shorter tasks send start and end together, once).
+        user_telemetry: Join the client's run in each worker so user spans, events and
+            logs made inside tasks are recorded (sent home over Dask's connections).
+    """
+
+    name = WORKER_PLUGIN
+    idempotent = True
+
+    def __init__(self, flush_interval: float = 0.05, user_telemetry: bool = True) -> None:
+        self.flush_interval = flush_interval
+        self.user_telemetry = user_telemetry
+        self.worker: Worker | None = None
+        self._buf: dict[str, list[list[Any]]] = {}
+        # key -> [client id, task id, run id, t at ready->executing, B sent?]
+        self._running: dict[Any, list[Any]] = {}
+        # key -> (start, end) ns, set by the wrapper in the executing thread
+        self._times: dict[Any, tuple[int, int]] = {}
+        self._starts: dict[Any, int] = {}
+        self._pc: PeriodicCallback | None = None
+        self._pid = os.getpid()
+        self._runs: dict[str, Any] = {}  # run id -> Carrier (or None if joining failed)
+
+    def setup(self, worker: Worker) -> None:
+        self.worker = worker
+        self._pid = os.getpid()
+        self._pc = PeriodicCallback(self._tick, self.flush_interval * 1000)
+        self._pc.start()
+
+    def teardown(self, worker: Worker) -> None:
+        if self._pc is not None:
+            self._pc.stop()
+            self._pc = None
+        self._flush()
+        _leave_run()
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish == "executing":
+            pass
+        elif start not in ("executing", "long-running") or finish == "long-running":
+            return  # a task that seceded (long-running) still runs
+        try:
+            if finish == "executing":
+                self._began(key)
+            else:
+                self._ended(key, finish)
+        except Exception as exc:  # noqa: BLE001 - a plugin must never break the worker
+            _log.debug("otelflow: worker transition of %r not recorded: %s", key, exc)
+
+    def _began(self, key: Any) -> None:
+        w = self.worker
+        if w is None:
+            return
+        ts = w.state.tasks.get(key)
+        if ts is None or not ts.annotations:
+            return
+        ann = ts.annotations.get(ANNOTATION)
+        if not isinstance(ann, dict):
+            return
+        tid = task_id_of(key)
+        self._running[key] = [ann.get("c"), tid, ts.run_id, _now(), False]
+        carrier = ann.get("k")
+        spec = ts.run_spec
+        func = getattr(spec, "func", None)
+        if func is None or isinstance(func, _InTask) or getattr(spec, "is_coro", True):
+            return
+        spec.func = _InTask(func, key, tid, self._carrier(carrier, ann.get("c")), self)
+
+    def _ended(self, key: Any, finish: str) -> None:
+        run = self._running.pop(key, None)
+        self._starts.pop(key, None)
+        times = self._times.pop(key, None)
+        if run is None or self.worker is None:
+            return
+        cid, tid, run_id, t_exec, _sent = run
+        ts = self.worker.state.tasks.get(key)
+        if times is None:
+            times = self._from_startstops(ts, t_exec)
+        etype = emsg = tb = None
+        if finish == "error" and ts is not None:
+            exc = getattr(ts.exception, "data", None)
+            if isinstance(exc, BaseException):
+                etype = _type_name(exc)
+            emsg = (ts.exception_text or "")[:_MAX_TEXT]
+            tb = (ts.traceback_text or "")[:_MAX_TEXT]
+        elif finish != "memory":
+            etype = f"dask.{finish}"  # rescheduled / released while running
+        breakdown = _breakdown(ts)
+        self._add(
+            cid,
+            ["F", tid, run_id, times[0], times[1], self.worker.address, self._pid, etype, emsg, tb, breakdown],
+        )
+        self._flush()
+
+    def _from_startstops(self, ts: Any, t_exec: int) -> tuple[int, int]:
+        # An unwrapped task (async): Dask's compute times, shifted back to this worker's clock.
+        delay = getattr(self.worker, "scheduler_delay", 0.0) or 0.0
+        for ss in getattr(ts, "startstops", None) or ():
+            if ss.get("action") == "compute":
+                return int((ss["start"] - delay) * 1e9), int((ss["stop"] - delay) * 1e9)
+        return t_exec, _now()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _add(self, cid: str, rec: list[Any]) -> None:
+        buf = self._buf.get(cid)
+        if buf is None:
+            self._buf[cid] = [rec]
+        else:
+            buf.append(rec)
+
+    def _tick(self) -> None:
+        # Tasks running for a while: send their start now, so the client sees them run.
+        if self._running and self.worker is not None:
+            horizon = _now() - int(self.flush_interval * 1e9)
+            for key, run in self._running.items():
+                if not run[4] and run[3] <= horizon:
+                    run[4] = True
+                    t = self._starts.get(key, run[3])
+                    self._add(run[0], ["B", run[1], run[2], t, self.worker.address, self._pid])
+        self._flush()
+
+    def _flush(self) -> None:
+        w = self.worker
+        if not self._buf or w is None:
+            return
+        buf, self._buf = self._buf, {}
+        try:
+            w.log_event(WORKER_TOPIC, buf)
+        except Exception as exc:  # noqa: BLE001 - e.g. the worker is closing
+            _log.debug("otelflow: worker records not sent: %s", exc)
+
+    def forward(self, cid: str, source: str) -> Callable[[bytes], None]:
+        """A forwarder for ``toolkit.join_run``: JSONL bytes go home with the task records."""
+        w = self.worker
+
+        def send(data: bytes) -> None:
+            if w is not None:
+                w.log_event(WORKER_TOPIC, {cid: [["J", source, bytes(data)]]})
+
+        return send
+
+    # -- joining the run ------------------------------------------------------------------------
+
+    def _carrier(self, carrier: Any, cid: Any) -> Any:
+        if not self.user_telemetry or not isinstance(carrier, dict) or not isinstance(cid, str):
+            return None
+        run_id = carrier.get("run_id")
+        if run_id in self._runs:
+            return self._runs[run_id]
+        c = _join_run(carrier, self, cid)
+        self._runs = {run_id: c}  # one run at a time per worker process
+        return c
+
+
+class _InTask:
+    """The task's function, run inside its trace context and timed in the executing thread."""
+
+    __slots__ = ("carrier", "fn", "key", "plugin", "task_id")
+
+    def __init__(self, fn: Callable[..., Any], key: Any, task_id: str, carrier: Any, plugin: WorkerRecorder):
+        self.fn = fn
+        self.key = key
+        self.task_id = task_id
+        self.carrier = carrier
+        self.plugin = plugin
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        plugin = self.plugin
+        key = self.key
+        start = _now()
+        if key in plugin._running:
+            plugin._starts[key] = start
+        try:
+            if self.carrier is None:
+                return self.fn(*args, **kwargs)
+            return _run_in_context(self.carrier, self.task_id, self.fn, args, kwargs)
+        finally:
+            if key in plugin._running:  # not if it was released meanwhile (canceled)
+                plugin._times[key] = (start, _now())
+            if self.carrier is not None:
+                _flush_worker()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A task spec sent on elsewhere (e.g. stolen) carries the user's function only.
+        return (_identity, (self.fn,))
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _type_name(exc: BaseException) -> str:
+    tp = type(exc)
+    mod = tp.__module__
+    return tp.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{tp.__qualname__}"
+
+
+def _breakdown(ts: Any) -> dict[str, float]:
+    """Dask's own per-task times on this worker: ``{action: seconds}`` besides compute."""
+    out: dict[str, float] = {}
+    for ss in getattr(ts, "startstops", None) or ():
+        action = ss.get("action")
+        if action and action != "compute":
+            out[action] = out.get(action, 0.0) + max(0.0, ss["stop"] - ss["start"])
+    return out
+
+
+# --- the toolkit calls (kept together: the only place the worker joins a run) ----------------
+
+
+def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str) -> Any:
+    from otelflow import toolkit
+
+    try:
+        c = toolkit.Carrier.from_dict(carrier)
+        source = f"worker-{_host()}-{os.getpid()}"
+        tel = toolkit.join_run(c, forward=plugin.forward(cid, source))
+    except Exception as exc:  # noqa: BLE001 - measure the task anyway
+        _log.warning("otelflow could not join the run in Dask worker %d: %s", os.getpid(), exc)
+        return None
+    return c if tel is not None else None
+
+
+def _run_in_context(carrier: Any, task_id: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    from otelflow import toolkit
+
+    with toolkit.task_context(carrier, task_id):
+        return fn(*args, **kwargs)
+
+
+def _flush_worker() -> None:
+    from otelflow import toolkit
+
+    try:
+        toolkit.flush_worker()
+    except Exception:  # noqa: BLE001 - never fail a task because of its telemetry
+        pass
+
+
+def _leave_run() -> None:
+    try:
+        from otelflow import toolkit
+
+        toolkit.leave_run()
+    except Exception:  # noqa: BLE001 - the worker is closing; no toolkit yet
+        pass
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
