@@ -23,7 +23,7 @@ from otelflow.bus.subscribers import Subscriber
 from otelflow.errors import ConfigError, EventError, OtelflowError
 from otelflow.events import Event, define_event, make_event
 from otelflow.integrations.futures import instrument
-from otelflow.scope import block, workflow_scope
+from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
 from otelflow.session import Telemetry
 from otelflow.tasks import TaskTracker, task, tracker
 
@@ -32,10 +32,13 @@ __all__ = [
     "Event",
     "EventError",
     "OtelflowError",
+    "ScopeRef",
     "TaskTracker",
     "Telemetry",
     "__version__",
+    "adopt_scope",
     "block",
+    "current_scope",
     "current_telemetry",
     "define_event",
     "emit",

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Scope",
+    "ScopeRef",
+    "active_scope",
     "adopt_scope",
     "block",
     "current_ids",
@@ -78,9 +81,62 @@ class Scope:
 _scope: ContextVar[Scope | None] = ContextVar("otelflow_scope", default=None)
 
 
-def current_scope() -> Scope | None:
-    """Return the innermost entered workflow/block scope of this context, or None."""
+def active_scope() -> Scope | None:
+    """Return the innermost entered :class:`Scope` of this context (core use), or None."""
     return _scope.get()
+
+
+class ScopeRef(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A workflow/block scope as a small value: picklable and JSON-encodable.
+
+    Made by :func:`current_scope` where the scope was entered; made current elsewhere (another
+    thread, asyncio task, process or host) by :func:`adopt_scope`.
+
+    Attributes:
+        workflow_id: The enclosing workflow's id.
+        workflow_name: Its name.
+        block_id: The innermost block's id, if the scope is a block.
+        block_name: Its name.
+        span_id: The innermost scope's span id (16 hex digits), if telemetry was running.
+    """
+
+    workflow_id: str | None = None
+    workflow_name: str | None = None
+    block_id: str | None = None
+    block_name: str | None = None
+    span_id: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        """The set fields as a plain dict (for engines that carry dicts, e.g. Dask annotations)."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not None}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ScopeRef | None:
+        """Back from :meth:`to_dict`; None for anything that is not such a dict (never raises)."""
+        if not isinstance(data, dict):
+            return None
+        fields = {f: v for f in cls.__struct_fields__ if isinstance(v := data.get(f), str) and v}
+        return cls(**fields) if fields else None
+
+
+def current_scope() -> ScopeRef | None:
+    """Return the current workflow/block scope as a picklable :class:`ScopeRef`, or None.
+
+    Engines that run work in threads, asyncio tasks or processes they create themselves
+    capture it where the work is submitted and :func:`adopt_scope` it where the work runs.
+    """
+    scope = _scope.get()
+    if scope is None:
+        return None
+    wf = scope.workflow
+    blk = scope if scope.kind == "block" else None
+    return ScopeRef(
+        workflow_id=wf.id if wf is not None else None,
+        workflow_name=wf.name if wf is not None else None,
+        block_id=blk.id if blk is not None else None,
+        block_name=blk.name if blk is not None else None,
+        span_id=f"{scope.span_id:016x}" if scope.span_id else None,
+    )
 
 
 def current_ids() -> tuple[str | None, str | None, str | None]:
@@ -98,7 +154,7 @@ def enter_remote_scope(workflow_id: str | None, block_id: str | None = None) -> 
 
     Nothing is recorded about the scope itself (its own process does that); events and
     tasks made while it is current carry its ids, so they group with it. Undo with
-    :func:`exit_remote_scope`. Used by worker-side instrumentation.
+    :func:`exit_remote_scope`. Prefer :func:`adopt_scope`.
     """
     wf = Scope("workflow", workflow_id, workflow_id, 0, None) if workflow_id else None
     scope = Scope("block", block_id, block_id, 0, wf) if block_id else wf
@@ -114,12 +170,43 @@ def exit_remote_scope(token: Token[Scope | None]) -> None:
 
 
 @contextmanager
-def adopt_scope(workflow_id: str | None, block_id: str | None = None) -> Iterator[Scope | None]:
-    """``with`` form of :func:`enter_remote_scope`; yields the adopted scope."""
-    token = enter_remote_scope(workflow_id, block_id)
+def adopt_scope(scope: ScopeRef | None) -> Iterator[ScopeRef | None]:
+    """Make ``scope`` (from :func:`current_scope`, possibly in another process) current here.
+
+    Tasks created and events emitted inside carry its workflow and block ids; where the
+    scope's span is known and telemetry runs, that span is the current OTel span, so user
+    spans and tasks made inside hang under it. Nothing is recorded about the scope itself —
+    the process that entered it does that. ``None`` adopts "no scope". Never raises.
+
+    Yields:
+        The adopted scope.
+    """
+    if scope is not None and not isinstance(scope, ScopeRef):
+        scope = None  # a wrong value must not break the engine: run unscoped
+    wf_id = scope.workflow_id if scope is not None else None
+    blk_id = scope.block_id if scope is not None else None
+    wf = Scope("workflow", wf_id, scope.workflow_name or wf_id, 0, None) if scope and wf_id else None
+    inner = Scope("block", blk_id, scope.block_name or blk_id, 0, wf) if scope and blk_id else wf
+    token = _scope.set(inner)
+    otel_token = None
+    tel = _global.current()
+    if scope is not None and scope.span_id and tel is not None and tel.active:
+        try:
+            span_id = int(scope.span_id, 16)
+        except ValueError:
+            span_id = 0
+        if span_id:
+            otel_token = otel_context.attach(
+                otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(tel.span_context(span_id)))
+            )
     try:
-        yield _scope.get()
+        yield scope
     finally:
+        if otel_token is not None:
+            try:
+                otel_context.detach(otel_token)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - a context switched elsewhere; nothing to undo
+                pass
         exit_remote_scope(token)
 
 

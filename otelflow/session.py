@@ -49,7 +49,7 @@ from otelflow.events.registry import make_event
 from otelflow.metrics import bridge
 from otelflow.metrics.instruments import METER_NAME
 from otelflow.metrics.recorder import MetricRecorder
-from otelflow.scope import current_scope
+from otelflow.scope import active_scope
 from otelflow.sinks.exporters import BuiltExporters, build_exporters
 from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
 from otelflow.tracing import ids
@@ -80,6 +80,7 @@ class Telemetry:
         trace_id: str | int | None = None,
         session_id: str | None = None,
         session_span_id: str | int | None = None,
+        forward: Callable[[bytes], object] | None = None,
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(
@@ -106,6 +107,8 @@ class Telemetry:
         self._user_processors = tuple(span_processors)
         self._user_readers = tuple(metric_readers)
         self._role = role
+        # A worker with no shared run directory hands its JSONL lines to this callable.
+        self._forward = forward
         self._state = "new"
         self._state_lock = threading.Lock()
         self._final_summary: dict[str, Any] | None = None
@@ -122,6 +125,7 @@ class Telemetry:
         self.start_time = 0
         self.end_time: int | None = None
         self._invalid_emits = 0
+        self._extra_drops: dict[str, int] = {}
         self._warned_emit: set[str] = set()
         self._scope_spans: dict[str, tuple[int, int]] = {}
         self.bus: EventBus | None = None
@@ -177,7 +181,7 @@ class Telemetry:
     def _start_locked(self) -> None:
         s = self.settings
         self.start_time = now_ns()
-        if s.jsonl:
+        if s.jsonl and self._forward is None:
             # Absolute: a later os.chdir() must not split the run (workers, run.json) in two.
             self.run_dir = Path(s.runs_dir).absolute() / self.run_id
             try:
@@ -192,7 +196,9 @@ class Telemetry:
         self._recorder = recorder = MetricRecorder(self.start_time, self.node)
         self.bus = bus = EventBus(s.queue_size, s.queue_full)
         self.bus_put = bus.put
-        if self.run_dir is not None:
+        if self._forward is not None:
+            self._jsonl = JsonlWriter(None, s.flush_interval, sink=self._forward)
+        elif self.run_dir is not None:
             self._jsonl = JsonlWriter(
                 self.run_dir / run_file_name(self._role, self.node, os.getpid()), s.flush_interval
             )
@@ -337,7 +343,7 @@ class Telemetry:
             if event.session_id is None:
                 setf(event, "session_id", self.session_id)
                 if event.workflow_id is None and event.block_id is None:
-                    scope = current_scope()
+                    scope = active_scope()
                     if scope is not None:
                         setf(event, "workflow_id", scope.workflow_id)
                         setf(event, "block_id", scope.block_id)
@@ -496,8 +502,18 @@ class Telemetry:
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
         }
+        out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()
         return out
+
+    def count_dropped(self, what: str, n: int = 1) -> None:
+        """Count ``n`` records an integration could not record, under ``summary()["dropped"][what]``.
+
+        For integrations: what they had to drop (a malformed message from a worker, a
+        forwarded batch that could not be written) stays counted and visible.
+        """
+        with self._state_lock:
+            self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
     def _export_failures(self) -> int:
         return self._exporters.failures()
@@ -599,7 +615,9 @@ class Telemetry:
             self._stage("a subscriber's stop", lambda sub=sub: sub.stop(max(deadline, time.monotonic() + 1.0)))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
-        from otelflow import _otel_globals
+        from otelflow import _otel_globals, toolkit
+
+        toolkit._close_ingest_files(self.run_dir)
 
         _otel_globals.session_stopped(self)
         self._final_summary = self._build_summary()

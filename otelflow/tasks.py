@@ -25,6 +25,7 @@ import inspect
 import itertools
 import os
 import random
+import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -48,8 +49,9 @@ from otelflow.scope import _scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
+    from otelflow.toolkit import Outcome
 
-__all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
+__all__ = ["TaskTracker", "bound_stacktrace", "error_type_name", "format_stacktrace", "task", "tracker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
@@ -132,15 +134,21 @@ class TaskTracker:
         if tel is None:
             return task_id
         scope = _scope.get()
-        parent = None
         if scope is None:
             wf = blk = None
         else:
             wf = scope.workflow.id if scope.workflow is not None else None
             blk = scope.id if scope.kind == "block" else None
-            if not scope.span_id:  # a scope entered in another process: parent = current span
-                ctx = otel_trace.get_current_span().get_span_context()
-                parent = f"{ctx.span_id:016x}" if ctx.is_valid else None
+        # Inside a running task (or a user span) the current span is not the scope's own:
+        # the new task hangs under it. One context lookup; no string unless it differs.
+        parent = None
+        span_ctx = otel_trace.get_current_span().get_span_context()
+        if (
+            span_ctx.is_valid
+            and span_ctx.trace_id == tel.trace_id
+            and (scope is None or span_ctx.span_id != scope.span_id)
+        ):
+            parent = f"{span_ctx.span_id:016x}"
         self._ctx[task_id] = (name, wf, blk)
         t = now_ns()
         tel.bus_put(
@@ -227,8 +235,14 @@ class TaskTracker:
         message: str | None = None,
         cpu_time_s: float | None = None,
         peak_rss_bytes: int | None = None,
+        stacktrace: str | None = None,
     ) -> None:
-        """Record that the task failed with ``error`` (an exception, or its type name)."""
+        """Record that the task failed with ``error`` (an exception, or its type name).
+
+        ``stacktrace`` is the formatted traceback if the engine has it as text (a worker's);
+        with an exception and no ``stacktrace``, the exception's own traceback is formatted.
+        Either is cut to 8 KiB with a marker.
+        """
         if isinstance(error, BaseException):
             etype = error_type_name(error)
             if message is None:
@@ -236,6 +250,8 @@ class TaskTracker:
                     message = str(error)
                 except Exception:  # noqa: BLE001 - a broken __str__
                     message = "<unprintable>"
+            if stacktrace is None:
+                stacktrace = format_stacktrace(error)
         else:
             etype = str(error)
         self._step(
@@ -246,6 +262,7 @@ class TaskTracker:
             error_message=(message or "")[:_MAX_MESSAGE],
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
+            stacktrace=bound_stacktrace(stacktrace),
         )
         self._ctx.pop(task_id, None)
 
@@ -253,6 +270,33 @@ class TaskTracker:
         """Record that the task was canceled."""
         self._step(TaskCanceled, task_id, event_time, reason=reason)
         self._ctx.pop(task_id, None)
+
+    def record_outcome(self, task_id: str, outcome: Outcome) -> None:
+        """Record a task measured where it ran: ``TaskStarted`` and its terminal step.
+
+        ``outcome`` comes from :class:`otelflow.toolkit.Measured` (returned with the result,
+        or attached to the raised exception); its worker-side times, CPU seconds, peak RSS
+        and error (type, message, stacktrace) are recorded as they are.
+        """
+        try:
+            start, end = int(outcome.start_ns), int(outcome.end_ns)
+        except (AttributeError, TypeError, ValueError):
+            return  # not an Outcome: nothing trustworthy to record
+        self.started(task_id, start, worker=outcome.worker, pid=outcome.pid)
+        if outcome.error_type is None:
+            self.completed(
+                task_id, end, cpu_time_s=outcome.cpu_time_s, peak_rss_bytes=outcome.peak_rss_bytes
+            )
+        else:
+            self.failed(
+                task_id,
+                outcome.error_type,
+                end,
+                message=outcome.error_message,
+                cpu_time_s=outcome.cpu_time_s,
+                peak_rss_bytes=outcome.peak_rss_bytes,
+                stacktrace=outcome.stacktrace,
+            )
 
     def traceparent(self, task_id: str) -> str | None:
         """W3C ``traceparent`` of the task's span, to carry to a worker; None if not running."""
@@ -284,9 +328,36 @@ def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
 _default_tracker = TaskTracker(backend="inline")
 
 
-def tracker(backend: str | None = None) -> TaskTracker:
-    """Return a :class:`TaskTracker` for an engine named ``backend``."""
-    return TaskTracker(backend=backend)
+def tracker(backend: str | None = None, telemetry: Telemetry | None = None) -> TaskTracker:
+    """Return a :class:`TaskTracker` for an engine named ``backend``.
+
+    Args:
+        backend: The engine's name, recorded on every task (a metric attribute).
+        telemetry: Record on this telemetry; by default on whichever is current at each call.
+    """
+    return TaskTracker(backend=backend, telemetry=telemetry)
+
+
+_STACKTRACE_LIMIT = 8 * 1024
+_CUT = "\n... [cut by otelflow: {} more characters]\n"
+
+
+def format_stacktrace(exc: BaseException) -> str | None:
+    """The exception's traceback as text (as ``traceback.format_exception`` prints it)."""
+    if exc.__traceback__ is None:
+        return None
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001 - a broken __str__ inside the chain
+        return None
+
+
+def bound_stacktrace(text: str | None, limit: int = _STACKTRACE_LIMIT) -> str | None:
+    """``text`` cut to ``limit`` characters: its head and the innermost frames, with a marker."""
+    if text is None or len(text) <= limit:
+        return text
+    keep = limit // 2
+    return text[:keep] + _CUT.format(len(text) - 2 * keep) + text[-keep:]
 
 
 @overload

@@ -179,8 +179,9 @@ class TaskEvent(Event, frozen=True, kw_only=True):
 class TaskCreated(TaskEvent, frozen=True, kw_only=True, tag=True):
     """A task was defined. ``depends_on`` lists upstream task ids; ``backend`` names the engine.
 
-    ``parent_span_id`` is set only when the task was created inside work entered in another
-    process (e.g. inside a process-pool task): the span its own span hangs under.
+    ``parent_span_id`` is set only when the task was created under a span other than its
+    scope's own — inside another running task (a process-pool task, a Dask task) or a user
+    span: the span its own span hangs under.
     """
 
     depends_on: tuple[str, ...] = ()
@@ -220,10 +221,14 @@ class TaskCompleted(TaskTerminal, frozen=True, kw_only=True, tag=True):
 
 
 class TaskFailed(TaskTerminal, frozen=True, kw_only=True, tag=True):
-    """The task raised. ``error_type`` is the exception's qualified type name."""
+    """The task raised. ``error_type`` is the exception's qualified type name.
+
+    ``stacktrace`` is the formatted traceback where it was captured (bounded in length).
+    """
 
     error_type: str
     error_message: str = ""
+    stacktrace: str | None = None
 
 
 class TaskCanceled(TaskTerminal, frozen=True, kw_only=True, tag=True):

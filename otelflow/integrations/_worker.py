@@ -53,8 +53,11 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTCOME_ATTR",
     "LocalCall",
+    "ProcessUsage",
     "RemoteCall",
     "WorkerConfig",
+    "flush_if_used",
+    "flush_worker_session",
     "stop_worker_session",
     "worker_session",
 ]
@@ -255,7 +258,7 @@ class RemoteCall:
         tokens = _enter_task_context(self.traceparent, self.workflow_id, self.block_id, session is not None)
         # Reset the peak RSS only in a worker process: in the submitter's own process (an
         # inline executor) that would reset the host application's high-water mark.
-        usage = _Usage(reset=cfg is not None and pid != cfg.parent_pid)
+        usage = ProcessUsage(reset=cfg is not None and pid != cfg.parent_pid)
         start = _now()
         try:
             try:
@@ -273,7 +276,7 @@ class RemoteCall:
         finally:
             _exit_task_context(tokens)
             if session is not None:
-                _flush_if_used(session)
+                flush_if_used(session)
         return (result, start, end, cpu, rss, pid, _worker_name(pid))
 
 
@@ -386,7 +389,7 @@ def _self_maxrss() -> int | None:
     return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-class _Usage:
+class ProcessUsage:
     """CPU seconds and peak RSS of this process (and its waited-for children) over one task.
 
     CPU is process-wide (all threads: a task's own threads count, and so does otelflow's
@@ -427,7 +430,7 @@ _finalizer_registered = False
 _failed_runs: set[str] = set()
 
 
-def worker_session(cfg: WorkerConfig) -> Telemetry | None:
+def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry | None:
     """Return this worker process's session for ``cfg``'s run, starting it if needed.
 
     Returns None when the parent writes no run directory, when telemetry the user started
@@ -453,7 +456,7 @@ def worker_session(cfg: WorkerConfig) -> Telemetry | None:
             _stop(sess)
             _session = None
         try:
-            sess = _start(cfg)
+            sess = _start(cfg, forward)
         except Exception as exc:  # noqa: BLE001 - measure the task anyway
             _failed_runs.add(cfg.run_id)
             _log.warning(
@@ -468,7 +471,7 @@ def worker_session(cfg: WorkerConfig) -> Telemetry | None:
         return sess
 
 
-def _start(cfg: WorkerConfig) -> Telemetry:
+def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry:
     from otelflow.session import Telemetry
 
     tel = Telemetry(
@@ -492,6 +495,7 @@ def _start(cfg: WorkerConfig) -> Telemetry:
         trace_id=cfg.trace_id,
         session_id=cfg.session_id,
         session_span_id=cfg.session_span_id,
+        forward=forward,
     )
     tel.start()
     _count_puts(tel)
@@ -535,7 +539,18 @@ def _count_puts(sess: Telemetry) -> None:
     sess.bus_put = counting_put
 
 
-def _flush_if_used(sess: Telemetry) -> None:
+def flush_worker_session(timeout: float = 5.0) -> None:
+    """Flush this process's worker session now, if one runs (never raises)."""
+    sess = _session
+    if sess is None or not sess.active:
+        return
+    try:
+        sess.flush(timeout=timeout)
+    except Exception:  # noqa: BLE001 - never fail a task because of its telemetry
+        pass
+
+
+def flush_if_used(sess: Telemetry) -> None:
     """Write what the task recorded before its result is sent back.
 
     A flush is a round trip to the session's dispatcher thread (15-50 µs), so it is

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from otelflow import _global
 from otelflow.errors import OtelflowError
 from otelflow.integrations._worker import OUTCOME_ATTR, LocalCall, RemoteCall, WorkerConfig
-from otelflow.scope import current_scope
+from otelflow.scope import active_scope
 from otelflow.tasks import TaskTracker, error_type_name
 
 if TYPE_CHECKING:
@@ -432,7 +432,7 @@ class _Instrumentation:
                 task.ctx = contextvars.copy_context()
             else:
                 task.cfg = rec[1]
-                scope = current_scope()
+                scope = active_scope()
                 if scope is not None:
                     task.scope_ids = (scope.workflow_id, scope.block_id)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from opentelemetry import trace as otel_trace
 
 from otelflow.events.model import LogRecord, new_event_id, now_ns
-from otelflow.scope import current_scope
+from otelflow.scope import active_scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -55,7 +55,7 @@ class LogBridgeHandler(logging.Handler):
         token = _in_bridge.set(True)
         try:
             ctx = otel_trace.get_current_span().get_span_context()
-            scope = current_scope()
+            scope = active_scope()
             try:
                 message = record.getMessage()
             except Exception:  # noqa: BLE001 - bad %-args: keep the template

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,25 @@ def _sanitize(obj: Any) -> Any:
 
 
 class JsonlWriter:
-    """Buffered, single-writer JSONL file. Call only from the dispatcher thread."""
+    """Buffered, single-writer JSONL file. Call only from the dispatcher thread.
 
-    def __init__(self, path: Path | str, flush_interval: float = 0.25) -> None:
-        self.path = Path(path)
+    Args:
+        path: The file to append to; None with ``sink``.
+        flush_interval: Longest time a line waits in the buffer.
+        sink: Instead of a file, hand each flushed batch of lines (bytes, newline-terminated)
+            to this callable — how a worker with no shared disk sends its lines home
+            (:func:`otelflow.toolkit.join_run` with ``forward=``). It must not block for long.
+    """
+
+    def __init__(
+        self,
+        path: Path | str | None,
+        flush_interval: float = 0.25,
+        sink: Callable[[bytes], object] | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else Path("<forwarded>")
         self.flush_interval = flush_interval
+        self._sink = sink
         self._buf = bytearray()
         self._lines = 0
         self._encoder = msgspec.json.Encoder()
@@ -65,6 +79,8 @@ class JsonlWriter:
         self.write_errors = 0
         self._closed = False
         self._fd: int | None = None
+        if sink is not None:
+            return
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
@@ -149,6 +165,17 @@ class JsonlWriter:
         # nothing another thread holds (gc.get_objects(), a profiler) can make resizing it
         # fail with BufferError.
         self._buf = bytearray()
+        if self._sink is not None:
+            if self._closed:
+                self.lines_lost += lines
+                return
+            try:
+                self._sink(bytes(buf))
+                self.lines_written += lines
+            except Exception as exc:  # noqa: BLE001 - the engine's connection is gone
+                self.lines_lost += lines
+                self._fail(OSError(f"forwarding failed: {exc}"))
+            return
         if self._fd is None:
             self.lines_lost += lines
             return

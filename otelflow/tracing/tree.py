@@ -191,7 +191,7 @@ class TraceTree:
             return self.tasks[tid].header  # type: ignore[index]
         rec = self._new_task(ev, ev.backend, ev.attributes)
         rec.counts[0] += 1
-        if ev.parent_span_id and rec.scope is self.session:
+        if ev.parent_span_id:
             try:
                 rec.parent_id = int(ev.parent_span_id, 16) or rec.parent_id
                 rec.parent_hex = f"{rec.parent_id:016x}"

@@ -33,7 +33,7 @@ def as_worker(parent):
 
 
 def test_usage_counts_cpu_and_the_tasks_own_peak_rss():
-    u = _worker._Usage()
+    u = _worker.ProcessUsage()
     block = bytearray(32 * 1024 * 1024)
     block[::4096] = b"\1" * len(block[::4096])
     sum(range(200_000))
@@ -43,7 +43,7 @@ def test_usage_counts_cpu_and_the_tasks_own_peak_rss():
     assert peak is not None and peak > 32 * 1024 * 1024
     if sys.platform.startswith("linux") and _worker._proc_files():
         # The peak was reset at the start of the next task: the freed block is not in it.
-        _cpu2, peak2 = _worker._Usage().end()
+        _cpu2, peak2 = _worker.ProcessUsage().end()
         assert peak2 is not None and peak2 < peak - 16 * 1024 * 1024
 
 
