@@ -60,7 +60,14 @@ def instrument_client(
             tasks are recorded (sent home over Dask's connections).
         resource_interval: Seconds between per-worker resource samples (0: none).
     """
-    if getattr(client, "asynchronous", False):
+    from distributed import Client as _Client
+
+    if not isinstance(client, _Client):
+        raise TypeError(
+            f"otelflow.instrument() takes a distributed.Client, not {type(client).__name__}; "
+            "connect one first, e.g. otelflow.instrument(Client(cluster))."
+        )
+    if client.asynchronous:
         raise TypeError(
             "otelflow.instrument() supports synchronous dask Clients; create the Client "
             "without asynchronous=True (or instrument a synchronous Client to the same scheduler)."
@@ -118,11 +125,12 @@ def _closing(close: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
 class _Task:
     """What the client knows about one task in flight."""
 
-    __slots__ = ("attempt", "last", "name", "scope", "start", "started", "submitted", "worker")
+    __slots__ = ("attempt", "last", "name", "queued", "scope", "start", "started", "submitted", "worker")
 
     def __init__(self, name: str, scope: toolkit.ScopeRef | None) -> None:
         self.name = name
         self.scope = scope
+        self.queued = False
         self.submitted = False
         self.started = False
         self.attempt = 1
@@ -182,7 +190,12 @@ class Recorder:
             carrier = c.to_dict() if c is not None else {}
             carrier.pop("traceparent", None)  # each task's own is derived on the worker
             self._carrier = (tel.run_id, scope, carrier)
-        return {"c": self.client_id, "s": scope.to_dict() if scope is not None else None, "k": carrier}
+        return {
+            "c": self.client_id,
+            "s": scope.to_dict() if scope is not None else None,
+            "k": carrier,
+            "l": bool(getattr(tel.settings, "capture_logs", False)),
+        }
 
     def hello(self) -> None:
         """Tell the scheduler plugin to record this client's tasks."""
@@ -250,7 +263,9 @@ class Recorder:
         self._tasks[tid] = _Task(name, ref)
 
     def _queued(self, tel: Telemetry, rec: list[Any]) -> None:
-        if rec[1] in self._tasks:
+        st = self._tasks.get(rec[1])
+        if st is not None and not st.queued:
+            st.queued = True
             self._tracker.queued(rec[1], event_time=rec[2])
 
     def _processing(self, tel: Telemetry, rec: list[Any]) -> None:

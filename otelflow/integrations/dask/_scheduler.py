@@ -71,9 +71,13 @@ class SchedulerRecorder(SchedulerPlugin):
         self.scheduler = scheduler
         self._callbacks = [PeriodicCallback(self.flush, self.flush_interval * 1000)]
         if self.resource_interval > 0:
-            self._callbacks.append(PeriodicCallback(self._sample, self.resource_interval * 1000))
+            self._callbacks.append(PeriodicCallback(self._tick, self.resource_interval * 1000))
         for cb in self._callbacks:
             cb.start()
+
+    def _tick(self) -> None:
+        self._sample()
+        self.flush()
 
     async def before_close(self) -> None:
         self.flush()
@@ -141,7 +145,8 @@ class SchedulerRecorder(SchedulerPlugin):
         touched: set[str] = set()
         for key in tasks:
             ts = all_tasks.get(key)
-            if ts is None:
+            # Keys of an earlier graph (a persisted result used again) are not new tasks.
+            if ts is None or key in owner or ts.state in ("memory", "erred"):
                 continue
             ann = ours.get(key)
             cid = ann.get("c", client) if isinstance(ann, dict) else client
@@ -202,19 +207,18 @@ class SchedulerRecorder(SchedulerPlugin):
             del self._owner[key]
             self.flush(cid)
         elif finish == "erred":
-            cause = kw.get("cause")
             ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
-            text = kw.get("exception_text")
-            if text is None and ts is not None:
-                text = ts.exception_text
-            tb = kw.get("traceback_text")
-            if tb is None and ts is not None:
-                tb = ts.traceback_text
+            # A dependent of a failed task errs without running: Dask blames the upstream.
+            blame = ts.exception_blame if ts is not None else None
+            cause = kw.get("cause") or (blame.key if blame is not None else None)
+            text = kw.get("exception_text") or (ts.exception_text if ts is not None else None)
+            tb = kw.get("traceback_text") or (ts.traceback_text if ts is not None else None)
+            if blame is not None and blame is not ts:
+                text = text or blame.exception_text
+                tb = tb or blame.traceback_text
             cause_id = task_id_of(cause) if cause is not None and cause != key else None
-            self._add(
-                cid,
-                ["E", tid, now, _type_of(text or ""), (text or "")[:_MAX_TEXT], (tb or "")[:_MAX_TEXT], cause_id],
-            )
+            text = text or ""
+            self._add(cid, ["E", tid, now, _type_of(text), text[:_MAX_TEXT], (tb or "")[:_MAX_TEXT], cause_id])
             del self._owner[key]
             self.flush(cid)
         elif finish == "released" and start == "processing":
@@ -250,10 +254,12 @@ class SchedulerRecorder(SchedulerPlugin):
             return
         if op == "hello":
             self._clients.add(cid)
+            self._sample()  # every worker has a sample in every run, however short
         elif op == "bye":
             self.flush(cid)
             self._clients.discard(cid)
         elif op == "flush":
+            self._sample()
             self._add(cid, ["Z", msg.get("token")])
             self.flush(cid)
 
@@ -282,10 +288,8 @@ class SchedulerRecorder(SchedulerPlugin):
             else:
                 gpu = None
             recs.append(["U", addr, now, m.get("cpu"), m.get("memory"), ws.memory_limit or None, ws.pid, gpu])
-        if recs:
-            for cid in self._clients:
-                self._buf.setdefault(cid, []).extend(recs)
-            self.flush()
+        for cid in self._clients:
+            self._buf.setdefault(cid, []).extend(recs)
 
 
 def _compute_span(startstops: Any) -> tuple[int | None, int | None]:

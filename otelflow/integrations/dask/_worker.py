@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -106,12 +108,11 @@ class WorkerRecorder(WorkerPlugin):
             return
         tid = task_id_of(key)
         self._running[key] = [ann.get("c"), tid, ts.run_id, _now(), False]
-        carrier = ann.get("k")
         spec = ts.run_spec
         func = getattr(spec, "func", None)
         if func is None or isinstance(func, _InTask) or getattr(spec, "is_coro", True):
             return
-        spec.func = _InTask(func, key, tid, self._carrier(carrier, ann.get("c")), self)
+        spec.func = _InTask(func, key, tid, self._carrier(ann), self)
 
     def _ended(self, key: Any, finish: str) -> None:
         run = self._running.pop(key, None)
@@ -125,11 +126,9 @@ class WorkerRecorder(WorkerPlugin):
             times = self._from_startstops(ts, t_exec)
         etype = emsg = tb = None
         if finish == "error" and ts is not None:
-            exc = getattr(ts.exception, "data", None)
-            if isinstance(exc, BaseException):
-                etype = _type_name(exc)
+            etype = _error_type(ts)
             emsg = (ts.exception_text or "")[:_MAX_TEXT]
-            tb = (ts.traceback_text or "")[:_MAX_TEXT]
+            tb = _user_frames(ts.traceback_text or "")[:_MAX_TEXT]
         elif finish != "memory":
             etype = f"dask.{finish}"  # rescheduled / released while running
         breakdown = _breakdown(ts)
@@ -189,13 +188,16 @@ class WorkerRecorder(WorkerPlugin):
 
     # -- joining the run ------------------------------------------------------------------------
 
-    def _carrier(self, carrier: Any, cid: Any) -> Any:
+    def _carrier(self, ann: dict[str, Any]) -> Any:
+        carrier = ann.get("k")
+        cid = ann.get("c")
         if not self.user_telemetry or not isinstance(carrier, dict) or not isinstance(cid, str):
             return None
         run_id = carrier.get("run_id")
         if run_id in self._runs:
             return self._runs[run_id]
-        c = _join_run(carrier, self, cid)
+        _stop_logs()
+        c = _join_run(carrier, self, cid, bool(ann.get("l")))
         self._runs = {run_id: c}  # one run at a time per worker process
         return c
 
@@ -215,6 +217,7 @@ class _InTask:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plugin = self.plugin
         key = self.key
+        _in_task.active = True
         start = _now()
         if key in plugin._running:
             plugin._starts[key] = start
@@ -223,10 +226,14 @@ class _InTask:
                 return self.fn(*args, **kwargs)
             return _run_in_context(self.carrier, self.task_id, self.fn, args, kwargs)
         finally:
+            _in_task.active = False
             if key in plugin._running:  # not if it was released meanwhile (canceled)
                 plugin._times[key] = (start, _now())
             if self.carrier is not None:
                 _flush_worker()
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # A task spec sent on elsewhere (e.g. stolen) carries the user's function only.
@@ -235,6 +242,27 @@ class _InTask:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _user_frames(tb: str) -> str:
+    """The traceback without the frames of otelflow's own wrapper (the user's code only)."""
+    frames = tb.split('  File "')
+    kept = [f for f in frames[1:] if not f.startswith(__file__)]
+    return "".join('  File "' + f for f in kept) if kept else tb
+
+
+def _error_type(ts: Any) -> str:
+    """The qualified type of the exception a task raised (Dask keeps it pickled)."""
+    data = getattr(ts.exception, "data", ts.exception)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = pickle.loads(data)
+        except Exception:  # noqa: BLE001 - a type this worker cannot load: fall back to the text
+            data = None
+    if isinstance(data, BaseException):
+        return _type_name(data)
+    text = ts.exception_text or ""
+    return text.split("(", 1)[0].strip() or "Exception"
 
 
 def _type_name(exc: BaseException) -> str:
@@ -256,17 +284,46 @@ def _breakdown(ts: Any) -> dict[str, float]:
 # --- the toolkit calls (kept together: the only place the worker joins a run) ----------------
 
 
-def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str) -> Any:
+_in_task = threading.local()
+_log_handler: logging.Handler | None = None
+
+
+def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str, capture_logs: bool) -> Any:
     from otelflow import toolkit
 
     try:
         c = toolkit.Carrier.from_dict(carrier)
+        if c is None:
+            return None
         source = f"worker-{_host()}-{os.getpid()}"
         tel = toolkit.join_run(c, forward=plugin.forward(cid, source))
     except Exception as exc:  # noqa: BLE001 - measure the task anyway
         _log.warning("otelflow could not join the run in Dask worker %d: %s", os.getpid(), exc)
         return None
-    return c if tel is not None else None
+    if tel is not None and capture_logs:
+        _capture_logs(tel)
+    # Without a session of its own (e.g. threads in the client's process, where the
+    # client's telemetry records directly) the task context still applies.
+    return c
+
+
+def _capture_logs(tel: Any) -> None:
+    """Bridge ``logging`` records made inside tasks into the worker session (as the client does)."""
+    global _log_handler
+    from otelflow.integrations.logging import LogBridgeHandler
+
+    handler = LogBridgeHandler(tel, getattr(tel.settings, "log_level", logging.INFO))
+    # Only records from task code: the worker's own logging is Dask's, not the run's.
+    handler.addFilter(lambda record: bool(getattr(_in_task, "active", False)))
+    logging.getLogger().addHandler(handler)
+    _log_handler = handler
+
+
+def _stop_logs() -> None:
+    global _log_handler
+    if _log_handler is not None:
+        logging.getLogger().removeHandler(_log_handler)
+        _log_handler = None
 
 
 def _run_in_context(carrier: Any, task_id: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
@@ -286,6 +343,7 @@ def _flush_worker() -> None:
 
 
 def _leave_run() -> None:
+    _stop_logs()
     try:
         from otelflow import toolkit
 

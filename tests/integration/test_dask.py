@@ -1,0 +1,287 @@
+"""Dask distributed on a real LocalCluster(processes=True, 2 workers): lifecycle, scopes, context.
+
+One cluster serves the module (worker start-up dominates the time); each test starts its
+own telemetry run and instruments the client again (which must be idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+import dask.bag as db  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+
+import otelflow  # noqa: E402
+from otelflow import toolkit  # noqa: E402
+from otelflow.errors import OtelflowError  # noqa: E402
+from otelflow.events import TaskStarted  # noqa: E402
+from tests.conftest import read_lines  # noqa: E402
+
+otelflow.define_event("tests.DaskNote", n=int)
+
+
+# --- task functions (imported by reference in the workers) ------------------------------------
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def traced(n: int) -> int:
+    logging.getLogger("tests.dask").warning("inside task %d", n)
+    otelflow.emit("tests.DaskNote", n=n)
+    with trace.get_tracer("tests.dask").start_as_current_span("user-work"):
+        pass
+    return n
+
+
+def flaky(marker: str) -> str:
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("x")
+        raise ValueError("first attempt fails")
+    return "second attempt"
+
+
+def boom() -> None:
+    raise KeyError("missing")
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=2, dashboard_address=None)
+    c = Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def start(tmp_path: Path, **kw: Any) -> otelflow.Telemetry:
+    return otelflow.start_telemetry(checkpoint_path=str(tmp_path / "runs"), resource_poll_interval=0, **kw)
+
+
+def task_spans(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {s["attributes"]["otelflow.task.id"]: s for s in read_lines(run_dir, "span") if s["kind"] == "task"}
+
+
+def events(run_dir: Path, type_: str) -> list[dict[str, Any]]:
+    return [e for e in read_lines(run_dir, "event") if e["type"] == type_]
+
+
+def span_event(span: dict[str, Any], name: str) -> int:
+    return dict(span["events"])[name]
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_map_and_reduce_are_task_spans_under_the_workflow_with_links_and_worker_times(client, tmp_path):
+    tel = start(tmp_path)
+    assert otelflow.instrument(client) is client
+    with otelflow.workflow_scope("sweep-7"):
+        futures = client.map(square, range(100))
+        total = client.submit(sum, futures)
+        assert total.result() == sum(i * i for i in range(100))
+        assert client.submit(nap, 0.2).result() == 0.2
+    run_dir = tel.run_dir
+    tel.stop()
+
+    spans = task_spans(run_dir)
+    assert len(spans) == 102
+    (wf,) = [s for s in read_lines(run_dir, "span") if s["name"] == "workflow sweep-7"]
+    assert {s["parent_span_id"] for s in spans.values()} == {wf["span_id"]}
+    assert {s["status"] for s in spans.values()} == {"completed"}
+    inputs = {tid: s for tid, s in spans.items() if s["name"] == "square"}
+    assert len(inputs) == 100
+    (reduction,) = [s for s in spans.values() if s["name"] == "sum"]
+    assert sorted(reduction["links"]) == sorted(s["span_id"] for s in inputs.values())
+    assert span_event(reduction, "TaskResolved") >= max(s["end_time"] for s in inputs.values())
+    workers = set(client.scheduler_info()["workers"])
+    assert {s["attributes"]["otelflow.task.worker"] for s in spans.values()} <= workers
+    (napped,) = [s for s in spans.values() if s["name"] == "nap"]
+    ran = (napped["end_time"] - span_event(napped, "TaskStarted")) / 1e9
+    assert ran == pytest.approx(0.2, abs=0.02)
+
+
+def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):
+    tel = start(tmp_path, capture_logs=True)
+    otelflow.instrument(client)
+    with otelflow.workflow_scope("ctx") as wid:
+        futs = client.map(traced, range(4))
+        assert client.gather(futs) == [0, 1, 2, 3]
+    trace_hex = f"{tel.trace_id:032x}"
+    run_dir = tel.run_dir
+    tel.stop()
+
+    ids = {f.key: toolkit.task_span_id(trace_hex, f.key) for f in futs}
+    spans = task_spans(run_dir)
+    assert {spans[k]["span_id"] for k in ids} == set(ids.values())
+    user = [s for s in read_lines(run_dir, "span") if s["name"] == "user-work"]
+    assert sorted(s["parent_span_id"] for s in user) == sorted(ids.values())
+    assert {s["trace_id"] for s in user} == {trace_hex}
+    logs = [r for r in read_lines(run_dir, "log") if r.get("logger") == "tests.dask"]
+    assert sorted(r["span_id"] for r in logs) == sorted(ids.values())
+    assert {r["trace_id"] for r in logs} == {trace_hex}
+    assert {r["workflow_id"] for r in logs} == {wid}
+    notes = events(run_dir, "tests.DaskNote")
+    assert sorted(e["n"] for e in notes) == [0, 1, 2, 3]
+    assert {(e["trace_id"], e["session_id"], e["workflow_id"]) for e in notes} == {(trace_hex, tel.session_id, wid)}
+
+
+def test_failures_retries_and_upstream_failures(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    retried = client.submit(flaky, str(tmp_path / "marker"), retries=1)
+    failing = client.submit(boom)
+    downstream = client.submit(inc, failing)
+    assert retried.result() == "second attempt"
+    with pytest.raises(KeyError):
+        downstream.result()
+    run_dir = tel.run_dir
+    tel.stop()
+
+    spans = task_spans(run_dir)
+    assert spans[retried.key]["status"] == "completed"
+    attempts = sorted((e["attempt"], e["outcome"]) for e in events(run_dir, "dask.TaskAttempt") if e["task_id"] == retried.key)
+    assert attempts == [(1, "failed: ValueError"), (2, "completed")]
+    failed = spans[failing.key]
+    assert failed["status"] == "failed"
+    assert failed["attributes"]["error.type"] == "KeyError"
+    (fail_ev,) = [e for e in events(run_dir, "TaskFailed") if e["task_id"] == failing.key]
+    assert "raise KeyError" in fail_ev["stacktrace"]
+    down = [e for e in events(run_dir, "TaskFailed") if e["task_id"] == downstream.key]
+    assert len(down) == 1 and failing.key in down[0]["error_message"]
+
+
+def test_a_canceled_task_is_recorded_canceled(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    running = threading.Event()
+    otelflow.subscribe(lambda ev: running.set(), TaskStarted)
+    fut = client.submit(nap, 1.0)
+    assert running.wait(30)
+    fut.cancel()
+    client.submit(square, 3).result()  # a later task completes normally
+    run_dir = tel.run_dir
+    deadline = time.monotonic() + 30
+    while "canceled" not in {s["status"] for s in task_spans(run_dir).values()} and time.monotonic() < deadline:
+        tel.flush()
+        time.sleep(0.05)  # polling the run directory for a condition, not a sleep-as-sync
+    tel.stop()
+    spans = task_spans(run_dir)
+    assert spans[fut.key]["status"] == "canceled"
+
+
+def test_resource_updates_arrive_for_every_worker(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    client.submit(square, 2).result()
+    workers = set(client.scheduler_info()["workers"])
+    client_rec = otelflow.integrations.dask.recorder_of(client)
+    assert client_rec is not None and client_rec.flush()
+    run_dir = tel.run_dir
+    tel.stop()
+    updates = [e for e in events(run_dir, "ResourceUpdate") if e.get("device") == "dask-worker"]
+    assert {e["node"] for e in updates} == workers
+    assert all(e["memory_used_bytes"] > 0 for e in updates)
+
+
+def test_scopes_reach_delayed_collections_compute_and_persist(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    with otelflow.workflow_scope("collections"), otelflow.block("b1") as bid:
+        a = dask.delayed(square)(3)
+        assert a.compute() == 9  # dask.compute through the default client
+        assert client.compute(dask.delayed(inc)(a)).result() == 10
+        bag = db.from_sequence(range(6), npartitions=3).map(inc)
+        assert sorted(bag.compute()) == [1, 2, 3, 4, 5, 6]
+        (persisted,) = client.persist([dask.delayed(square)(4)])
+        assert persisted.compute() == 16
+    run_dir = tel.run_dir
+    tel.stop()
+    (blk,) = [s for s in read_lines(run_dir, "span") if s["name"] == "block b1"]
+    spans = task_spans(run_dir)
+    assert len(spans) >= 6
+    assert {s["parent_span_id"] for s in spans.values()} == {blk["span_id"]}
+    assert {s["attributes"]["otelflow.block.id"] for s in spans.values()} == {bid}
+
+
+def test_instrumenting_twice_records_each_task_once(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    otelflow.instrument(client)
+    fut = client.submit(square, 5)
+    assert fut.result() == 25
+    names = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.plugins))
+    run_dir = tel.run_dir
+    tel.stop()
+    assert names.count("otelflow") == 1
+    assert [e["task_id"] for e in events(run_dir, "TaskCreated")] == [fut.key]
+    assert len([e for e in events(run_dir, "TaskCompleted") if e["task_id"] == fut.key]) == 1
+
+
+def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_path):
+    tel = start(tmp_path)
+    other = Client(client.scheduler.address)
+    otelflow.instrument(other)
+    running = threading.Event()
+    otelflow.subscribe(lambda ev: running.set(), TaskStarted)
+    done = other.submit(square, 7)
+    assert done.result() == 49
+    pending = other.submit(nap, 1.0)
+    assert running.wait(30)
+    other.close()
+    run_dir = tel.run_dir
+    tel.stop()
+    spans = task_spans(run_dir)
+    assert spans[done.key]["status"] == "completed"
+    assert spans[pending.key]["status"] == "canceled"
+    report = subprocess.run(
+        [sys.executable, "-m", "otelflow", "report", str(run_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert report.returncode == 0, report.stderr
+    assert "2" in report.stdout
+
+
+def test_instrument_names_what_is_wrong(monkeypatch):
+    with pytest.raises(TypeError, match="distributed.Client"):
+        otelflow.instrument(dask.delayed(inc)(1))  # a dask object, not a client
+    fake = type("Client", (), {"__module__": "distributed.client"})()
+    monkeypatch.setitem(sys.modules, "otelflow.integrations.dask", None)
+    with pytest.raises(OtelflowError, match=r"pip install 'otelflow\[dask\]'"):
+        otelflow.instrument(fake)
+
+
+def test_importing_otelflow_does_not_import_dask():
+    code = (
+        "import sys, otelflow, otelflow.toolkit\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
