@@ -6,7 +6,6 @@ own telemetry run and instruments the client again (which must be idempotent).
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import threading
@@ -21,52 +20,13 @@ distributed = pytest.importorskip("distributed")
 
 import dask.bag as db  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
-from opentelemetry import trace  # noqa: E402
 
 import otelflow  # noqa: E402
 from otelflow import toolkit  # noqa: E402
 from otelflow.errors import OtelflowError  # noqa: E402
 from otelflow.events import TaskStarted  # noqa: E402
 from tests.conftest import read_lines  # noqa: E402
-
-otelflow.define_event("tests.DaskNote", n=int)
-
-
-# --- task functions (imported by reference in the workers) ------------------------------------
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def nap(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
-def traced(n: int) -> int:
-    logging.getLogger("tests.dask").warning("inside task %d", n)
-    otelflow.emit("tests.DaskNote", n=n)
-    with trace.get_tracer("tests.dask").start_as_current_span("user-work"):
-        pass
-    return n
-
-
-def flaky(marker: str) -> str:
-    path = Path(marker)
-    if not path.exists():
-        path.write_text("x")
-        raise ValueError("first attempt fails")
-    return "second attempt"
-
-
-def boom() -> None:
-    raise KeyError("missing")
-
-
-def inc(x: int) -> int:
-    return x + 1
-
+from tests.integration.dask_tasks import boom, flaky, inc, nap, square, traced  # noqa: E402
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -168,7 +128,9 @@ def test_failures_retries_and_upstream_failures(client, tmp_path):
 
     spans = task_spans(run_dir)
     assert spans[retried.key]["status"] == "completed"
-    attempts = sorted((e["attempt"], e["outcome"]) for e in events(run_dir, "dask.TaskAttempt") if e["task_id"] == retried.key)
+    attempts = sorted(
+        (e["attempt"], e["outcome"]) for e in events(run_dir, "dask.TaskAttempt") if e["task_id"] == retried.key
+    )
     assert attempts == [(1, "failed: ValueError"), (2, "completed")]
     failed = spans[failing.key]
     assert failed["status"] == "failed"
@@ -263,14 +225,18 @@ def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_pa
     assert spans[done.key]["status"] == "completed"
     assert spans[pending.key]["status"] == "canceled"
     report = subprocess.run(
-        [sys.executable, "-m", "otelflow", "report", str(run_dir)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "otelflow", "report", str(run_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert report.returncode == 0, report.stderr
     assert "2" in report.stdout
 
 
 def test_instrument_names_what_is_wrong(monkeypatch):
-    with pytest.raises(TypeError, match="distributed.Client"):
+    with pytest.raises(TypeError, match=r"distributed\.Client"):
         otelflow.instrument(dask.delayed(inc)(1))  # a dask object, not a client
     fake = type("Client", (), {"__module__": "distributed.client"})()
     monkeypatch.setitem(sys.modules, "otelflow.integrations.dask", None)

@@ -53,11 +53,9 @@ async def dask_setup(server: Any) -> None:
     """``--preload`` hook: install otelflow's plugin in a scheduler or worker at start."""
     from distributed import Scheduler, Worker
 
-    if isinstance(server, Scheduler):
-        if SchedulerRecorder.name not in server.plugins:
-            server.add_plugin(SchedulerRecorder())
-            _log.info("otelflow: scheduler plugin installed (preload)")
-    elif isinstance(server, Worker):
-        if WorkerRecorder.name not in server.plugins:
-            await server.plugin_add(WorkerRecorder(), name=WorkerRecorder.name)
-            _log.info("otelflow: worker plugin installed (preload)")
+    if isinstance(server, Scheduler) and SchedulerRecorder.name not in server.plugins:
+        server.add_plugin(SchedulerRecorder())
+        _log.info("otelflow: scheduler plugin installed (preload)")
+    elif isinstance(server, Worker) and WorkerRecorder.name not in server.plugins:
+        await server.plugin_add(WorkerRecorder(), name=WorkerRecorder.name)
+        _log.info("otelflow: worker plugin installed (preload)")
