@@ -235,6 +235,30 @@ def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_pa
     assert "2" in report.stdout
 
 
+def test_a_cluster_restart_does_not_break_the_next_run(client, tmp_path):
+    tel = start(tmp_path / "first")
+    otelflow.instrument(client)
+    slow = client.submit(nap, 30.0)  # still running when the cluster restarts
+    assert client.submit(square, 6).result() == 36
+    client.restart()
+    first = tel.run_dir
+    tel.stop()
+    assert task_spans(first)[slow.key]["status"] == "canceled"
+
+    tel = start(tmp_path / "second", capture_logs=True)
+    otelflow.instrument(client)
+    futs = client.map(traced, range(3))
+    assert client.gather(futs) == [0, 1, 2]
+    second = tel.run_dir
+    trace_hex = f"{tel.trace_id:032x}"
+    tel.stop()
+    spans = task_spans(second)
+    assert {spans[f.key]["status"] for f in futs} == {"completed"}
+    assert all("TaskStarted" in dict(spans[f.key]["events"]) for f in futs)
+    user = [s for s in read_lines(second, "span") if s["name"] == "user-work"]
+    assert sorted(s["parent_span_id"] for s in user) == sorted(toolkit.task_span_id(trace_hex, f.key) for f in futs)
+
+
 def test_instrument_names_what_is_wrong(monkeypatch):
     with pytest.raises(TypeError, match=r"distributed\.Client"):
         otelflow.instrument(dask.delayed(inc)(1))  # a dask object, not a client

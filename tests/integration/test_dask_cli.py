@@ -22,13 +22,13 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client  # noqa: E402
+from distributed import Client
 
-import otelflow  # noqa: E402
-from otelflow import toolkit  # noqa: E402
-from otelflow.events import TaskStarted  # noqa: E402
-from tests.conftest import read_lines  # noqa: E402
-from tests.integration.dask_tasks import nap, traced  # noqa: E402
+import otelflow
+from otelflow import toolkit
+from otelflow.events import TaskStarted
+from tests.conftest import read_lines
+from tests.integration.dask_tasks import nap, traced
 
 ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).parent / "dask")
@@ -91,7 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
             )  # fmt: skip
         client = Client(address, timeout=60)
         client.wait_for_workers(2, timeout=60)
-        by_name = dict(zip(("w1", "w2"), procs[1:]))
+        by_name = dict(zip(("w1", "w2"), procs[1:], strict=True))
         workers = {addr: by_name[w["name"]] for addr, w in client.scheduler_info()["workers"].items()}
         yield CliCluster(client, base, sched, workers, dirs)
     finally:
@@ -102,9 +102,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
 
 
 def start(cluster: CliCluster, **kw: Any) -> otelflow.Telemetry:
-    return otelflow.start_telemetry(
-        checkpoint_path=str(cluster.base / "client-runs"), resource_poll_interval=0, **kw
-    )
+    return otelflow.start_telemetry(checkpoint_path=str(cluster.base / "client-runs"), resource_poll_interval=0, **kw)
 
 
 def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster):

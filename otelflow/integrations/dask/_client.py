@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-import dask
+from dask.base import annotate
 
 import otelflow
 from otelflow import toolkit
@@ -83,7 +83,7 @@ def instrument_client(
         return client
     rec = Recorder(client, telemetry)
     d[_ATTR] = rec
-    client.subscribe_topic(client_topic(client.id), rec.handle)
+    client.subscribe_topic(client_topic(client.id), rec.handle)  # type: ignore[no-untyped-call]
     rec.hello()
     for name in _PATCHED:
         d[name] = _annotating(getattr(client, name), rec)
@@ -107,7 +107,7 @@ def _annotating(method: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
         payload = rec.payload()
         if payload is None:
             return method(*args, **kwargs)
-        with dask.annotate(**{ANNOTATION: payload}):
+        with annotate(**{ANNOTATION: payload}):
             return method(*args, **kwargs)
 
     return call
@@ -319,22 +319,10 @@ class Recorder:
         st.last = None
 
     def _attempt(self, tel: Telemetry, tid: str, st: _Task, outcome: str, end: int) -> None:
-        ref = st.scope
-        tel.emit(
-            TaskAttempt(
-                event_time=end,
-                task_id=tid,
-                task_name=st.name,
-                session_id=tel.session_id,
-                workflow_id=ref.workflow_id if ref is not None else None,
-                block_id=ref.block_id if ref is not None else None,
-                attempt=st.attempt,
-                worker=st.worker,
-                start_time=st.start,
-                end_time=end,
-                outcome=outcome,
-            )
-        )
+        _task_event(
+            tel, TaskAttempt, tid, st, end,
+            attempt=st.attempt, worker=st.worker, start_time=st.start, end_time=end, outcome=outcome,
+        )  # fmt: skip
 
     def _memory(self, tel: Telemetry, rec: list[Any]) -> None:
         _, tid, t, worker, c_start, c_stop = rec
@@ -348,19 +336,7 @@ class Recorder:
         if st.attempt > 1:
             self._attempt(tel, tid, st, "completed", end)
         if last is not None and last[10]:
-            ref = st.scope
-            tel.emit(
-                TaskTimes(
-                    event_time=end,
-                    task_id=tid,
-                    task_name=st.name,
-                    session_id=tel.session_id,
-                    workflow_id=ref.workflow_id if ref is not None else None,
-                    block_id=ref.block_id if ref is not None else None,
-                    worker=st.worker,
-                    seconds=last[10],
-                )
-            )
+            _task_event(tel, TaskTimes, tid, st, end, worker=st.worker, seconds=last[10])
         self._tracker.completed(tid, event_time=end)
 
     def _erred(self, tel: Telemetry, rec: list[Any]) -> None:
@@ -392,19 +368,7 @@ class Recorder:
         st = self._tasks.get(tid)
         if st is None:
             return
-        ref = st.scope
-        tel.emit(
-            TaskStolen(
-                event_time=t,
-                task_id=tid,
-                task_name=st.name,
-                session_id=tel.session_id,
-                workflow_id=ref.workflow_id if ref is not None else None,
-                block_id=ref.block_id if ref is not None else None,
-                victim=victim or "",
-                thief=thief or "",
-            )
-        )
+        _task_event(tel, TaskStolen, tid, st, t, victim=victim or "", thief=thief or "")
 
     def _resources(self, tel: Telemetry, rec: list[Any]) -> None:
         _, addr, t, cpu, mem, limit, pid, gpu = rec
@@ -439,3 +403,19 @@ class Recorder:
 
     def _jsonl(self, tel: Telemetry, rec: list[Any]) -> None:
         toolkit.ingest(rec[2], rec[1], telemetry=tel)
+
+
+def _task_event(tel: Telemetry, cls: Any, tid: str, st: _Task, t: int, **fields: Any) -> None:
+    """Emit one of the Dask events of :mod:`._events` on task ``tid`` (its span, its scope)."""
+    ref = st.scope
+    tel.emit(
+        cls(
+            event_time=t,
+            task_id=tid,
+            task_name=st.name,
+            session_id=tel.session_id,
+            workflow_id=ref.workflow_id if ref is not None else None,
+            block_id=ref.block_id if ref is not None else None,
+            **fields,
+        )
+    )

@@ -176,9 +176,7 @@ class SchedulerRecorder(SchedulerPlugin):
         names.add(prefix)
         return prefix
 
-    def transition(
-        self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str = "", **kwargs: Any
-    ) -> None:
+    def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str = "", **kwargs: Any) -> None:
         cid = self._owner.get(key)
         if cid is None:
             return
@@ -187,9 +185,7 @@ class SchedulerRecorder(SchedulerPlugin):
         except Exception as exc:  # noqa: BLE001 - a plugin must never break a transition
             _log.debug("otelflow: transition %s->%s of %r not recorded: %s", start, finish, key, exc)
 
-    def _transition(
-        self, cid: str, key: Any, start: str, finish: str, stimulus_id: str, kw: dict[str, Any]
-    ) -> None:
+    def _transition(self, cid: str, key: Any, start: str, finish: str, stimulus_id: str, kw: dict[str, Any]) -> None:
         tid = task_id_of(key)
         now = _now()
         if finish == "processing":

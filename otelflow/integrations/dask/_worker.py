@@ -106,9 +106,12 @@ class WorkerRecorder(WorkerPlugin):
         ann = ts.annotations.get(ANNOTATION)
         if not isinstance(ann, dict):
             return
+        cid = ann.get("c")
+        if not isinstance(cid, str):
+            return
         tid = task_id_of(key)
-        self._running[key] = [ann.get("c"), tid, ts.run_id, _now(), False]
-        spec = ts.run_spec
+        self._running[key] = [cid, tid, ts.run_id, _now(), False]
+        spec: Any = ts.run_spec
         func = getattr(spec, "func", None)
         if func is None or isinstance(func, _InTask) or getattr(spec, "is_coro", True):
             return
@@ -198,7 +201,7 @@ class WorkerRecorder(WorkerPlugin):
             return self._runs[run_id]
         _stop_logs()
         c = _join_run(carrier, self, cid, bool(ann.get("l")))
-        self._runs = {run_id: c}  # one run at a time per worker process
+        self._runs = {str(run_id): c}  # one run at a time per worker process
         return c
 
 
