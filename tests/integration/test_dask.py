@@ -93,7 +93,10 @@ def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):
     tel = start(tmp_path, capture_logs=True)
     otelflow.instrument(client)
     with otelflow.workflow_scope("ctx") as wid:
-        futs = client.map(traced, range(4))
+        with otelflow.block("a") as block_a:
+            futs = client.map(traced, range(2))
+        with otelflow.block("b") as block_b:
+            futs += client.map(traced, range(2, 4))
         assert client.gather(futs) == [0, 1, 2, 3]
     trace_hex = f"{tel.trace_id:032x}"
     run_dir = tel.run_dir
@@ -112,6 +115,7 @@ def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):
     notes = events(run_dir, "tests.DaskNote")
     assert sorted(e["n"] for e in notes) == [0, 1, 2, 3]
     assert {(e["trace_id"], e["session_id"], e["workflow_id"]) for e in notes} == {(trace_hex, tel.session_id, wid)}
+    assert {e["n"]: e["block_id"] for e in notes} == {0: block_a, 1: block_a, 2: block_b, 3: block_b}
 
 
 def test_failures_retries_and_upstream_failures(client, tmp_path):

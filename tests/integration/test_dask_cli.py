@@ -113,6 +113,8 @@ def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster
     with otelflow.workflow_scope("remote") as wid:
         futs = client.map(traced, range(4), workers=[w1]) + client.map(traced, range(4, 8), workers=[w2])
         assert client.gather(futs) == list(range(8))
+        total = client.submit(sum, futs, workers=[w1])  # fetches the four results of w2
+        assert total.result() == 28
         assert client.submit(nap, 0.2).result() == 0.2
     trace_hex = f"{tel.trace_id:032x}"
     run_dir = tel.run_dir
@@ -120,7 +122,7 @@ def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster
     tel.stop()
 
     spans = {s["attributes"]["otelflow.task.id"]: s for s in read_lines(run_dir, "span") if s["kind"] == "task"}
-    assert len(spans) == 9
+    assert len(spans) == 10
     assert {spans[f.key]["attributes"]["otelflow.task.worker"] for f in futs} == {w1, w2}
     task_span_ids = sorted(toolkit.task_span_id(trace_hex, f.key) for f in futs)
     user = [s for s in read_lines(run_dir, "span") if s["name"] == "user-work"]
@@ -139,6 +141,9 @@ def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster
     assert forwarded == pids
     # …and nothing was written where the scheduler and workers run.
     assert not [f for d in cluster.dirs for f in d.rglob("*.jsonl")]
+    # Dask's own breakdown: the reduction waited for its inputs from the other worker.
+    (times,) = [e for e in read_lines(run_dir, "event") if e["type"] == "dask.TaskTimes" and e["task_id"] == total.key]
+    assert times["seconds"]["transfer"] > 0
     updates = [e for e in read_lines(run_dir, "event") if e.get("device") == "dask-worker"]
     assert {e["node"] for e in updates} == {w1, w2}
 

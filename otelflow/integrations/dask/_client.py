@@ -78,13 +78,17 @@ def instrument_client(
     # second registration is ignored by the scheduler (idempotent=True).
     client.register_plugin(SchedulerRecorder(resource_interval=resource_interval))
     client.register_plugin(WorkerRecorder(user_telemetry=user_telemetry))
-    if rec is not None:
-        rec.hello()
-        return client
-    rec = Recorder(client, telemetry)
-    d[_ATTR] = rec
+    fresh = rec is None
+    if rec is None:
+        rec = d[_ATTR] = Recorder(client, telemetry)
+    # Subscribing again is harmless (the scheduler keeps a set) and needed after a
+    # scheduler restart: the client does not renew its subscriptions on reconnect.
     client.subscribe_topic(client_topic(client.id), rec.handle)  # type: ignore[no-untyped-call]
     rec.hello()
+    if not fresh:
+        if telemetry is not None:
+            rec.pin(telemetry)
+        return client
     for name in _PATCHED:
         d[name] = _annotating(getattr(client, name), rec)
     d["close"] = _closing(client.close, rec)
@@ -169,6 +173,12 @@ class Recorder:
             "U": self._resources,
             "J": self._jsonl,
         }
+
+    def pin(self, telemetry: Telemetry) -> None:
+        """Record on ``telemetry`` from now on (``instrument(client, telemetry=...)`` again)."""
+        with self._lock:
+            self._telemetry = telemetry
+            self._tracker = otelflow.tracker(backend="dask", telemetry=telemetry)
 
     # -- submit side ----------------------------------------------------------------------------
 

@@ -137,8 +137,12 @@ class SchedulerRecorder(SchedulerPlugin):
         **kwargs: Any,
     ) -> None:
         ours = annotations.get(ANNOTATION) or {}
-        if client not in self._clients and not ours:
-            return
+        if client not in self._clients:
+            if not ours:
+                return
+            # Only an instrumented client annotates: one whose hello this scheduler never
+            # got (it restarted, and the client reconnected) is one all the same.
+            self._clients.add(client)
         now = _now()
         all_tasks = scheduler.tasks
         owner = self._owner

@@ -67,6 +67,7 @@ class WorkerRecorder(WorkerPlugin):
         self._pc: PeriodicCallback | None = None
         self._pid = os.getpid()
         self._runs: dict[str, Any] = {}  # run id -> Carrier (or None if joining failed)
+        self._carriers: dict[tuple[str, Any], Any] = {}  # (run id, scope) -> Carrier
 
     def setup(self, worker: Worker) -> None:
         self.worker = worker
@@ -192,16 +193,25 @@ class WorkerRecorder(WorkerPlugin):
     # -- joining the run ------------------------------------------------------------------------
 
     def _carrier(self, ann: dict[str, Any]) -> Any:
+        """The task's carrier (its run and its scope); joins the run the first time."""
         carrier = ann.get("k")
         cid = ann.get("c")
         if not self.user_telemetry or not isinstance(carrier, dict) or not isinstance(cid, str):
             return None
-        run_id = carrier.get("run_id")
-        if run_id in self._runs:
-            return self._runs[run_id]
-        _stop_logs()
-        c = _join_run(carrier, self, cid, bool(ann.get("l")))
-        self._runs = {str(run_id): c}  # one run at a time per worker process
+        run_id = str(carrier.get("run_id"))
+        scope = carrier.get("scope")
+        key = (run_id, tuple(sorted(scope.items())) if isinstance(scope, dict) else None)
+        c = self._carriers.get(key)
+        if c is not None or key in self._carriers:
+            return c
+        if run_id not in self._runs:  # a new run: join it (one run at a time per process)
+            _stop_logs()
+            self._runs = {run_id: _join_run(carrier, self, cid, bool(ann.get("l")))}
+            self._carriers.clear()
+        c = _from_dict(carrier) if self._runs[run_id] is not None else None
+        if len(self._carriers) >= 256:  # bounded: scopes are many only in odd programs
+            self._carriers.clear()
+        self._carriers[key] = c
         return c
 
 
@@ -275,12 +285,20 @@ def _type_name(exc: BaseException) -> str:
 
 
 def _breakdown(ts: Any) -> dict[str, float]:
-    """Dask's own per-task times on this worker: ``{action: seconds}`` besides compute."""
+    """Dask's own per-task times on this worker besides compute: ``{action: seconds}``.
+
+    The task's own ``startstops`` (``disk-read``, ``deserialize`` …) plus ``transfer``: the
+    time spent fetching its dependencies from other workers (Dask books that on them).
+    """
     out: dict[str, float] = {}
     for ss in getattr(ts, "startstops", None) or ():
         action = ss.get("action")
         if action and action != "compute":
             out[action] = out.get(action, 0.0) + max(0.0, ss["stop"] - ss["start"])
+    for dep in getattr(ts, "dependencies", None) or ():
+        for ss in getattr(dep, "startstops", None) or ():
+            if ss.get("action") == "transfer":
+                out["transfer"] = out.get("transfer", 0.0) + max(0.0, ss["stop"] - ss["start"])
     return out
 
 
@@ -295,7 +313,7 @@ def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str, capture
     from otelflow import toolkit
 
     try:
-        c = toolkit.Carrier.from_dict(carrier)
+        c = _from_dict(carrier)
         if c is None:
             return None
         source = f"worker-{_host()}-{os.getpid()}"
@@ -327,6 +345,12 @@ def _stop_logs() -> None:
     if _log_handler is not None:
         logging.getLogger().removeHandler(_log_handler)
         _log_handler = None
+
+
+def _from_dict(carrier: dict[str, Any]) -> Any:
+    from otelflow import toolkit
+
+    return toolkit.Carrier.from_dict(carrier)
 
 
 def _run_in_context(carrier: Any, task_id: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
