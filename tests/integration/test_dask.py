@@ -98,7 +98,7 @@ def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):
         with otelflow.block("b") as block_b:
             futs += client.map(traced, range(2, 4))
         assert client.gather(futs) == [0, 1, 2, 3]
-    trace_hex = f"{tel.trace_id:032x}"
+    trace_hex = tel.trace_id
     run_dir = tel.run_dir
     tel.stop()
 
@@ -254,7 +254,7 @@ def test_a_cluster_restart_does_not_break_the_next_run(client, tmp_path):
     futs = client.map(traced, range(3))
     assert client.gather(futs) == [0, 1, 2]
     second = tel.run_dir
-    trace_hex = f"{tel.trace_id:032x}"
+    trace_hex = tel.trace_id
     tel.stop()
     spans = task_spans(second)
     assert {spans[f.key]["status"] for f in futs} == {"completed"}

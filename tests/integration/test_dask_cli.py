@@ -116,7 +116,7 @@ def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster
         total = client.submit(sum, futs, workers=[w1])  # fetches the four results of w2
         assert total.result() == 28
         assert client.submit(nap, 0.2).result() == 0.2
-    trace_hex = f"{tel.trace_id:032x}"
+    trace_hex = tel.trace_id
     run_dir = tel.run_dir
     otelflow.integrations.dask.recorder_of(client).flush()
     tel.stop()
