@@ -231,6 +231,7 @@ class _InTask:
         plugin = self.plugin
         key = self.key
         _in_task.active = True
+        _in_task.logged = False
         start = _now()
         if key in plugin._running:
             plugin._starts[key] = start
@@ -243,7 +244,7 @@ class _InTask:
             if key in plugin._running:  # not if it was released meanwhile (canceled)
                 plugin._times[key] = (start, _now())
             if self.carrier is not None:
-                _flush_worker()
+                _flush_worker(force=_in_task.logged)
 
     def __repr__(self) -> str:
         return repr(self.fn)
@@ -335,9 +336,16 @@ def _capture_logs(tel: Any) -> None:
 
     handler = LogBridgeHandler(tel, getattr(tel.settings, "log_level", logging.INFO))
     # Only records from task code: the worker's own logging is Dask's, not the run's.
-    handler.addFilter(lambda record: bool(getattr(_in_task, "active", False)))
+    handler.addFilter(_task_record)
     logging.getLogger().addHandler(handler)
     _log_handler = handler
+
+
+def _task_record(record: logging.LogRecord) -> bool:
+    if getattr(_in_task, "active", False):
+        _in_task.logged = True
+        return True
+    return False
 
 
 def _stop_logs() -> None:
@@ -360,11 +368,13 @@ def _run_in_context(carrier: Any, task_id: str, fn: Callable[..., Any], args: An
         return fn(*args, **kwargs)
 
 
-def _flush_worker() -> None:
+def _flush_worker(force: bool) -> None:
     from otelflow import toolkit
 
     try:
-        toolkit.flush_worker()
+        # Skipped when the task recorded nothing; captured logs are not counted as
+        # records there, so a task that logged is always flushed.
+        toolkit.flush_worker(if_used=not force)
     except Exception:  # noqa: BLE001 - never fail a task because of its telemetry
         pass
 
