@@ -140,7 +140,7 @@ class _Task:
         self.attempt = 1
         self.worker: str | None = None
         self.start: int | None = None  # the current attempt's start (worker clock)
-        self.last: list[Any] | None = None  # the current attempt's F record
+        self.last: tuple[Any, ...] | None = None  # the current attempt's end (F record)
 
 
 class Recorder:
@@ -299,16 +299,17 @@ class Recorder:
             self._tracker.started(tid, event_time=t, worker=worker, pid=pid)
 
     def _ended(self, tel: Telemetry, rec: list[Any]) -> None:
-        _, tid, _run_id, start, _end, worker, pid = rec[:7]
+        tid = rec[1]
         st = self._tasks.get(tid)
         if st is None:
             return
+        start, end = rec[2], rec[3]
         st.start = start
-        st.worker = worker
-        st.last = rec
+        # (start, end, error type, message, stacktrace, breakdown)
+        st.last = (start, end, *rec[4:8]) if len(rec) > 4 else (start, end, None, None, None, None)
         if not st.started:
             st.started = True
-            self._tracker.started(tid, event_time=start, worker=worker, pid=pid)
+            self._tracker.started(tid, event_time=start, worker=st.worker)
 
     def _released(self, tel: Telemetry, rec: list[Any]) -> None:
         # The attempt on a worker ended without a result: a lost worker, a retry, a cancel.
@@ -317,13 +318,13 @@ class Recorder:
         if st is None:
             return
         last = st.last
-        if last is not None and last[7]:
-            outcome = f"failed: {last[7]}"
+        if last is not None and last[2]:
+            outcome = f"failed: {last[2]}"
         elif "worker" in stimulus:  # handle-worker-cleanup-…, remove-worker-…
             outcome = "worker-lost"
         else:
             outcome = "released"
-        self._attempt(tel, tid, st, outcome, last[4] if last is not None else t)
+        self._attempt(tel, tid, st, outcome, last[1] if last is not None else t)
         st.attempt += 1
         st.start = None
         st.last = None
@@ -340,13 +341,13 @@ class Recorder:
         if st is None:
             return
         last = st.last
-        end = last[4] if last is not None else (c_stop or t)
+        end = last[1] if last is not None else (c_stop or t)
         if not st.started and (c_start or last is not None):
             self._tracker.started(tid, event_time=c_start, worker=worker)
         if st.attempt > 1:
             self._attempt(tel, tid, st, "completed", end)
-        if last is not None and last[10]:
-            _task_event(tel, TaskTimes, tid, st, end, worker=st.worker, seconds=last[10])
+        if last is not None and last[5]:
+            _task_event(tel, TaskTimes, tid, st, end, worker=st.worker, seconds=last[5])
         self._tracker.completed(tid, event_time=end)
 
     def _erred(self, tel: Telemetry, rec: list[Any]) -> None:
@@ -360,10 +361,10 @@ class Recorder:
         last = st.last
         end = t
         if last is not None:
-            end = last[4]
-            etype = last[7] or etype
-            text = last[8] or text
-            tb = last[9] or tb
+            end = last[1]
+            etype = last[2] or etype
+            text = last[3] or text
+            tb = last[4] or tb
         if st.attempt > 1:
             self._attempt(tel, tid, st, f"failed: {etype}", end)
         self._tracker.failed(tid, etype, event_time=end, message=text, stacktrace=tb or None)
@@ -378,6 +379,7 @@ class Recorder:
         st = self._tasks.get(tid)
         if st is None:
             return
+        st.worker = thief
         _task_event(tel, TaskStolen, tid, st, t, victim=victim or "", thief=thief or "")
 
     def _resources(self, tel: Telemetry, rec: list[Any]) -> None:

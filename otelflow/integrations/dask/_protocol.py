@@ -16,8 +16,8 @@ A record is ``[op, task_id, ...]`` (times are ns since the epoch):
 ``P``  processing, handed to a worker: task_id, t, worker address
 ``L``  released from processing (lost worker, retry, cancel): task_id, t, stimulus id
 ``B``  execution began (worker): task_id, run_id, t, worker, pid
-``F``  execution ended (worker): task_id, run_id, start, end, worker, pid, error
-       type, message, stacktrace, Dask's time breakdown ``{action: seconds}``
+``F``  execution ended (worker): task_id, start, end [, error type, message,
+       stacktrace, Dask's time breakdown ``{action: seconds}`` — only if any]
 ``M``  in memory: task_id, t, worker, compute start, compute stop (scheduler clock)
 ``E``  erred: task_id, t, error type, message, stacktrace, cause task id
 ``X``  forgotten or canceled before it finished: task_id, t

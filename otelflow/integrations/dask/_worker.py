@@ -124,7 +124,7 @@ class WorkerRecorder(WorkerPlugin):
         times = self._times.pop(key, None)
         if run is None or self.worker is None:
             return
-        cid, tid, run_id, t_exec, _sent = run
+        cid, tid, _run_id, t_exec, _sent = run
         ts = self.worker.state.tasks.get(key)
         if times is None:
             times = self._from_startstops(ts, t_exec)
@@ -136,10 +136,10 @@ class WorkerRecorder(WorkerPlugin):
         elif finish != "memory":
             etype = f"dask.{finish}"  # rescheduled / released while running
         breakdown = _breakdown(ts)
-        self._add(
-            cid,
-            ["F", tid, run_id, times[0], times[1], self.worker.address, self._pid, etype, emsg, tb, breakdown],
-        )
+        rec: list[Any] = ["F", tid, times[0], times[1]]
+        if etype is not None or breakdown:  # the common case stays four fields
+            rec += [etype, emsg, tb, breakdown]
+        self._add(cid, rec)
         self._flush()
 
     def _from_startstops(self, ts: Any, t_exec: int) -> tuple[int, int]:
