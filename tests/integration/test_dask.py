@@ -212,6 +212,32 @@ def test_instrumenting_twice_records_each_task_once(client, tmp_path):
     assert len([e for e in events(run_dir, "TaskCompleted") if e["task_id"] == fut.key]) == 1
 
 
+def _forgotten(client: Client, key: str) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks):
+            return True
+        time.sleep(0.05)  # polling the scheduler for a condition
+    return False
+
+
+def test_a_key_computed_again_in_the_same_run_is_a_second_task(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    first = client.submit(square, 11)
+    key = first.key
+    assert first.result() == 121
+    del first
+    assert _forgotten(client, key)
+    again = client.submit(square, 11)
+    assert again.key == key and again.result() == 121
+    run_dir = tel.run_dir
+    tel.stop()
+    spans = task_spans(run_dir)
+    assert {spans[key]["status"], spans[f"{key}#2"]["status"]} == {"completed"}
+    assert spans[key]["span_id"] != spans[f"{key}#2"]["span_id"]
+
+
 def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_path):
     tel = start(tmp_path)
     other = Client(client.scheduler.address)

@@ -17,6 +17,7 @@ import functools
 import itertools
 import logging
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from dask.base import annotate
@@ -42,6 +43,7 @@ _log = logging.getLogger("otelflow")
 _ATTR = "_otelflow_dask"
 _PATCHED = ("submit", "map", "compute", "persist", "get")
 _FLUSH_TIMEOUT = 5.0
+_RECENT = 16384
 
 
 def instrument_client(
@@ -129,9 +131,13 @@ def _closing(close: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
 class _Task:
     """What the client knows about one task in flight."""
 
-    __slots__ = ("attempt", "last", "name", "queued", "scope", "start", "started", "submitted", "worker")
+    __slots__ = (
+        "attempt", "last", "n", "name", "queued", "scope", "start", "started", "submitted", "tid", "worker",
+    )  # fmt: skip
 
-    def __init__(self, name: str, scope: toolkit.ScopeRef | None) -> None:
+    def __init__(self, tid: str, n: int, name: str, scope: toolkit.ScopeRef | None) -> None:
+        self.tid = tid  # the otelflow task id: the key, or key#n when the key ran before
+        self.n = n
         self.name = name
         self.scope = scope
         self.queued = False
@@ -152,7 +158,9 @@ class Recorder:
         self._telemetry = telemetry
         self._run: str | None = None
         self._tracker = otelflow.tracker(backend="dask", telemetry=telemetry)
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, _Task] = {}  # by key id
+        # Keys finished in this run (bounded): key id -> how many times it ran.
+        self._done: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
         self._flushed: dict[int, threading.Event] = {}
@@ -233,8 +241,8 @@ class Recorder:
             tel = self._tel()
             tasks, self._tasks = self._tasks, {}
             if tel is not None:
-                for tid in tasks:
-                    self._tracker.canceled(tid, reason="the dask client closed before the task finished")
+                for st in tasks.values():
+                    self._tracker.canceled(st.tid, reason="the dask client closed before the task finished")
 
     # -- records ------------------------------------------------------------------------------
 
@@ -246,6 +254,7 @@ class Recorder:
             if tel is not None and tel.run_id != self._run:
                 self._run = tel.run_id  # a new run: tasks of the old one are not ours now
                 self._tasks.clear()
+                self._done.clear()
             ops = self._ops
             for rec in recs:
                 op = rec[0]
@@ -264,19 +273,42 @@ class Recorder:
                         _log.warning("otelflow: a dask record %r could not be applied: %r", op, exc)
 
     def _created(self, tel: Telemetry, rec: list[Any]) -> None:
-        _, tid, name, deps, scope, t = rec
-        if tid in self._tasks:
+        _, key, name, deps, scope, t = rec
+        if key in self._tasks:
             return
+        # A key computed again after it finished in this run (Dask reuses the key) is a
+        # new task: its id gets a suffix, so task ids (and span ids) stay unique.
+        n = self._done.get(key, 0) + 1
+        tid = key if n == 1 else f"{key}#{n}"
+        if deps and self._done:
+            deps = [self._id_of(d) for d in deps]
         ref = toolkit.ScopeRef.from_dict(scope) if scope else None
         with otelflow.adopt_scope(ref):
             self._tracker.created(tid, name, depends_on=deps, event_time=t)
-        self._tasks[tid] = _Task(name, ref)
+        self._tasks[key] = _Task(tid, n, name, ref)
+
+    def _id_of(self, key: str) -> str:
+        st = self._tasks.get(key)
+        if st is not None:
+            return st.tid
+        n = self._done.get(key, 1)
+        return key if n == 1 else f"{key}#{n}"
+
+    def _finished(self, key: str) -> _Task | None:
+        st = self._tasks.pop(key, None)
+        if st is not None:
+            done = self._done
+            done[key] = st.n
+            done.move_to_end(key)
+            if len(done) > _RECENT:
+                done.popitem(last=False)
+        return st
 
     def _queued(self, tel: Telemetry, rec: list[Any]) -> None:
         st = self._tasks.get(rec[1])
         if st is not None and not st.queued:
             st.queued = True
-            self._tracker.queued(rec[1], event_time=rec[2])
+            self._tracker.queued(st.tid, event_time=rec[2])
 
     def _processing(self, tel: Telemetry, rec: list[Any]) -> None:
         st = self._tasks.get(rec[1])
@@ -285,7 +317,7 @@ class Recorder:
         st.worker = rec[3]
         if not st.submitted:
             st.submitted = True
-            self._tracker.submitted(rec[1], event_time=rec[2])
+            self._tracker.submitted(st.tid, event_time=rec[2])
 
     def _began(self, tel: Telemetry, rec: list[Any]) -> None:
         _, tid, _run_id, t, worker, pid = rec
@@ -296,7 +328,7 @@ class Recorder:
         st.worker = worker
         if not st.started:
             st.started = True
-            self._tracker.started(tid, event_time=t, worker=worker, pid=pid)
+            self._tracker.started(st.tid, event_time=t, worker=worker, pid=pid)
 
     def _ended(self, tel: Telemetry, rec: list[Any]) -> None:
         tid = rec[1]
@@ -309,7 +341,7 @@ class Recorder:
         st.last = (start, end, *rec[4:8]) if len(rec) > 4 else (start, end, None, None, None, None)
         if not st.started:
             st.started = True
-            self._tracker.started(tid, event_time=start, worker=st.worker)
+            self._tracker.started(st.tid, event_time=start, worker=st.worker)
 
     def _released(self, tel: Telemetry, rec: list[Any]) -> None:
         # The attempt on a worker ended without a result: a lost worker, a retry, a cancel.
@@ -324,39 +356,40 @@ class Recorder:
             outcome = "worker-lost"
         else:
             outcome = "released"
-        self._attempt(tel, tid, st, outcome, last[1] if last is not None else t)
+        self._attempt(tel, st, outcome, last[1] if last is not None else t)
         st.attempt += 1
         st.start = None
         st.last = None
 
-    def _attempt(self, tel: Telemetry, tid: str, st: _Task, outcome: str, end: int) -> None:
+    def _attempt(self, tel: Telemetry, st: _Task, outcome: str, end: int) -> None:
         _task_event(
-            tel, TaskAttempt, tid, st, end,
+            tel, TaskAttempt, st, end,
             attempt=st.attempt, worker=st.worker, start_time=st.start, end_time=end, outcome=outcome,
         )  # fmt: skip
 
     def _memory(self, tel: Telemetry, rec: list[Any]) -> None:
-        _, tid, t, worker, c_start, c_stop = rec
-        st = self._tasks.pop(tid, None)
+        _, key, t, worker, c_start, c_stop = rec
+        st = self._finished(key)
         if st is None:
             return
         last = st.last
         end = last[1] if last is not None else (c_stop or t)
         if not st.started and (c_start or last is not None):
-            self._tracker.started(tid, event_time=c_start, worker=worker)
+            self._tracker.started(st.tid, event_time=c_start, worker=worker)
         if st.attempt > 1:
-            self._attempt(tel, tid, st, "completed", end)
+            self._attempt(tel, st, "completed", end)
         if last is not None and last[5]:
-            _task_event(tel, TaskTimes, tid, st, end, worker=st.worker, seconds=last[5])
-        self._tracker.completed(tid, event_time=end)
+            _task_event(tel, TaskTimes, st, end, worker=st.worker, seconds=last[5])
+        self._tracker.completed(st.tid, event_time=end)
 
     def _erred(self, tel: Telemetry, rec: list[Any]) -> None:
-        _, tid, t, etype, text, tb, cause = rec
-        st = self._tasks.pop(tid, None)
+        _, key, t, etype, text, tb, cause = rec
+        st = self._finished(key)
         if st is None:
             return
         if cause is not None:  # never ran: an upstream task failed
-            self._tracker.failed(tid, etype, event_time=t, message=f"upstream task {cause} failed: {text}")
+            msg = f"upstream task {self._id_of(cause)} failed: {text}"
+            self._tracker.failed(st.tid, etype, event_time=t, message=msg)
             return
         last = st.last
         end = t
@@ -366,13 +399,13 @@ class Recorder:
             text = last[3] or text
             tb = last[4] or tb
         if st.attempt > 1:
-            self._attempt(tel, tid, st, f"failed: {etype}", end)
-        self._tracker.failed(tid, etype, event_time=end, message=text, stacktrace=tb or None)
+            self._attempt(tel, st, f"failed: {etype}", end)
+        self._tracker.failed(st.tid, etype, event_time=end, message=text, stacktrace=tb or None)
 
     def _forgotten(self, tel: Telemetry, rec: list[Any]) -> None:
-        st = self._tasks.pop(rec[1], None)
+        st = self._finished(rec[1])
         if st is not None:
-            self._tracker.canceled(rec[1], event_time=rec[2], reason="released before it finished")
+            self._tracker.canceled(st.tid, event_time=rec[2], reason="released before it finished")
 
     def _stolen(self, tel: Telemetry, rec: list[Any]) -> None:
         _, tid, t, victim, thief = rec
@@ -380,7 +413,7 @@ class Recorder:
         if st is None:
             return
         st.worker = thief
-        _task_event(tel, TaskStolen, tid, st, t, victim=victim or "", thief=thief or "")
+        _task_event(tel, TaskStolen, st, t, victim=victim or "", thief=thief or "")
 
     def _resources(self, tel: Telemetry, rec: list[Any]) -> None:
         _, addr, t, cpu, mem, limit, pid, gpu = rec
@@ -417,13 +450,13 @@ class Recorder:
         toolkit.ingest(rec[2], rec[1], telemetry=tel)
 
 
-def _task_event(tel: Telemetry, cls: Any, tid: str, st: _Task, t: int, **fields: Any) -> None:
-    """Emit one of the Dask events of :mod:`._events` on task ``tid`` (its span, its scope)."""
+def _task_event(tel: Telemetry, cls: Any, st: _Task, t: int, **fields: Any) -> None:
+    """Emit one of the Dask events of :mod:`._events` on task ``st`` (its span, its scope)."""
     ref = st.scope
     tel.emit(
         cls(
             event_time=t,
-            task_id=tid,
+            task_id=st.tid,
             task_name=st.name,
             session_id=tel.session_id,
             workflow_id=ref.workflow_id if ref is not None else None,
