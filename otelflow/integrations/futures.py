@@ -120,7 +120,7 @@ def instrument(
     """
     if not isinstance(executor, Executor):
         if _is_dask(executor):  # checked by module name: dask is imported only if used
-            return _instrument_dask(executor, telemetry, worker_telemetry)  # type: ignore[return-value]
+            return _instrument_dask(executor, telemetry, worker_telemetry)
         raise TypeError(
             f"otelflow.instrument() takes a concurrent.futures.Executor, not {type(executor).__name__}; "
             "for asyncio use otelflow.integrations.asyncio."
