@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
     from otelflow.events import Event, define_event, make_event
     from otelflow.integrations.futures import instrument
+    from otelflow.logs import capture_logging
     from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
     from otelflow.session import Telemetry
     from otelflow.tasks import TaskTracker, task, tracker
@@ -37,6 +38,7 @@ _LAZY = {
     "define_event": "otelflow.events",
     "make_event": "otelflow.events",
     "instrument": "otelflow.integrations.futures",
+    "capture_logging": "otelflow.logs",
     "ScopeRef": "otelflow.scope",
     "adopt_scope": "otelflow.scope",
     "block": "otelflow.scope",
@@ -60,6 +62,7 @@ __all__ = [
     "__version__",
     "adopt_scope",
     "block",
+    "capture_logging",
     "current_scope",
     "current_telemetry",
     "define_event",

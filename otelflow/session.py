@@ -142,6 +142,13 @@ class Telemetry:
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
         self._log_handler: Any = None
+        self._captures: list[Any] = []  # capture_logging() handles bound to this session
+        self._log_export: Any = None
+        self._log_drops = 0
+        self._logs_captured = 0
+        self._log_drop_lock = threading.Lock()
+        self.live: Any = None
+        """The live view's server (``live_port=``), or None."""
         self._exporters = BuiltExporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
@@ -202,6 +209,15 @@ class Telemetry:
                 ) from exc
         self.resource = self._make_resource()
         self._exporters = build_exporters(s)
+        if s.live_port is not None and self.is_main:
+            # Bound now, before anything else is opened: a port in use fails start() cleanly.
+            from otelflow.live.server import LiveServer
+
+            try:
+                self.live = LiveServer(None, s.live_host, s.live_port, title=f"otelflow · {self.run_id}")
+            except ConfigError:
+                self._exporters.close()
+                raise
         self._recorder = recorder = MetricRecorder(self.start_time, self.node)
         self.bus = bus = EventBus(s.queue_size, s.queue_full)
         self.bus_put = bus.put
@@ -258,11 +274,19 @@ class Telemetry:
             wait_spans=s.wait_spans,
             session_name=self._session_name(),
             run_id=self.run_id,
+            trace_per_workflow=s.trace_per == "workflow",
         )
         self._dispatcher = Dispatcher(
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        # Subscribed before the dispatcher starts, so that they see SessionStarted too.
+        if s.logs_exporters:
+            from otelflow.logs.export import LogExport
+
+            self._log_export = LogExport.start(self, s)
+        if self.live is not None:
+            self.live.watch(self)
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
@@ -278,10 +302,11 @@ class Telemetry:
             )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
-        if s.capture_logs:
-            from otelflow.integrations import logging as log_bridge
+        loggers = tuple(dict.fromkeys((("",) if s.capture_logs else ()) + s.capture_loggers))
+        if loggers:
+            from otelflow.logs.capture import LogCapture
 
-            self._log_handler = log_bridge.install(self, s.log_level)
+            self._log_handler = LogCapture(loggers, s.log_level).apply(self)
         from otelflow import _otel_globals
 
         _otel_globals.maybe_install(s.set_global_providers)
@@ -368,7 +393,8 @@ class Telemetry:
                 _log.warning("otelflow.emit() ignored an event: %s", exc)
             return False
 
-    def _scope_started(self, scope: Any, ev: Event) -> None:
+    def scope_started(self, scope: Any, ev: Event) -> None:
+        """Record that ``scope`` (a :class:`otelflow.scope.Scope`) was entered (called by scopes)."""
         parent = scope.parent
         self._scope_spans[scope.id] = (
             scope.span_id,
@@ -404,6 +430,11 @@ class Telemetry:
             sub.stop(time.monotonic())
         return sub
 
+    def _add_subscriber(self, sub: Subscriber) -> None:
+        """Add an internal subscriber (also while starting, before the first event)."""
+        if self._dispatcher is not None:
+            self._dispatcher.add_subscriber(sub)
+
     def unsubscribe(self, subscriber: Subscriber) -> bool:
         """Stop delivering to ``subscriber`` (its queued events are still delivered)."""
         if self._dispatcher is None:
@@ -427,8 +458,16 @@ class Telemetry:
         return f"session {service or 'otelflow'} {self.run_id}"
 
     def span_context(self, span_id: int) -> SpanContext:
-        """An OTel ``SpanContext`` for ``span_id`` in this session's trace."""
-        return SpanContext(self.trace_id_int, span_id, False, _SAMPLED)
+        """An OTel ``SpanContext`` for ``span_id`` in the current trace: this session's, or
+        with a trace per workflow (``OTELFLOW_TRACE_PER=workflow``) the current workflow's."""
+        return SpanContext(self._current_trace(), span_id, False, _SAMPLED)
+
+    def _current_trace(self) -> int:
+        if self.settings.trace_per != "workflow":
+            return self.trace_id_int
+        scope = active_scope()
+        wf = scope.workflow_id if scope is not None else None
+        return ids.workflow_trace_id(self.trace_id_int, wf) if wf else self.trace_id_int
 
     def task_span_id(self, task_id: str) -> int:
         """The span id the task ``task_id`` has in this session (deterministic)."""
@@ -436,7 +475,7 @@ class Telemetry:
 
     def task_traceparent(self, task_id: str) -> str:
         """W3C ``traceparent`` for the task's span, to carry into a worker."""
-        return ids.traceparent(self.trace_id_int, self.task_span_id(task_id))
+        return ids.traceparent(self._current_trace(), self.task_span_id(task_id))
 
     def tracer(self, name: str = "otelflow.user") -> Any:
         """A tracer on this session's provider; its spans go to every span sink."""
@@ -457,8 +496,7 @@ class Telemetry:
     def _call(self, fn: Callable[[], Any] | None, timeout: float | None) -> Any:
         assert self.bus is not None and self._dispatcher is not None
         call = Call(fn)
-        self.bus.queue.append(call)  # internal: bypasses the bound, never dropped
-        self.bus.wake.set()
+        self.bus.put_call(call)  # bypasses the bound, never dropped
         deadline = None if timeout is None else time.monotonic() + timeout
         while not call.done.wait(0.2):
             if not self._dispatcher.alive:
@@ -476,8 +514,7 @@ class Telemetry:
         ``stop()`` it is final (and also written to ``run.json``).
         """
         if self._final_summary is not None:
-            if self.bus is not None and self.bus.closed and self.bus.queue:
-                self._count_leftover()
+            if self.bus is not None and self.bus.discard_leftover():
                 self._final_summary["dropped"]["events"] = self.bus.dropped
             return self._final_summary
         return self._build_summary()
@@ -524,12 +561,27 @@ class Telemetry:
             "late_events": tree.late_events if tree else 0,
             "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
             "internal_errors": d.internal_errors if d else 0,
+            "log_records": self._log_drops,
+            # events live-view clients missed because they read slower than the ring turned
+            "live_view_missed": self.live.hub.dropped_for_clients if self.live is not None else 0,
         }
         out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()
         for signal, n in self._exporters.failures_by_signal().items():
             out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
         return out
+
+    def _count_log_drop(self) -> None:
+        """A captured log record was not accepted (flood or full bus): count it."""
+        with self._log_drop_lock:
+            self._log_drops += 1
+            first = self._log_drops == 1
+        if first:
+            _log.warning(
+                "otelflow is dropping log records: they arrive faster than the run writes them "
+                "(the bus is half full). Lifecycle events are kept; dropped log records are "
+                "counted in summary()['dropped']['log_records']."
+            )
 
     def count_dropped(self, what: str, n: int = 1) -> None:
         """Count ``n`` records an integration could not record, under ``summary()["dropped"][what]``.
@@ -541,7 +593,8 @@ class Telemetry:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
     def _export_failures(self) -> int:
-        return self._exporters.failures()
+        logs = self._log_export.failures() if self._log_export is not None else 0
+        return self._exporters.failures() + logs
 
     @property
     def prometheus_address(self) -> tuple[str, int] | None:
@@ -600,9 +653,9 @@ class Telemetry:
         if self._monitor is not None:
             self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
-            from otelflow.integrations import logging as log_bridge
-
-            log_bridge.uninstall(self._log_handler)
+            self._stage("removing the log capture", self._log_handler.undo)
+        for applied in self._captures:
+            self._stage("removing a log capture", applied.undo)
         end = now_ns()
         self.end_time = end
         if self.is_main:
@@ -631,6 +684,8 @@ class Telemetry:
         if self.tracer_provider is not None:
             self._stage("the span exporters' shutdown", self.tracer_provider.shutdown)
         self._stage("closing the Prometheus endpoint", self._exporters.close)
+        if self._log_export is not None:
+            self._stage("the log exporters' shutdown", lambda: self._log_export.shutdown(deadline))
         # 4. last drain; then refuse new items and end the dispatcher.
         self._stage("the final drain", lambda: self._call(None, None))
         bus.close()
@@ -640,6 +695,9 @@ class Telemetry:
             self._stage("a subscriber's stop", functools.partial(_stop_subscriber, sub, deadline))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
+        if self.live is not None:
+            grace = min(2.0, max(0.1, deadline - time.monotonic()))
+            self._stage("closing the live view", lambda: self.live.close(grace))
         from otelflow import _otel_globals, toolkit
 
         toolkit._close_ingest_files(self.run_dir)
@@ -650,11 +708,8 @@ class Telemetry:
 
     def _count_leftover(self) -> None:
         """Items that raced in after the bus closed: counted as dropped, never silently lost."""
-        bus = self.bus
-        if bus is not None and bus.closed and bus.queue:
-            n = len(bus.queue)
-            bus.queue.clear()
-            bus.dropped += n
+        if self.bus is not None:
+            self.bus.discard_leftover()
 
     async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
         """``stop()`` without blocking the running event loop."""

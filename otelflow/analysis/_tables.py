@@ -493,7 +493,8 @@ class _Collector:
                 rec.depends_on = tuple(str(d) for d in deps)
         links = sp.get("links")
         if links and not rec.depends_on:  # links only stand in for unknown depends_on
-            rec.links = tuple(str(x) for x in links)
+            # "<span id>", or "<trace id>:<span id>" for a span in another trace
+            rec.links = tuple(str(x).rpartition(":")[2] for x in links)
         if rec.cpu_time_s is None:
             rec.cpu_time_s = attrs.get("otelflow.task.cpu_time_s")
         if rec.peak_rss_bytes is None:

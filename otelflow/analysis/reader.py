@@ -58,7 +58,7 @@ DEFAULT_RUNS_DIR = Path(".otelflow") / "runs"
 DEFAULT_REORDER_WINDOW = 20_000
 """How many lines per file the reorder buffer holds (see :class:`Run`)."""
 
-_END_KEYS = {"event": "event_time", "span": "end_time", "metric": "time", "log": "time"}
+_END_KEYS = {"event": "event_time", "span": "end_time", "metric": "time", "log": "event_time"}
 
 Line = dict[str, Any]
 

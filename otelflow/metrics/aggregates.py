@@ -63,7 +63,11 @@ class HistogramAgg:
         """Return ``(attributes, bucket_counts, count, sum, min, max)`` per series."""
         with self.lock:
             items = [(k, list(e[0]), e[1], e[2], e[3], e[4]) for k, e in self.data.items()]
-        return [(dict(zip(self.keys, k, strict=True)), *rest) for k, *rest in items]
+        # None (a task outside any workflow, no backend) is no attribute value: leave it out,
+        # as the counters do; OTLP encoders before SDK 1.45 refuse it.
+        return [
+            ({a: v for a, v in zip(self.keys, k, strict=True) if v is not None}, *rest) for k, *rest in items
+        ]
 
 
 class Sketch:
