@@ -29,6 +29,7 @@ from otelflow import toolkit
 from otelflow.events import TaskStarted
 from tests.conftest import read_lines
 from tests.integration.dask_tasks import nap, traced
+from tests.integration.otlp_receiver import HttpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).parent / "dask")
@@ -41,6 +42,7 @@ class CliCluster:
     scheduler: subprocess.Popen[bytes]
     workers: dict[str, subprocess.Popen[bytes]]  # address -> process
     dirs: list[Path]
+    receiver: HttpReceiver  # the workers' own OTLP endpoint
 
 
 def _free_port() -> int:
@@ -62,14 +64,22 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
     base = tmp_path_factory.mktemp("dask-cli")
+    receiver = HttpReceiver().__enter__()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OTELFLOW_RUNS_DIR", None)
+    # The workers (only they) have an OTLP configuration of their own.
+    worker_env = {
+        **env,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
     dirs: list[Path] = []
 
-    def spawn(name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(name: str, *args: str, env: dict[str, str] = env) -> subprocess.Popen[bytes]:
         wd = base / name
         wd.mkdir()
         dirs.append(wd)
@@ -87,18 +97,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
         for name in ("w1", "w2"):
             spawn(
                 name, "worker", address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                "--host", "127.0.0.1", "--local-directory", str(base / name),
+                "--host", "127.0.0.1", "--local-directory", str(base / name), env=worker_env,
             )  # fmt: skip
         client = Client(address, timeout=60)
         client.wait_for_workers(2, timeout=60)
         by_name = dict(zip(("w1", "w2"), procs[1:], strict=True))
         workers = {addr: by_name[w["name"]] for addr, w in client.scheduler_info()["workers"].items()}
-        yield CliCluster(client, base, sched, workers, dirs)
+        yield CliCluster(client, base, sched, workers, dirs, receiver)
     finally:
         if client is not None:
             client.close()
         for p in reversed(procs):
             _stop(p)
+        receiver.stop()
 
 
 def start(cluster: CliCluster, **kw: Any) -> otelflow.Telemetry:
@@ -146,6 +157,14 @@ def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster
     assert times["seconds"]["transfer"] > 0
     updates = [e for e in read_lines(run_dir, "event") if e.get("device") == "dask-worker"]
     assert {e["node"] for e in updates} == {w1, w2}
+    # Workers with OTLP settings of their own export their spans themselves, each once.
+    exported = cluster.receiver.wait_for(
+        lambda: (got := [s for s in cluster.receiver.spans() if s.name == "user-work"]) and len(got) >= 8 and got,
+        30,
+        "the workers' user spans over OTLP",
+    )
+    assert sorted(s.parent_span_id for s in exported) == task_span_ids
+    assert {s.trace_id for s in exported} == {trace_hex}
 
 
 def test_sigkill_of_a_worker_mid_run_shows_both_attempts_and_the_run_completes(cluster):

@@ -52,6 +52,7 @@ def instrument_client(
     telemetry: Telemetry | None = None,
     user_telemetry: bool = True,
     resource_interval: float = 1.0,
+    worker_export: bool | None = None,
 ) -> Client:
     """Record every task ``client`` submits; returns the client. Idempotent.
 
@@ -61,6 +62,12 @@ def instrument_client(
         user_telemetry: Workers join the run so spans, events and logs made inside
             tasks are recorded (sent home over Dask's connections).
         resource_interval: Seconds between per-worker resource samples (0: none).
+        worker_export: Workers also export the spans made in tasks over OTLP with their
+            own settings; None: those that have OTLP settings of their own do. The run
+            directory gets them either way; each span is exported once (by the worker).
+
+    The plugins are registered once per cluster: the first instrumented client's
+    ``user_telemetry``, ``resource_interval`` and ``worker_export`` apply to all.
     """
     from distributed import Client as _Client
 
@@ -79,7 +86,7 @@ def instrument_client(
     # The plugins are registered every time: a restarted scheduler has lost them, and a
     # second registration is ignored by the scheduler (idempotent=True).
     client.register_plugin(SchedulerRecorder(resource_interval=resource_interval))
-    client.register_plugin(WorkerRecorder(user_telemetry=user_telemetry))
+    client.register_plugin(WorkerRecorder(user_telemetry=user_telemetry, export=worker_export))
     fresh = rec is None
     if rec is None:
         rec = d[_ATTR] = Recorder(client, telemetry)

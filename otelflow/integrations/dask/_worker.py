@@ -49,14 +49,20 @@ class WorkerRecorder(WorkerPlugin):
             (shorter tasks send start and end together, once).
         user_telemetry: Join the client's run in each worker so user spans, events and
             logs made inside tasks are recorded (sent home over Dask's connections).
+        export: Also export the spans made in tasks from the worker itself, with the
+            worker's own OTLP settings. None (default): when the worker process has an
+            OTLP configuration of its own (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_TRACES_EXPORTER``). The lines
+            still go home to the run directory; only the worker exports them over OTLP.
     """
 
     name = WORKER_PLUGIN
     idempotent = True
 
-    def __init__(self, flush_interval: float = 0.05, user_telemetry: bool = True) -> None:
+    def __init__(self, flush_interval: float = 0.05, user_telemetry: bool = True, export: bool | None = None) -> None:
         self.flush_interval = flush_interval
         self.user_telemetry = user_telemetry
+        self.export = export
         self.worker: Worker | None = None
         self._buf: dict[str, list[list[Any]]] = {}
         # key -> [client id, task id, run id, t at ready->executing, B sent?]
@@ -206,7 +212,8 @@ class WorkerRecorder(WorkerPlugin):
             return c
         if run_id not in self._runs:  # a new run: join it (one run at a time per process)
             _stop_logs()
-            self._runs = {run_id: _join_run(carrier, self, cid, bool(ann.get("l")))}
+            export = _own_otlp_config() if self.export is None else self.export
+            self._runs = {run_id: _join_run(carrier, self, cid, bool(ann.get("l")), export)}
             self._carriers.clear()
         c = _from_dict(carrier) if self._runs[run_id] is not None else None
         if len(self._carriers) >= 256:  # bounded: scopes are many only in odd programs
@@ -310,7 +317,18 @@ _in_task = threading.local()
 _log_handler: logging.Handler | None = None
 
 
-def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str, capture_logs: bool) -> Any:
+def _own_otlp_config() -> bool:
+    env = os.environ
+    return (
+        any(
+            env.get(k)
+            for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")
+        )
+        and env.get("OTEL_TRACES_EXPORTER") != "none"
+    )
+
+
+def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str, capture_logs: bool, export: bool) -> Any:
     from otelflow import toolkit
 
     try:
@@ -318,7 +336,7 @@ def _join_run(carrier: dict[str, Any], plugin: WorkerRecorder, cid: str, capture
         if c is None:
             return None
         source = f"worker-{_host()}-{os.getpid()}"
-        tel = toolkit.join_run(c, forward=plugin.forward(cid, source))
+        tel = toolkit.join_run(c, forward=plugin.forward(cid, source), export=export)
     except Exception as exc:  # noqa: BLE001 - measure the task anyway
         _log.warning("otelflow could not join the run in Dask worker %d: %s", os.getpid(), exc)
         return None
