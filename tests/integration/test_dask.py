@@ -240,20 +240,33 @@ def test_a_key_computed_again_in_the_same_run_is_a_second_task(client, tmp_path)
 
 def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_path):
     tel = start(tmp_path)
+    started: set[str] = set()
+    running = threading.Condition()
+
+    def on_start(ev: Any) -> None:
+        with running:
+            started.add(ev.task_id)
+            running.notify_all()
+
+    otelflow.subscribe(on_start, TaskStarted)
     other = Client(client.scheduler.address)
     otelflow.instrument(other)
-    running = threading.Event()
-    otelflow.subscribe(lambda ev: running.set(), TaskStarted)
     done = other.submit(square, 7)
     assert done.result() == 49
     pending = other.submit(nap, 1.0)
-    assert running.wait(30)
-    other.close()
+    with running:
+        assert running.wait_for(lambda: pending.key in started, 30)
+    other.close()  # while `pending` runs
+    hasty = Client(client.scheduler.address)
+    otelflow.instrument(hasty)
+    unsent = hasty.submit(nap, 1.0)
+    hasty.close()  # right after submitting: the graph may still be on its way
     run_dir = tel.run_dir
     tel.stop()
     spans = task_spans(run_dir)
     assert spans[done.key]["status"] == "completed"
     assert spans[pending.key]["status"] == "canceled"
+    assert spans[unsent.key]["status"] == "canceled"
     report = subprocess.run(
         [sys.executable, "-m", "otelflow", "report", str(run_dir)],
         check=False,
@@ -262,7 +275,7 @@ def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_pa
         timeout=60,
     )
     assert report.returncode == 0, report.stderr
-    assert "2" in report.stdout
+    assert run_dir.name in report.stdout
 
 
 def test_a_cluster_restart_does_not_break_the_next_run(client, tmp_path):

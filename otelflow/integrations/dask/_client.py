@@ -170,6 +170,9 @@ class Recorder:
         self._done: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
+        self._sent = 0  # graphs annotated so far
+        self._acked = 0  # the last graph the scheduler plugin acknowledged
+        self._ack = threading.Condition()
         self._flushed: dict[int, threading.Event] = {}
         self._carrier: tuple[str, toolkit.ScopeRef | None, dict[str, Any]] | None = None
         #: records that could not be applied (a bug or a malformed message), by op
@@ -215,8 +218,10 @@ class Recorder:
             carrier = c.to_dict() if c is not None else {}
             carrier.pop("traceparent", None)  # each task's own is derived on the worker
             self._carrier = (tel.run_id, scope, carrier)
+        self._sent += 1
         return {
             "c": self.client_id,
+            "q": self._sent,
             "s": scope.to_dict() if scope is not None else None,
             "k": carrier,
             "l": bool(getattr(tel.settings, "capture_logs", False)),
@@ -243,6 +248,11 @@ class Recorder:
 
     def finish(self) -> None:
         """Before the client closes: apply what is pending, then close what never ends."""
+        # Graphs travel on the client's stream, control messages by RPC: first wait until
+        # the scheduler plugin has seen the last graph (a graph with no tasks at all is
+        # never acknowledged: hence the short bound), then flush.
+        with self._ack:
+            self._ack.wait_for(lambda: self._acked >= self._sent, timeout=2.0)
         self.flush()
         with self._lock:
             tel = self._tel()
@@ -269,6 +279,11 @@ class Recorder:
                     done = self._flushed.get(rec[1])
                     if done is not None:
                         done.set()
+                    continue
+                if op == "G":
+                    with self._ack:
+                        self._acked = max(self._acked, rec[1])
+                        self._ack.notify_all()
                     continue
                 if tel is None:
                     continue

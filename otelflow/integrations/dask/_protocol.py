@@ -24,6 +24,7 @@ A record is ``[op, task_id, ...]`` (times are ns since the epoch):
 ``S``  stolen: task_id, t, victim, thief
 ``U``  a worker's resources: address, t, cpu %, memory bytes, memory limit, pid, gpu
 ``J``  forwarded JSONL lines: source name, bytes
+``G``  a graph of this client reached the scheduler: its sequence number
 ``Z``  flush marker: token
 =====  ============================================================================
 """
@@ -35,7 +36,8 @@ WORKER_PLUGIN = "otelflow-worker"
 WORKER_TOPIC = "otelflow-worker"
 CONTROL_TOPIC = "otelflow-control"
 ANNOTATION = "otelflow"
-"""The Dask annotation carrying ``{"c": client id, "s": scope dict, "k": carrier dict}``."""
+"""The Dask annotation: ``{"c": client id, "q": graph sequence number, "s": scope dict,
+"k": carrier dict, "l": capture logs}``."""
 
 
 def client_topic(client_id: str) -> str:

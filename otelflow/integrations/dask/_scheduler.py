@@ -168,6 +168,12 @@ class SchedulerRecorder(SchedulerPlugin):
                 self._add(cid, ["Q", task_id_of(key), now])
             elif state == "processing" and ts.processing_on is not None:
                 self._add(cid, ["P", task_id_of(key), now, ts.processing_on.address])
+        # Acknowledge the graph (its sequence number from the client's annotation), so a
+        # client closing right after submitting knows every task of it has been created.
+        first = next(iter(ours.values()), None) if ours else None
+        if isinstance(first, dict) and isinstance(first.get("q"), int) and first.get("c") in self._clients:
+            self._add(first["c"], ["G", first["q"]])
+            touched.add(first["c"])
         for cid in touched:
             self.flush(cid)
 
