@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from otelflow.events import Event, define_event, make_event
     from otelflow.integrations.futures import instrument
     from otelflow.logs import capture_logging
+    from otelflow.run_summary import Summary
     from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
     from otelflow.session import Telemetry
     from otelflow.tasks import TaskTracker, task, tracker
@@ -45,6 +46,7 @@ _LAZY = {
     "current_scope": "otelflow.scope",
     "workflow_scope": "otelflow.scope",
     "Telemetry": "otelflow.session",
+    "Summary": "otelflow.run_summary",
     "TaskTracker": "otelflow.tasks",
     "task": "otelflow.tasks",
     "tracker": "otelflow.tasks",
@@ -57,6 +59,7 @@ __all__ = [
     "EventError",
     "OtelflowError",
     "ScopeRef",
+    "Summary",
     "TaskTracker",
     "Telemetry",
     "__version__",
@@ -170,7 +173,7 @@ def current_telemetry() -> Telemetry | None:
     return _global.current()
 
 
-def stop(timeout: float = 30.0) -> dict[str, Any] | None:
+def stop(timeout: float = 30.0) -> Summary | None:
     """Stop the current telemetry and return its summary; None (a no-op) if none runs."""
     tel = _global.current()
     return tel.stop(timeout) if tel is not None else None
@@ -209,7 +212,7 @@ def unsubscribe(subscriber: Subscriber) -> bool:
     return tel.unsubscribe(subscriber) if tel is not None else False
 
 
-def summary() -> dict[str, Any] | None:
+def summary() -> Summary | None:
     """The current telemetry's ``summary()``, or None if none runs."""
     tel = _global.current()
     return tel.summary() if tel is not None else None

@@ -19,14 +19,12 @@ import atexit
 import functools
 import logging
 import os
-import platform
 import random
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,8 @@ from otelflow.events.registry import make_event
 from otelflow.metrics import bridge
 from otelflow.metrics.instruments import METER_NAME
 from otelflow.metrics.recorder import MetricRecorder
+from otelflow.run_summary import Summary, build_summary, dropped_counts
+from otelflow.runinfo import new_run_id, versions, write_run_json
 from otelflow.scope import active_scope
 from otelflow.sinks.exporters import BuiltExporters, build_exporters
 from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
@@ -116,7 +116,7 @@ class Telemetry:
         self._forward = forward
         self._state = "new"
         self._state_lock = threading.Lock()
-        self._final_summary: dict[str, Any] | None = None
+        self._final_summary: Summary | None = None
         self._stopped = threading.Event()  # set when stop() has finished
         # A worker (role != "main") joins its parent's session: same trace, session and
         # session span, its own JSONL file, and no session span, events or run.json of its own.
@@ -127,7 +127,7 @@ class Telemetry:
         self.session_span_id = _as_id(session_span_id, "session_span_id", 16) or ids.new_span_id()
         self._metric_readers: list[MetricReader] = []
         self.node = socket.gethostname()
-        self.run_id = self.settings.run_id or _new_run_id()
+        self.run_id = self.settings.run_id or new_run_id()
         self.run_dir: Path | None = None
         self.start_time = 0
         self.end_time: int | None = None
@@ -507,7 +507,7 @@ class Telemetry:
             raise call.error
         return call.result
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         """Counts, durations, waits, per-workflow totals, last resources, and losses.
 
         Computed from running aggregates. During the run it is a live view; after
@@ -519,57 +519,41 @@ class Telemetry:
             return self._final_summary
         return self._build_summary()
 
-    def _build_summary(self) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "run_id": self.run_id,
-            "run_dir": str(self.run_dir) if self.run_dir else None,
-            "session_id": self.session_id,
-            "trace_id": self.trace_id,
-            "enabled": self.settings.enabled,
-        }
-        if self._recorder is None:
-            base.update(tasks={}, dropped={}, workflows={}, resources={})
-            return base
-        base.update(self._recorder.summary())
-        if self.start_time:
-            end = self.end_time or now_ns()
-            base["elapsed_s"] = (end - self.start_time) / 1e9
-        base["dropped"] = self._dropped()
-        if self._monitor is not None:
-            try:
-                base["gpu"] = str(self._monitor.gpu_status())
-            except Exception:  # noqa: BLE001
-                pass
-        return base
+    def _build_summary(self) -> Summary:
+        return build_summary(
+            {
+                "run_id": self.run_id,
+                "run_dir": str(self.run_dir) if self.run_dir else None,
+                "session_id": self.session_id,
+                "trace_id": self.trace_id,
+                "enabled": self.settings.enabled,
+            },
+            self._recorder,
+            self.start_time,
+            self.end_time,
+            self._dropped,
+            self._monitor,
+        )
 
     def _dropped(self) -> dict[str, Any]:
-        bus = self.bus
-        d = self._dispatcher
-        j = self._jsonl
-        subs = d.subscribers if d is not None else ()
-        tree = getattr(self, "_tree", None)
-        out = {
-            # `is not None`: an empty EventBus is falsy (it has __len__)
-            "events": bus.dropped if bus is not None else 0,
-            "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus is not None else 0.0,
+        counted = {
             "invalid_emits": self._invalid_emits,
-            "subscriber_events": sum(s.dropped for s in subs) + self._gone_sub_drops,
-            "subscriber_errors": sum(s.errors for s in subs) + self._gone_sub_errors,
-            "jsonl_lines_lost": j.lines_lost if j else 0,
-            "jsonl_write_errors": j.write_errors if j else 0,
-            "sanitized_values": j.sanitized if j else 0,
-            "late_events": tree.late_events if tree else 0,
-            "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
-            "internal_errors": d.internal_errors if d else 0,
+            "gone_subscriber_events": self._gone_sub_drops,
+            "gone_subscriber_errors": self._gone_sub_errors,
             "log_records": self._log_drops,
             # events live-view clients missed because they read slower than the ring turned
             "live_view_missed": self.live.hub.dropped_for_clients if self.live is not None else 0,
+            **self._extra_drops,
         }
-        out.update(self._extra_drops)
-        out["export_failures"] = self._export_failures()
-        for signal, n in self._exporters.failures_by_signal().items():
-            out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
-        return out
+        return dropped_counts(
+            bus=self.bus,
+            dispatcher=self._dispatcher,
+            jsonl=self._jsonl,
+            tree=getattr(self, "_tree", None),
+            counted=counted,
+            export_failures=self._export_failures(),
+            export_failures_by_signal=self._exporters.failures_by_signal(),
+        )
 
     def _count_log_drop(self) -> None:
         """A captured log record was not accepted (flood or full bus): count it."""
@@ -601,7 +585,7 @@ class Telemetry:
         """``(host, port)`` the Prometheus endpoint is bound to (the real port if 0 was asked)."""
         return self._exporters.prometheus_address
 
-    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+    def stop(self, timeout: float = 30.0) -> Summary:
         """Drain every accepted event to every sink, close spans, flush exporters.
 
         Idempotent: a second call returns the same summary. Safe from any thread; in a
@@ -711,7 +695,7 @@ class Telemetry:
         if self.bus is not None:
             self.bus.discard_leftover()
 
-    async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
+    async def astop(self, timeout: float = 30.0) -> Summary:
         """``stop()`` without blocking the running event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
 
@@ -739,7 +723,7 @@ class Telemetry:
 
     # -- run.json -----------------------------------------------------------------------------
 
-    def _write_run_json(self, status: str, summary: dict[str, Any] | None = None) -> None:
+    def _write_run_json(self, status: str, summary: Summary | None = None) -> None:
         if self.run_dir is None or not self.is_main:  # run.json is the main process's
             return
         meta = {
@@ -756,17 +740,11 @@ class Telemetry:
             "host": self.node,
             "pid": os.getpid(),
             "argv": list(sys.argv),
-            "versions": _versions(),
+            "versions": versions(),
             "config": self.settings.redacted(),
             "summary": summary,
         }
-        path = self.run_dir / "run.json"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(meta, enc_hook=repr), indent=2))
-            os.replace(tmp, path)
-        except OSError as exc:
-            _log.warning("otelflow could not write %s: %s", path, exc)
+        write_run_json(self.run_dir, meta)
 
     # -- context managers ---------------------------------------------------------------------
 
@@ -809,11 +787,6 @@ def _noop_put(item: Any) -> bool:
     return False
 
 
-def _new_run_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{random.getrandbits(24):06x}"
-
-
 def _sample_ratio(s: Settings) -> float:
     sampler = s.sampler
     if sampler in ("always_off", "parentbased_always_off"):
@@ -821,15 +794,3 @@ def _sample_ratio(s: Settings) -> float:
     if sampler in ("traceidratio", "parentbased_traceidratio"):
         return 1.0 if s.sampler_arg is None else s.sampler_arg
     return 1.0
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"otelflow": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("opentelemetry-sdk", "prometheus-client", "psutil", "msgspec", "distributed"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out

@@ -391,6 +391,8 @@ class _Collector:
                         rec.error_message = ev.get("error_message") or rec.error_message
                     elif terminal == "canceled":
                         rec.cancel_reason = ev.get("reason")
+                elif terminal == "canceled" and rec.status == "canceled" and rec.cancel_reason is None:
+                    rec.cancel_reason = ev.get("reason")  # the span line came first: it has no reason
                 cpu = ev.get("cpu_time_s")
                 if cpu is not None:
                     rec.cpu_time_s = cpu

@@ -115,9 +115,16 @@ def instrument(
     A ``distributed.Client`` is instrumented by :mod:`otelflow.integrations.dask` instead
     (see docs/dask.md; ``backend`` does not apply there).
 
+    An AsyncFlow ``WorkflowEngine`` is handed to
+    :func:`otelflow.integrations.asyncflow.instrument` (``backend`` is not used).
+
     Raises:
         TypeError: ``executor`` is not a ``concurrent.futures.Executor`` or Dask client.
     """
+    if _is_asyncflow(executor):
+        from otelflow.integrations import asyncflow
+
+        return asyncflow.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
     if not isinstance(executor, Executor):
         if _is_dask(executor):  # checked by module name: dask is imported only if used
             return _instrument_dask(executor, telemetry, worker_telemetry)
@@ -159,6 +166,10 @@ def uninstrument(executor: E) -> E:
     futures are still handed to the executor. Uninstrumenting an executor that is not
     instrumented logs a warning and does nothing.
     """
+    if _is_asyncflow(executor):
+        from otelflow.integrations import asyncflow
+
+        return asyncflow.uninstrument(executor)  # type: ignore[no-any-return]
     d = getattr(executor, "__dict__", None)
     if d is None or _ATTR not in d:
         _log.warning("otelflow: %r is not instrumented; uninstrument() did nothing.", executor)
@@ -170,7 +181,16 @@ def uninstrument(executor: E) -> E:
 
 def is_instrumented(executor: Executor) -> bool:
     """True if :func:`instrument` was applied to ``executor`` (and not undone)."""
+    if _is_asyncflow(executor):
+        from otelflow.integrations import asyncflow
+
+        return asyncflow.is_instrumented(executor)
     return _ATTR in getattr(executor, "__dict__", {})
+
+
+def _is_asyncflow(obj: object) -> bool:
+    """An AsyncFlow engine, told by its class's module: asyncflow is never imported to check."""
+    return type(obj).__module__.startswith("radical.asyncflow")
 
 
 def task_id_of(future: Future[Any]) -> str | None:

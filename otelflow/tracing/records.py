@@ -70,6 +70,7 @@ class TaskRec:
         "parent_id",
         "pending",
         "queued",
+        "ready",
         "remote_ids",
         "resolved",
         "scope",

@@ -187,6 +187,7 @@ class TraceTree:
         rec.deps = ()
         rec.dependents = None
         rec.pending = 0
+        rec.ready = 0  # the latest end of the upstream tasks that completed so far
         rec.worker = None
         wf_name = rec.workflow.name if rec.workflow is not None else None
         rec.counts = self.recorder.task_counts(rec.name, wf_name, backend)
@@ -360,8 +361,11 @@ class TraceTree:
                         down.pending = -1
                         continue
                     down.pending -= 1
+                    # Upstreams measured in different workers can be recorded out of end
+                    # order: Resolved is the latest end, not the end recorded last.
+                    down.ready = max(down.ready, end)
                     if down.pending == 0 and not down.resolved and down.id in self.tasks:
-                        self._derive_resolved(down, end)
+                        self._derive_resolved(down, down.ready)
         # The enclosing scope may be waiting for this task before it ends.
         scope = rec.scope
         idx = 0 if status == "completed" else 1 if status == "failed" else 2 if status == "canceled" else -1
