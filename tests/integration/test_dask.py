@@ -112,6 +112,7 @@ def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):
     assert sorted(r["span_id"] for r in logs) == sorted(ids.values())
     assert {r["trace_id"] for r in logs} == {trace_hex}
     assert {r["workflow_id"] for r in logs} == {wid}
+    assert sorted(r["task_id"] for r in logs) == sorted(ids)
     notes = events(run_dir, "tests.DaskNote")
     assert sorted(e["n"] for e in notes) == [0, 1, 2, 3]
     assert {(e["trace_id"], e["session_id"], e["workflow_id"]) for e in notes} == {(trace_hex, tel.session_id, wid)}

@@ -118,6 +118,9 @@ def start(cluster: CliCluster, **kw: Any) -> otelflow.Telemetry:
 
 def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster):
     client = cluster.client
+    # --preload installed the plugins before any client registered them.
+    assert client.run_on_scheduler(lambda dask_scheduler: "otelflow" in dask_scheduler.plugins)
+    assert set(client.run(lambda dask_worker: "otelflow-worker" in dask_worker.plugins).values()) == {True}
     tel = start(cluster, capture_logs=True)
     otelflow.instrument(client)
     w1, w2 = sorted(cluster.workers)
