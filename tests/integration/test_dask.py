@@ -165,6 +165,24 @@ def test_a_canceled_task_is_recorded_canceled(client, tmp_path):
     assert spans[fut.key]["status"] == "canceled"
 
 
+def test_work_stealing_is_an_event_on_the_stolen_task(client, tmp_path):
+    tel = start(tmp_path)
+    otelflow.instrument(client)
+    w1, w2 = sorted(client.scheduler_info()["workers"])
+    # All on w1, but allowed elsewhere: the idle w2 steals some (Dask's work stealing).
+    futs = [client.submit(nap, 0.3, workers=[w1], allow_other_workers=True, pure=False) for _ in range(16)]
+    client.gather(futs)
+    run_dir = tel.run_dir
+    tel.stop()
+    stolen = events(run_dir, "dask.TaskStolen")
+    assert stolen, "Dask stole nothing"
+    spans = task_spans(run_dir)
+    assert (w1, w2) in {(e["victim"], e["thief"]) for e in stolen}
+    last_thief = {e["task_id"]: e["thief"] for e in sorted(stolen, key=lambda e: e["event_time"])}
+    assert {tid: spans[tid]["attributes"]["otelflow.task.worker"] for tid in last_thief} == last_thief
+    assert all(e["span_id"] == spans[e["task_id"]]["span_id"] for e in stolen)  # on the task's span
+
+
 def test_resource_updates_arrive_for_every_worker(client, tmp_path):
     tel = start(tmp_path)
     otelflow.instrument(client)
