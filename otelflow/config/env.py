@@ -119,6 +119,7 @@ GROUPS: Final[tuple[str, ...]] = (
     "Sampling",
     "Trace shape",
     "Metric export",
+    "Span export batching",
     "Run directory and pipeline",
     "Logs",
     "Live view",
@@ -432,6 +433,37 @@ OTEL_METRIC_EXPORT_TIMEOUT: Final = _declare(
     group="Metric export",
     default="30000",
     scale=0.001,
+)
+
+# --- Span export batching (OTel's batch span processor variables) ------------------------
+
+OTEL_BSP_SCHEDULE_DELAY: Final = _declare(
+    "OTEL_BSP_SCHEDULE_DELAY",
+    Rule("float", "a number of milliseconds from 1 to 600000", low=1.0, high=600_000.0),
+    "Longest wait, in milliseconds, before a partial batch of spans is exported over OTLP. "
+    "otelflow's default is shorter than OTel's 5000, so a short run's spans leave promptly.",
+    fields=("bsp_schedule_delay_s",),
+    group="Span export batching",
+    default="1000",
+    scale=0.001,
+)
+OTEL_BSP_MAX_QUEUE_SIZE: Final = _declare(
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    Rule("int", "an integer from 1 to 10000000", low=1, high=10_000_000),
+    "Most spans waiting for OTLP export; beyond it new spans are dropped and counted "
+    "(`summary()['dropped']['export_failures_traces']`). otelflow's default is larger than "
+    "OTel's 2048: task runs end spans in bursts.",
+    fields=("bsp_max_queue_size",),
+    group="Span export batching",
+    default="16384",
+)
+OTEL_BSP_MAX_EXPORT_BATCH_SIZE: Final = _declare(
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    Rule("int", "an integer from 1 to 100000", low=1, high=100_000),
+    "Most spans in one OTLP export call.",
+    fields=("bsp_max_export_batch_size",),
+    group="Span export batching",
+    default="512",
 )
 
 # --- Run directory and pipeline ----------------------------------------------------------

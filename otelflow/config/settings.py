@@ -52,6 +52,7 @@ REDACTED: Final = "<redacted>"
 """What :meth:`Settings.redacted` writes in place of a secret."""
 
 _SECONDS_POSITIVE: Final = Rule("float", "a number of seconds > 0", low=0.0, low_inclusive=False)
+_BSP_SECONDS: Final = Rule("float", "a number of seconds from 0.001 to 600", low=0.001, high=600.0)
 _OTLP_SETTINGS: Final = Rule("str", "an OtlpSettings instance")
 _DEFAULT_OTLP_BASE: Final[Mapping[str, str]] = {
     "grpc": "http://localhost:4317",
@@ -106,6 +107,9 @@ class Settings:
         sampler_arg: Ratio for ratio samplers, else None.
         metric_export_interval_s: Seconds between metric exports to OTLP/console.
         metric_export_timeout_s: Seconds one metric export may take.
+        bsp_schedule_delay_s: Longest wait before a partial span batch is exported.
+        bsp_max_queue_size: Most spans waiting for export (more are dropped, counted).
+        bsp_max_export_batch_size: Most spans per export call.
         runs_dir: Directory holding one sub-directory per run.
         run_id: Run to join, or None to start a new one.
         resource_poll_interval: Seconds between resource samples; 0 means off.
@@ -142,6 +146,9 @@ class Settings:
     sampler_arg: float | None
     metric_export_interval_s: float
     metric_export_timeout_s: float
+    bsp_schedule_delay_s: float
+    bsp_max_queue_size: int
+    bsp_max_export_batch_size: int
     runs_dir: Path
     run_id: str | None
     resource_poll_interval: float
@@ -296,6 +303,9 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("sampler", ev.OTEL_TRACES_SAMPLER),
         _same("sampler_arg", ev.OTEL_TRACES_SAMPLER_ARG),
         _same("metric_export_interval_s", ev.OTEL_METRIC_EXPORT_INTERVAL, "seconds, not milliseconds"),
+        _same("bsp_schedule_delay_s", ev.OTEL_BSP_SCHEDULE_DELAY, "seconds, not milliseconds"),
+        _same("bsp_max_queue_size", ev.OTEL_BSP_MAX_QUEUE_SIZE),
+        _same("bsp_max_export_batch_size", ev.OTEL_BSP_MAX_EXPORT_BATCH_SIZE),
         _same("metric_export_timeout_s", ev.OTEL_METRIC_EXPORT_TIMEOUT, "seconds, not milliseconds"),
         Argument("checkpoint_path", ("runs_dir",), (ev.OTELFLOW_RUNS_DIR,), "a str or a path"),
         _same("runs_dir", ev.OTELFLOW_RUNS_DIR, "same as `checkpoint_path`"),
@@ -583,6 +593,12 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
             ld.arg(parse_float, "metric_export_timeout_s", rule=_SECONDS_POSITIVE),
             ld.seconds(ev.OTEL_METRIC_EXPORT_TIMEOUT, default=True),
         ),
+        bsp_schedule_delay_s=_first(
+            ld.arg(parse_float, "bsp_schedule_delay_s", rule=_BSP_SECONDS),
+            ld.seconds(ev.OTEL_BSP_SCHEDULE_DELAY, default=True),
+        ),
+        bsp_max_queue_size=ld.value(parse_int, "bsp_max_queue_size", ev.OTEL_BSP_MAX_QUEUE_SIZE),
+        bsp_max_export_batch_size=ld.value(parse_int, "bsp_max_export_batch_size", ev.OTEL_BSP_MAX_EXPORT_BATCH_SIZE),
         runs_dir=_first(
             ld.arg(parse_path, "checkpoint_path", "runs_dir"),
             ld.env_or_default(parse_path, ev.OTELFLOW_RUNS_DIR),

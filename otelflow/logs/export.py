@@ -94,7 +94,7 @@ def _guarded(sdk: Any, guard: ExportGuard) -> Any:
 def _otlp_exporter(cfg: OtlpSettings) -> Any:
     kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
     if cfg.protocol == "grpc":
-        from grpc import Compression  # type: ignore[import-untyped]
+        from grpc import Compression
 
         kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
         if cfg.insecure is not None:

@@ -260,7 +260,14 @@ def _otlp_and_console(settings: Settings, built: BuiltExporters) -> None:
         cfg = settings.otlp_traces
         guard = _guard(lambda: _otlp_span_exporter(cfg), "traces", cfg, built.health)
         built.guards.append(guard)
-        built.span_processors.append(GuardedSpanProcessor(guard))
+        built.span_processors.append(
+            GuardedSpanProcessor(
+                guard,
+                max_queue=settings.bsp_max_queue_size,
+                batch_size=settings.bsp_max_export_batch_size,
+                delay_s=settings.bsp_schedule_delay_s,
+            )
+        )
     if "otlp" in settings.metrics_exporters:
         mcfg = settings.otlp_metrics
         guard = _guard(lambda: _otlp_metric_exporter(mcfg), "metrics", mcfg, built.health)

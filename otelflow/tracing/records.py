@@ -98,6 +98,7 @@ class TaskRec:
     parent_id: int
     pending: int
     queued: int
+    ready: int  # the latest upstream end so far: TaskResolved's time
     remote_ids: tuple[str | None, str | None] | None
     resolved: int
     scope: ScopeRec

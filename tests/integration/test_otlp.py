@@ -136,6 +136,25 @@ def test_gzip_over_http_is_sent_and_decoded(tmp_path):
         assert_four_level_tree(receiver.spans(), tel, tasks=51)
 
 
+def test_otel_bsp_variables_shape_the_span_batches(tmp_path):
+    with HttpReceiver() as receiver:
+        tel = start(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_BSP_MAX_EXPORT_BATCH_SIZE="10",
+            OTEL_BSP_SCHEDULE_DELAY="50",
+        )
+        run_workload(tasks=50, failing=1)
+        tel.stop()
+        sizes = [
+            sum(len(ss.spans) for rs in r.message.resource_spans for ss in rs.scope_spans)
+            for r in receiver.requests("traces")
+        ]
+        assert sizes and max(sizes) <= 10, sizes
+        assert_four_level_tree(receiver.spans(), tel, tasks=51)  # every span, in more batches
+
+
 def test_gzip_over_grpc_shrinks_what_crosses_the_wire(tmp_path):
     sent = {}
     with GrpcReceiver() as receiver:

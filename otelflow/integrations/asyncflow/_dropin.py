@@ -32,6 +32,7 @@ from otelflow.integrations.asyncflow import _engine
 if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
     from otelflow.events.model import Event
+    from otelflow.run_summary import Summary
     from otelflow.session import Telemetry
 
 __all__ = ["AsyncFlowTelemetry", "TALEvent", "start_telemetry"]
@@ -189,7 +190,7 @@ class AsyncFlowTelemetry:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._convert = _Converter(f"{flow.uid}:", str(getattr(flow.backend, "name", "")))
         self._event_classes: dict[str, type[Event]] = {}
-        self._stopped: dict[str, Any] | None = None
+        self._stopped: Summary | None = None
         self.subscriber_errors = 0
 
     # -- subscribe -----------------------------------------------------------------------------
@@ -318,9 +319,9 @@ class AsyncFlowTelemetry:
         ``duration`` is execution time measured in the worker (the TAL's was creation → end);
         ``otelflow`` holds otelflow's whole summary.
         """
-        s = self._stopped or self.telemetry.summary()
+        s: dict[str, Any] = dict(self._stopped or self.telemetry.summary())
         tasks = s.get("tasks") or {}
-        dur = s.get("duration_s") or {}
+        dur: dict[str, Any] = s.get("duration_s") or {}
         n = dur.get("count") or 0
         duration: dict[str, float] = {}
         if n:

@@ -65,7 +65,7 @@ def _warn_once(key: str, msg: str, *args: Any) -> None:
 def _version_ok(flow: Any) -> bool:
     """Warn (once per version) about an AsyncFlow this module was not written for."""
     try:
-        import radical.asyncflow as af  # type: ignore[import-untyped]
+        import radical.asyncflow as af
 
         version = str(getattr(af, "__version__", "unknown"))
     except ImportError:  # pragma: no cover - a WorkflowEngine without its package
