@@ -51,6 +51,7 @@ __all__ = [
     "ProcessUsage",
     "WorkerConfig",
     "current_session",
+    "current_worker_session",
     "flush_if_used",
     "flush_worker_session",
     "stop_worker_session",
@@ -471,6 +472,12 @@ def flush_worker_session(timeout: float = 5.0) -> None:
         sess.flush(timeout=timeout)
     except Exception:  # noqa: BLE001 - never fail a task because of its telemetry
         pass
+
+
+def current_worker_session() -> Telemetry | None:
+    """This process's running worker session, or None."""
+    sess = _session
+    return sess if sess is not None and sess.active else None
 
 
 def flush_if_used(sess: Telemetry) -> None:

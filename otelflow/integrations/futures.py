@@ -112,17 +112,22 @@ def instrument(
             events made inside tasks reach the run directory (one file per worker, flushed
             after each task). False measures tasks only, which is cheaper.
 
+    A ``distributed.Client`` is instrumented by :mod:`otelflow.integrations.dask` instead
+    (see docs/dask.md; ``backend`` does not apply there).
+
     An AsyncFlow ``WorkflowEngine`` is handed to
     :func:`otelflow.integrations.asyncflow.instrument` (``backend`` is not used).
 
     Raises:
-        TypeError: ``executor`` is not a ``concurrent.futures.Executor``.
+        TypeError: ``executor`` is not a ``concurrent.futures.Executor`` or Dask client.
     """
     if _is_asyncflow(executor):
         from otelflow.integrations import asyncflow
 
         return asyncflow.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
     if not isinstance(executor, Executor):
+        if _is_dask(executor):  # checked by module name: dask is imported only if used
+            return _instrument_dask(executor, telemetry, worker_telemetry)
         raise TypeError(
             f"otelflow.instrument() takes a concurrent.futures.Executor, not {type(executor).__name__}; "
             "for asyncio use otelflow.integrations.asyncio."
@@ -137,6 +142,21 @@ def instrument(
     d["map"] = inst.map
     d["shutdown"] = inst.shutdown
     return executor
+
+
+def _is_dask(obj: object) -> bool:
+    return any(c.__module__.split(".", 1)[0] in ("distributed", "dask") for c in type(obj).__mro__)
+
+
+def _instrument_dask(client: Any, telemetry: Telemetry | None, worker_telemetry: bool) -> Any:
+    try:
+        from otelflow.integrations.dask import instrument_client
+    except ImportError as exc:
+        raise OtelflowError(
+            f"otelflow.instrument() needs dask.distributed for {type(client).__name__} ({exc}); "
+            "install it with: pip install 'otelflow[dask]'."
+        ) from exc
+    return instrument_client(client, telemetry=telemetry, user_telemetry=worker_telemetry)
 
 
 def uninstrument(executor: E) -> E:

@@ -198,6 +198,33 @@ def test_a_worker_without_the_run_directory_forwards_its_lines_home(tel):
     assert (tel.run_dir / "worker-remote-1.jsonl").exists()
 
 
+def _flushing_if_used(c: toolkit.Carrier, q: mp.Queue) -> None:  # type: ignore[type-arg]
+    sent: list[bytes] = []
+    assert toolkit.join_run(c, forward=sent.append) is not None
+    toolkit.flush_worker(if_used=True)  # nothing recorded yet: no flush, nothing forwarded
+    nothing = len(sent)
+    with toolkit.task_context(c, "t-if-used"), trace.get_tracer("user").start_as_current_span("used"):
+        pass
+    toolkit.flush_worker(if_used=True)  # a span was recorded: flushed and forwarded now
+    q.put((nothing, b"".join(sent)))
+    toolkit.leave_run()
+
+
+def test_flush_worker_if_used_flushes_only_what_a_task_recorded(tel):
+    c = toolkit.carrier()
+    assert c is not None
+    elsewhere = toolkit.Carrier.from_dict({**c.to_dict(), "runs_dir": "/nonexistent/runs"})
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_flushing_if_used, args=(elsewhere, q))
+    proc.start()
+    nothing, data = q.get(timeout=60)
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert nothing == 0
+    assert b'"name":"used"' in data
+
+
 def test_ingest_keeps_files_inside_the_run_directory(tel):
     assert toolkit.ingest(b'{"section":"event"}\n', "../../escape") == 1
     assert [p.name for p in tel.run_dir.glob("*escape*")] == ["escape.jsonl"]
