@@ -22,7 +22,7 @@ from otelflow._version import __version__
 from otelflow.bus.subscribers import Subscriber
 from otelflow.errors import ConfigError, EventError, OtelflowError
 from otelflow.events import Event, define_event, make_event
-from otelflow.integrations.futures import instrument
+from otelflow.integrations.futures import instrument, uninstrument
 from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
 from otelflow.session import Telemetry
 from otelflow.tasks import TaskTracker, task, tracker
@@ -50,6 +50,7 @@ __all__ = [
     "summary",
     "task",
     "tracker",
+    "uninstrument",
     "unsubscribe",
     "workflow_scope",
 ]

@@ -219,10 +219,20 @@ class TaskTracker:
         *,
         cpu_time_s: float | None = None,
         peak_rss_bytes: int | None = None,
+        attributes: dict[str, str | int | float | bool] | None = None,
     ) -> None:
-        """Record that the task finished successfully."""
+        """Record that the task finished successfully.
+
+        ``attributes`` are span attributes known only now (e.g. the result came from a
+        cache); they add to those given to :meth:`created`.
+        """
         self._step(
-            TaskCompleted, task_id, event_time, cpu_time_s=cpu_time_s, peak_rss_bytes=peak_rss_bytes
+            TaskCompleted,
+            task_id,
+            event_time,
+            cpu_time_s=cpu_time_s,
+            peak_rss_bytes=peak_rss_bytes,
+            attributes=attributes,
         )
         self._ctx.pop(task_id, None)
 
@@ -236,12 +246,13 @@ class TaskTracker:
         cpu_time_s: float | None = None,
         peak_rss_bytes: int | None = None,
         stacktrace: str | None = None,
+        attributes: dict[str, str | int | float | bool] | None = None,
     ) -> None:
         """Record that the task failed with ``error`` (an exception, or its type name).
 
         ``stacktrace`` is the formatted traceback if the engine has it as text (a worker's);
         with an exception and no ``stacktrace``, the exception's own traceback is formatted.
-        Either is cut to 8 KiB with a marker.
+        Either is cut to 8 KiB with a marker. ``attributes`` as for :meth:`completed`.
         """
         if isinstance(error, BaseException):
             etype = error_type_name(error)
@@ -263,6 +274,7 @@ class TaskTracker:
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
             stacktrace=bound_stacktrace(stacktrace),
+            attributes=attributes,
         )
         self._ctx.pop(task_id, None)
 

@@ -112,6 +112,9 @@ def instrument(
     Raises:
         TypeError: ``executor`` is not a ``concurrent.futures.Executor``.
     """
+    engine = _engine_integration(executor)
+    if engine is not None:  # e.g. a Parsl DataFlowKernel: its own integration module
+        return engine.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
     if not isinstance(executor, Executor):
         raise TypeError(
             f"otelflow.instrument() takes a concurrent.futures.Executor, not {type(executor).__name__}; "
@@ -136,6 +139,9 @@ def uninstrument(executor: E) -> E:
     futures are still handed to the executor. Uninstrumenting an executor that is not
     instrumented logs a warning and does nothing.
     """
+    engine = _engine_integration(executor)
+    if engine is not None:
+        return engine.uninstrument(executor)  # type: ignore[no-any-return]
     d = getattr(executor, "__dict__", None)
     if d is None or _ATTR not in d:
         _log.warning("otelflow: %r is not instrumented; uninstrument() did nothing.", executor)
@@ -143,6 +149,18 @@ def uninstrument(executor: E) -> E:
     for name in (*_PATCHED, _ATTR):
         d.pop(name, None)
     return executor
+
+
+def _engine_integration(obj: object) -> Any:
+    """The integration module for an engine object other than an Executor, or None.
+
+    Dispatch by the type's module name, so that no engine is imported until one is used.
+    """
+    if type(obj).__module__.startswith("parsl."):
+        from otelflow.integrations import parsl as parsl_integration
+
+        return parsl_integration
+    return None
 
 
 def is_instrumented(executor: Executor) -> bool:
