@@ -46,10 +46,18 @@ def _config(kind: str, run_dir: Path) -> Config:
             encrypted=False,
             provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
         )
-    return Config(executors=[executor], run_dir=str(run_dir), retries=1, retry_handler=apps.retry_only_flaky)
+    return Config(
+        executors=[executor],
+        run_dir=str(run_dir),
+        retries=1,
+        retry_handler=apps.retry_only_flaky,
+        strategy_period=0.5,  # start the HTEX block now, not at the first 5 s strategy tick
+    )
 
 
-def _scenario(kind: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, with_otelflow: bool) -> dict[str, Any]:
+def _scenario(
+    kind: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, with_otelflow: bool, capture_logs: bool = False
+) -> dict[str, Any]:
     """Diamond in a workflow, a failing app and its dependent, a retried app, a memoized
     second call, a join_app and a bash app; the DFK always shut down, leftovers killed."""
     import psutil
@@ -69,7 +77,11 @@ def _scenario(kind: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, with_otelfl
     me = psutil.Process()
     try:
         if with_otelflow:
-            assert otelflow.instrument(dfk) is dfk
+            if capture_logs:
+                otelflow_parsl.instrument(dfk, capture_logs=True)
+            else:
+                assert otelflow.instrument(dfk) is dfk
+            otelflow.instrument(dfk)  # a second call changes nothing
         os.chdir(tmp)  # bash app output lands here
         with otelflow.workflow_scope("diamond", workflow_id="wf-diamond"):
             a = apps.sleepy(1)
@@ -266,7 +278,7 @@ def test_parsl_log_file_unchanged_by_otelflow(kind: str, tmp_path: Path, monkeyp
         os.chdir(cwd)
         (tmp_path / "with").mkdir()
         logging.getLogger("otelflow").setLevel(logging.WARNING)
-        inst = _scenario(kind, tmp_path / "with", monkeypatch, with_otelflow=True)
+        inst = _scenario(kind, tmp_path / "with", monkeypatch, with_otelflow=True, capture_logs=True)
     finally:
         os.chdir(cwd)
     s_plain, l_plain, odd_plain = _log_shape(plain["parsl_log"])
@@ -274,3 +286,12 @@ def test_parsl_log_file_unchanged_by_otelflow(kind: str, tmp_path: Path, monkeyp
     assert s_plain and s_inst == s_plain  # every task went through the same states, logged the same way
     assert Counter(l_inst) == Counter(l_plain) or l_inst <= l_plain | {"parsl.dataflow.memoization"}
     assert odd_inst == odd_plain == 0
+    # ... while Parsl's records were captured into the run as log events too.
+    logs = [
+        json.loads(line)
+        for f in inst["run_dir"].glob("*.jsonl")
+        for line in f.read_text().splitlines()
+        if '"section":"log"' in line
+    ]
+    states = [r for r in logs if r.get("logger") == "parsl.dataflow.dflow" and "changing state" in r.get("message", "")]
+    assert len(states) >= sum(len(v) for v in s_inst.values()) - len(s_inst)
