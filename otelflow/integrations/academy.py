@@ -296,7 +296,7 @@ class _Sender:
     def _run(self) -> None:
         sock: socket.socket | None = None
         try:
-            sock = socket.create_connection(tuple(self.address), timeout=10)
+            sock = socket.create_connection((str(self.address[0]), int(self.address[1])), timeout=10)
         except OSError as exc:
             _log.warning("otelflow: Academy steps cannot reach the submitting process (%s); they are lost.", exc)
         while True:

@@ -212,16 +212,16 @@ class _Instrumentation:
             end = out.end_ns if out is not None and not t.joining else None
             cpu = out.cpu_time_s if out is not None else None
             rss = out.peak_rss_bytes if out is not None else None
-            attrs = self._try_attributes(t)
+            try_attrs = self._try_attributes(t)
             if err is not None:
-                trk.failed(t.tid, err, end, cpu_time_s=cpu, peak_rss_bytes=rss, attributes=attrs)
+                trk.failed(t.tid, err, end, cpu_time_s=cpu, peak_rss_bytes=rss, attributes=try_attrs)
             elif out is not None and out.error_type is not None:
                 trk.failed(
                     t.tid, out.error_type, end, message=out.error_message, stacktrace=out.stacktrace,
-                    cpu_time_s=cpu, peak_rss_bytes=rss, attributes=attrs,
+                    cpu_time_s=cpu, peak_rss_bytes=rss, attributes=try_attrs,
                 )  # fmt: skip
             else:
-                trk.failed(t.tid, "parsl.Failed", end, attributes=attrs)
+                trk.failed(t.tid, "parsl.Failed", end, attributes=try_attrs)
 
     def _created(self, task_record: Any) -> None:
         pid = task_record["id"]
