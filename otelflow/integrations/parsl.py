@@ -156,7 +156,8 @@ class _Instrumentation:
         if carrier is None:  # no telemetry now: run it as Parsl would
             return orig(func, resource_specification, *args, **kwargs)
         self.trk.submitted(t.tid)
-        inner = orig(toolkit.Measured(func, t.tid, carrier), resource_specification, *args, **kwargs)
+        kwargs[_TASK_KW] = (t.tid, carrier)
+        inner = orig(_app(func), resource_specification, *args, **kwargs)
         outer: Future[Any] = Future()
         ex_id = getattr(inner, "parsl_executor_task_id", None)
         if ex_id is not None:
@@ -281,6 +282,56 @@ class _Instrumentation:
             t.error = err
         if out is not None:
             self.trk.started(t.tid, out.start_ns, worker=out.worker, pid=out.pid)
+
+
+_TASK_KW = "_otelflow_task"
+"""Keyword argument carrying (task id, carrier) to :class:`_MeasuredApp` (taken off before the app)."""
+
+
+class _MeasuredApp:
+    """The function handed to the executor: runs the app as ``toolkit.Measured`` would.
+
+    One per app function, with the task id and carrier in a keyword argument: Parsl caches
+    the serialized function by identity (``DillCallableSerializer``'s lru_cache), so an
+    object per task would have it dill the app by value for every task; and HTEX logs the
+    function (this ``repr`` is the app's own) and the positional arguments, not the keywords.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (type(self), (self.fn,))
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        task = kwargs.pop(_TASK_KW, None)
+        if task is None:
+            return self.fn(*args, **kwargs)
+        task_id, carrier = task
+        return toolkit.Measured(self.fn, task_id, carrier)(*args, **kwargs)
+
+
+_CACHE_SIZE = 256  # wrappers kept (walltime apps make a new function per call)
+_apps: dict[int, tuple[Any, _MeasuredApp]] = {}
+_apps_lock = threading.Lock()
+
+
+def _app(fn: Any) -> _MeasuredApp:
+    """The (cached, by identity) :class:`_MeasuredApp` for ``fn``."""
+    entry = _apps.get(id(fn))
+    if entry is not None and entry[0] is fn:
+        return entry[1]
+    app = _MeasuredApp(fn)
+    with _apps_lock:
+        if len(_apps) >= _CACHE_SIZE:
+            _apps.pop(next(iter(_apps)))
+        _apps[id(fn)] = (fn, app)
+    return app
 
 
 class _Unwrap:

@@ -254,16 +254,16 @@ _STATE = re.compile(r"Task (\d+) (?:changing state from \w+ to|initializing stat
 _LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ [\w.]+:\d+ \S+ \S+ \w+ \w+ \[\w+\] ")
 
 
-def _log_shape(path: Path) -> tuple[dict[str, list[str]], set[str], int]:
+def _log_shape(path: Path) -> tuple[dict[str, list[str]], set[str], list[str]]:
     states: dict[str, list[str]] = {}
     loggers: set[str] = set()
-    odd = 0
+    odd: list[str] = []
     for line in path.read_text().splitlines():
         m = _STATE.search(line)
         if m:
             states.setdefault(m.group(1), []).append(m.group(2))
         if "otelflow" in line:
-            odd += 1
+            odd.append(line)
         parts = line.split(" ")
         if len(parts) > 2 and ":" in parts[2]:
             loggers.add(parts[2].split(":")[0])
@@ -285,7 +285,7 @@ def test_parsl_log_file_unchanged_by_otelflow(kind: str, tmp_path: Path, monkeyp
     s_inst, l_inst, odd_inst = _log_shape(inst["parsl_log"])
     assert s_plain and s_inst == s_plain  # every task went through the same states, logged the same way
     assert Counter(l_inst) == Counter(l_plain) or l_inst <= l_plain | {"parsl.dataflow.memoization"}
-    assert odd_inst == odd_plain == 0
+    assert odd_inst == odd_plain == []
     # ... while Parsl's records were captured into the run as log events too.
     logs = [
         json.loads(line)
