@@ -101,6 +101,7 @@ class _Instrumentation:
         self.orig_exception = dfk._complete_task_exception
         self.executors: dict[str, Any] = {}
         self.errors = 0
+        self._carriers: dict[tuple[int, toolkit.ScopeRef | None], toolkit.Carrier] = {}
         self._counters: dict[int, Any] = {}
 
     # -- DataFlowKernel hooks ----------------------------------------------------------------
@@ -123,7 +124,8 @@ class _Instrumentation:
     def launch_task(self, task_record: Any) -> Future[Any]:
         t = self.tasks.get(task_record["id"])
         if t is not None:
-            self.trk.resolved(t.tid)  # the DFK found every dependency done
+            if task_record.get("depends"):
+                self.trk.resolved(t.tid)  # the DFK found every dependency done
             self._patch_executor(task_record.get("executor"))
         self.local.task = t
         try:
@@ -151,8 +153,7 @@ class _Instrumentation:
         t: _Task | None = getattr(self.local, "task", None)
         if t is None:
             return orig(func, resource_specification, *args, **kwargs)
-        with otelflow.adopt_scope(t.scope):
-            carrier = toolkit.carrier(t.tid, telemetry=self.telemetry, join=self.worker_telemetry)
+        carrier = self._carrier(t.scope)
         if carrier is None:  # no telemetry now: run it as Parsl would
             return orig(func, resource_specification, *args, **kwargs)
         self.trk.submitted(t.tid)
@@ -164,6 +165,27 @@ class _Instrumentation:
             outer.parsl_executor_task_id = ex_id  # type: ignore[attr-defined]
         inner.add_done_callback(_Unwrap(self, t, outer))
         return outer
+
+    def _carrier(self, scope: toolkit.ScopeRef | None) -> toolkit.Carrier | None:
+        """The carrier for tasks submitted in ``scope``: one per session and scope.
+
+        The worker derives the task's span from the task id (``task_context``), so the
+        carrier holds nothing task-specific and is built once, not per task.
+        """
+        tel = self.telemetry if self.telemetry is not None else otelflow.current_telemetry()
+        if tel is None:
+            return None
+        key = (id(tel), scope)
+        carrier = self._carriers.get(key)
+        if carrier is None:
+            with otelflow.adopt_scope(scope):
+                carrier = toolkit.carrier(telemetry=tel, join=self.worker_telemetry)
+            if carrier is None:
+                return None
+            if len(self._carriers) >= 1024:
+                self._carriers.clear()
+            self._carriers[key] = carrier
+        return carrier
 
     # -- task states -------------------------------------------------------------------------
 
