@@ -188,3 +188,15 @@ def test_academy_log_file_unchanged_by_otelflow(tmp_path: Path) -> None:
     assert not [line for line in inst if "otelflow" in line]
     # ... and the actions were recorded meanwhile.
     assert any(r.get("name") == "add" for r in _lines(tel.run_dir) if r.get("section") == "span")
+
+
+def test_the_config_visits_an_agent_process_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    with otelflow.start_telemetry(checkpoint_path=str(tmp_path), resource_poll_interval=0):
+        config = OtelflowLogConfig()
+        before = agents.logging_state()
+        config.init_logging()()  # the submitting process: nothing left behind either
+        assert agents.logging_state() == before
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            seen = pool.submit(agents.visit_and_leave, config).result(timeout=60)
+        config.close()
+    assert seen == {"same_after": True, "changed_during": True, "own_handler_kept": True, "root_handlers_during": 1}

@@ -295,3 +295,54 @@ def test_parsl_log_file_unchanged_by_otelflow(kind: str, tmp_path: Path, monkeyp
     ]
     states = [r for r in logs if r.get("logger") == "parsl.dataflow.dflow" and "changing state" in r.get("message", "")]
     assert len(states) >= sum(len(v) for v in s_inst.values()) - len(s_inst)
+
+
+def test_importing_otelflow_imports_neither_parsl_nor_academy() -> None:
+    import subprocess
+
+    code = (
+        "import sys, otelflow, otelflow.toolkit, otelflow.integrations; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('parsl', 'academy')))"
+    )
+    root = str(Path(__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def thread_dfk(tmp_path: Path) -> Iterator[Any]:
+    dfk = parsl.load(Config(executors=[ThreadPoolExecutor(label="threads", max_threads=2)], run_dir=str(tmp_path)))
+    try:
+        yield dfk
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+
+
+def test_uninstrument_restores_the_dfk_and_stops_recording(thread_dfk: Any, tmp_path: Path) -> None:
+    hooks = ("_update_task_state", "launch_task", "_complete_task_exception")
+    with otelflow.start_telemetry(checkpoint_path=str(tmp_path / "tel"), resource_poll_interval=0) as tel:
+        otelflow.instrument(thread_dfk)
+        assert otelflow_parsl.is_instrumented(thread_dfk)
+        assert apps.cached(1).result(timeout=30) == 10
+        otelflow.uninstrument(thread_dfk)
+        assert not otelflow_parsl.is_instrumented(thread_dfk)
+        assert not any(h in vars(thread_dfk) for h in hooks)
+        assert "submit" not in vars(thread_dfk.executors["threads"])
+        assert apps.cached(2).result(timeout=30) == 20  # runs, unrecorded
+        tel.flush()
+        assert tel.summary()["tasks"]["completed"] == 1
+
+
+def test_other_parsl_versions_get_a_warning_and_non_dfks_a_type_error(
+    thread_dfk: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(parsl, "__version__", "2099.1.1")
+    with caplog.at_level(logging.WARNING, logger="otelflow"):
+        otelflow_parsl.instrument(thread_dfk)
+    assert any("2099.1.1" in r.getMessage() and "pin parsl==" in r.getMessage() for r in caplog.records)
+    assert otelflow_parsl.is_instrumented(thread_dfk)
+    otelflow.uninstrument(thread_dfk)
+    with pytest.raises(TypeError, match="DataFlowKernel"):
+        otelflow_parsl.instrument(object())  # type: ignore[arg-type]
