@@ -112,8 +112,9 @@ def breakdown(tel: otelflow.Telemetry, n: int = 20_000) -> dict[str, float]:
     t0 = time.perf_counter()
     tel.flush(timeout=None)
     dispatcher = round((time.perf_counter() - t0) / n * 1e6, 2)  # what was still queued
-    cfg = _worker.WorkerConfig.of(tel, True)
-    tp = tel.task_traceparent("t-1")
+    from otelflow import toolkit
+
+    cfg = toolkit.carrier(telemetry=tel)
 
     def proxy() -> None:
         p = _ChainedFuture()
@@ -123,8 +124,8 @@ def breakdown(tel: otelflow.Telemetry, n: int = 20_000) -> dict[str, float]:
         inner.set_result(None)
 
     plain_call = pickle.dumps(noop)
-    wrapped = _worker.RemoteCall(noop, "t-1", tp, "wf-1", None, cfg)
-    outcome = (None, 1, 2, 0.0, 1, 2, "host:1")
+    wrapped = toolkit.Measured(noop, "t-1", cfg)
+    outcome = toolkit.Returned(None, toolkit.Outcome(task_id="t-1", start_ns=1, end_ns=2, cpu_time_s=0.0, pid=2))
     return {
         "tracker_calls_in_caller_threads": caller,
         "dispatcher_per_task_left_after_burst": dispatcher,
@@ -133,13 +134,21 @@ def breakdown(tel: otelflow.Telemetry, n: int = 20_000) -> dict[str, float]:
         "pickle_wrapped_call_extra": round(
             per(lambda: pickle.loads(pickle.dumps(wrapped))) - per(lambda: pickle.loads(plain_call)), 2
         ),
-        "pickle_outcome_tuple_extra": per(lambda: pickle.loads(pickle.dumps(outcome))),
-        "worker_cpu_and_peak_rss": per(lambda: _worker._Usage().end()),
-        "worker_context_attach": per(
-            lambda: _worker._exit_task_context(_worker._enter_task_context(tp, None, None, False))
-        ),
+        "pickle_outcome_extra": per(lambda: pickle.loads(pickle.dumps(outcome))),
+        "worker_cpu_and_peak_rss": per(lambda: _worker.ProcessUsage().end()),
+        "worker_context_attach": per(_task_context_round_trip(cfg)),
         "worker_session_flush_round_trip": per(tel.flush, 2000),
     }
+
+
+def _task_context_round_trip(cfg: Any) -> Any:
+    from otelflow import toolkit
+
+    def enter_and_exit() -> None:
+        with toolkit.task_context(cfg, "t-1"):
+            pass
+
+    return enter_and_exit
 
 
 def main() -> None:

@@ -13,19 +13,42 @@ Quick use::
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otelflow import _global
 from otelflow._version import __version__
-from otelflow.bus.subscribers import Subscriber
 from otelflow.errors import ConfigError, EventError, OtelflowError
-from otelflow.events import Event, define_event, make_event
-from otelflow.integrations.futures import instrument, uninstrument
-from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
-from otelflow.session import Telemetry
-from otelflow.tasks import TaskTracker, task, tracker
+
+if TYPE_CHECKING:
+    from otelflow.bus.subscribers import Subscriber
+    from otelflow.events import Event, define_event, make_event
+    from otelflow.integrations.futures import instrument, uninstrument
+    from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
+    from otelflow.session import Telemetry
+    from otelflow.tasks import TaskTracker, task, tracker
+
+# Imported on first use (PEP 562): `import otelflow` — and the pytest plugin installing it
+# registers in every pytest run — loads neither the OTel SDK nor the pipeline until needed.
+_LAZY = {
+    "Event": "otelflow.events",
+    "define_event": "otelflow.events",
+    "make_event": "otelflow.events",
+    "instrument": "otelflow.integrations.futures",
+    "uninstrument": "otelflow.integrations.futures",
+    "ScopeRef": "otelflow.scope",
+    "adopt_scope": "otelflow.scope",
+    "block": "otelflow.scope",
+    "current_scope": "otelflow.scope",
+    "workflow_scope": "otelflow.scope",
+    "Telemetry": "otelflow.session",
+    "TaskTracker": "otelflow.tasks",
+    "task": "otelflow.tasks",
+    "tracker": "otelflow.tasks",
+}
+
 
 __all__ = [
     "ConfigError",
@@ -55,6 +78,20 @@ __all__ = [
     "workflow_scope",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otelflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 logging.getLogger("otelflow").addHandler(logging.NullHandler())
 _log = logging.getLogger("otelflow")
 
@@ -69,6 +106,7 @@ def start_telemetry(
     resource: Any = None,
     service_name: str | None = None,
     prometheus_port: int | None = None,
+    name: str | None = None,
     **options: Any,
 ) -> Telemetry:
     """Start telemetry for this process and make it current.
@@ -86,6 +124,8 @@ def start_telemetry(
         service_name: ``service.name`` (env ``OTEL_SERVICE_NAME``; default ``otelflow``).
         prometheus_port: Serve a Prometheus scrape endpoint on this port
             (``OTEL_EXPORTER_PROMETHEUS_PORT``); 0 picks a free port.
+        name: The session span's name, as a trace list shows it; default
+            ``session <service name> <run id>``.
         **options: Any other setting by name (see docs/configuration.md).
 
     Returns:
@@ -107,6 +147,8 @@ def start_telemetry(
             existing.run_id,
         )
         return existing
+    from otelflow.session import Telemetry
+
     telemetry = Telemetry(
         checkpoint_path=checkpoint_path,
         resource_poll_interval=resource_poll_interval,
@@ -116,6 +158,7 @@ def start_telemetry(
         resource=resource,
         service_name=service_name,
         prometheus_port=prometheus_port,
+        name=name,
         **options,
     )
     return telemetry.start()

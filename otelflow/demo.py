@@ -140,7 +140,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{t.get('failed', 0)} failed · {t.get('canceled', 0)} canceled · {t.get('incomplete', 0)} incomplete",
         f"  execution       : {fmt(summary.get('duration_s', {}))}",
         f"  dependency wait : {fmt(summary.get('dependency_wait_s', {}))}",
-        f"  scheduling wait : {fmt(summary.get('scheduling_wait_s', {}))}",
+        f"  dispatch wait   : {fmt(summary.get('dispatch_wait_s', {}))}",
+        f"  queue wait      : {fmt(summary.get('queue_wait_s', {}))}",
         "  by task name    :",
     ]
     for name, stats in summary.get("by_task_name", {}).items():

@@ -54,7 +54,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Scope:
     """One entered workflow or block: its id, name, span id and enclosing scope."""
 
-    __slots__ = ("id", "kind", "name", "parent", "span_id", "workflow")
+    __slots__ = ("id", "kind", "name", "parent", "ref", "span_id", "workflow")
 
     def __init__(self, kind: str, id: str, name: str, span_id: int, parent: Scope | None) -> None:
         self.kind = kind
@@ -65,6 +65,7 @@ class Scope:
         self.workflow: Scope | None = (
             self if kind == "workflow" else (parent.workflow if parent is not None else None)
         )
+        self.ref: ScopeRef | None = None  # made once, by current_scope()
 
     @property
     def workflow_id(self) -> str | None:
@@ -128,15 +129,18 @@ def current_scope() -> ScopeRef | None:
     scope = _scope.get()
     if scope is None:
         return None
+    if scope.ref is not None:
+        return scope.ref
     wf = scope.workflow
     blk = scope if scope.kind == "block" else None
-    return ScopeRef(
+    scope.ref = ScopeRef(
         workflow_id=wf.id if wf is not None else None,
         workflow_name=wf.name if wf is not None else None,
         block_id=blk.id if blk is not None else None,
         block_name=blk.name if blk is not None else None,
         span_id=f"{scope.span_id:016x}" if scope.span_id else None,
     )
+    return scope.ref
 
 
 def current_ids() -> tuple[str | None, str | None, str | None]:
@@ -204,7 +208,7 @@ def adopt_scope(scope: ScopeRef | None) -> Iterator[ScopeRef | None]:
     finally:
         if otel_token is not None:
             try:
-                otel_context.detach(otel_token)  # type: ignore[arg-type]
+                otel_context.detach(otel_token)
             except Exception:  # noqa: BLE001 - a context switched elsewhere; nothing to undo
                 pass
         exit_remote_scope(token)

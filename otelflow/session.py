@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import platform
@@ -37,7 +38,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow import _global
+from otelflow import _global, _otel_compat
 from otelflow._version import __version__
 from otelflow.bus.dispatcher import Call, Dispatcher
 from otelflow.bus.queue import EventBus
@@ -81,8 +82,12 @@ class Telemetry:
         session_id: str | None = None,
         session_span_id: str | int | None = None,
         forward: Callable[[bytes], object] | None = None,
+        name: str | None = None,
         **options: Any,
     ) -> None:
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name= must be a non-empty str (the session span's name), not {name!r}.")
+        self._name = name.strip() if name is not None else None
         self.settings: Settings = load_settings(
             environ=environ,
             checkpoint_path=checkpoint_path,
@@ -116,7 +121,9 @@ class Telemetry:
         # A worker (role != "main") joins its parent's session: same trace, session and
         # session span, its own JSONL file, and no session span, events or run.json of its own.
         self.session_id = session_id or f"s-{random.getrandbits(48):012x}"
-        self.trace_id = _as_id(trace_id, "trace_id", 32) or ids.new_trace_id()
+        self.trace_id_int: int = _as_id(trace_id, "trace_id", 32) or ids.new_trace_id()
+        #: The W3C trace id, 32 lower-case hex digits: what trace viewers show and search.
+        self.trace_id: str = f"{self.trace_id_int:032x}"
         self.session_span_id = _as_id(session_span_id, "session_span_id", 16) or ids.new_span_id()
         self._metric_readers: list[MetricReader] = []
         self.node = socket.gethostname()
@@ -126,6 +133,8 @@ class Telemetry:
         self.end_time: int | None = None
         self._invalid_emits = 0
         self._extra_drops: dict[str, int] = {}
+        self._gone_sub_drops = 0  # losses of subscribers removed with unsubscribe()
+        self._gone_sub_errors = 0
         self._warned_emit: set[str] = set()
         self._scope_spans: dict[str, tuple[int, int]] = {}
         self.bus: EventBus | None = None
@@ -236,7 +245,7 @@ class Telemetry:
         from otelflow.tracing.tree import TraceTree
 
         self._tree = TraceTree(
-            trace_id=self.trace_id,
+            trace_id=self.trace_id_int,
             session_span_id=self.session_span_id,
             session_id=self.session_id,
             resource=self.resource,
@@ -246,6 +255,9 @@ class Telemetry:
             scope_spans=self._scope_spans,
             sample_ratio=_sample_ratio(s),
             version=__version__,
+            wait_spans=s.wait_spans,
+            session_name=self._session_name(),
+            run_id=self.run_id,
         )
         self._dispatcher = Dispatcher(
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
@@ -399,21 +411,32 @@ class Telemetry:
         found = self._dispatcher.remove_subscriber(subscriber)
         if found:
             subscriber.stop(time.monotonic() + 5.0)
+            # Its losses stay counted in summary() after it is gone.
+            with self._state_lock:
+                self._gone_sub_drops += subscriber.dropped
+                self._gone_sub_errors += subscriber.errors
         return found
 
     # -- ids and context ---------------------------------------------------------------------
 
+    def _session_name(self) -> str:
+        """The session span's name: ``name=``, else ``session <service> <run id>``."""
+        if self._name:
+            return self._name
+        service = self.resource.attributes.get("service.name") if self.resource is not None else None
+        return f"session {service or 'otelflow'} {self.run_id}"
+
     def span_context(self, span_id: int) -> SpanContext:
         """An OTel ``SpanContext`` for ``span_id`` in this session's trace."""
-        return SpanContext(self.trace_id, span_id, False, _SAMPLED)
+        return SpanContext(self.trace_id_int, span_id, False, _SAMPLED)
 
     def task_span_id(self, task_id: str) -> int:
         """The span id the task ``task_id`` has in this session (deterministic)."""
-        return ids.task_span_id(self.trace_id, task_id)
+        return ids.task_span_id(self.trace_id_int, task_id)
 
     def task_traceparent(self, task_id: str) -> str:
         """W3C ``traceparent`` for the task's span, to carry into a worker."""
-        return ids.traceparent(self.trace_id, self.task_span_id(task_id))
+        return ids.traceparent(self.trace_id_int, self.task_span_id(task_id))
 
     def tracer(self, name: str = "otelflow.user") -> Any:
         """A tracer on this session's provider; its spans go to every span sink."""
@@ -464,7 +487,7 @@ class Telemetry:
             "run_id": self.run_id,
             "run_dir": str(self.run_dir) if self.run_dir else None,
             "session_id": self.session_id,
-            "trace_id": f"{self.trace_id:032x}",
+            "trace_id": self.trace_id,
             "enabled": self.settings.enabled,
         }
         if self._recorder is None:
@@ -493,8 +516,8 @@ class Telemetry:
             "events": bus.dropped if bus is not None else 0,
             "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus is not None else 0.0,
             "invalid_emits": self._invalid_emits,
-            "subscriber_events": sum(s.dropped for s in subs) + getattr(self, "_gone_sub_drops", 0),
-            "subscriber_errors": sum(s.errors for s in subs) + getattr(self, "_gone_sub_errors", 0),
+            "subscriber_events": sum(s.dropped for s in subs) + self._gone_sub_drops,
+            "subscriber_errors": sum(s.errors for s in subs) + self._gone_sub_errors,
             "jsonl_lines_lost": j.lines_lost if j else 0,
             "jsonl_write_errors": j.write_errors if j else 0,
             "sanitized_values": j.sanitized if j else 0,
@@ -504,6 +527,8 @@ class Telemetry:
         }
         out.update(self._extra_drops)
         out["export_failures"] = self._export_failures()
+        for signal, n in self._exporters.failures_by_signal().items():
+            out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
         return out
 
     def count_dropped(self, what: str, n: int = 1) -> None:
@@ -612,7 +637,7 @@ class Telemetry:
         dispatcher.exit(None)
         self._count_leftover()
         for sub in dispatcher.subscribers:
-            self._stage("a subscriber's stop", lambda sub=sub: sub.stop(max(deadline, time.monotonic() + 1.0)))
+            self._stage("a subscriber's stop", functools.partial(_stop_subscriber, sub, deadline))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
         from otelflow import _otel_globals, toolkit
@@ -655,8 +680,7 @@ class Telemetry:
         # metrics again from every worker. Make that thread end at once, collecting nothing.
         for reader in self._metric_readers:
             if isinstance(reader, PeriodicExportingMetricReader):
-                reader._collect = lambda *_a, **_k: None
-                reader._shutdown_event.set()
+                _otel_compat.disarm_periodic_reader(reader)
 
     # -- run.json -----------------------------------------------------------------------------
 
@@ -667,7 +691,9 @@ class Telemetry:
             "run_id": self.run_id,
             "session_id": self.session_id,
             "service_name": self.resource.attributes.get("service.name") if self.resource else None,
-            "trace_id": f"{self.trace_id:032x}",
+            # The exact resource the live exporters sent: `otelflow replay` sends it unchanged.
+            "resource": dict(self.resource.attributes) if self.resource else None,
+            "trace_id": self.trace_id,
             "session_span_id": f"{self.session_span_id:016x}",
             "start_time": self.start_time,
             "end_time": self.end_time,
@@ -718,6 +744,10 @@ def _as_id(value: str | int | None, name: str, digits: int) -> int | None:
     if len(value) != digits or not parsed:
         raise ConfigError(f"{name}={value!r} is not valid: expected {digits} hex digits, not all zero.")
     return parsed
+
+
+def _stop_subscriber(sub: Subscriber, deadline: float) -> None:
+    sub.stop(max(deadline, time.monotonic() + 1.0))
 
 
 def _noop_put(item: Any) -> bool:

@@ -25,7 +25,7 @@ import inspect
 import itertools
 import os
 import random
-import traceback
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -45,13 +45,14 @@ from otelflow.events.model import (
     new_event_id,
     now_ns,
 )
+from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
 from otelflow.scope import _scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
     from otelflow.toolkit import Outcome
 
-__all__ = ["TaskTracker", "bound_stacktrace", "error_type_name", "format_stacktrace", "task", "tracker"]
+__all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
@@ -71,6 +72,7 @@ class _ProcessTag:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ProcessTag.redraw)
 _MAX_MESSAGE = 2000
+_thread_time = time.thread_time
 
 
 def error_type_name(exc: BaseException | type[BaseException]) -> str:
@@ -145,7 +147,7 @@ class TaskTracker:
         span_ctx = otel_trace.get_current_span().get_span_context()
         if (
             span_ctx.is_valid
-            and span_ctx.trace_id == tel.trace_id
+            and span_ctx.trace_id == tel.trace_id_int
             and (scope is None or span_ctx.span_id != scope.span_id)
         ):
             parent = f"{span_ctx.span_id:016x}"
@@ -250,10 +252,13 @@ class TaskTracker:
     ) -> None:
         """Record that the task failed with ``error`` (an exception, or its type name).
 
-        ``stacktrace`` is the formatted traceback if the engine has it as text (a worker's);
-        with an exception and no ``stacktrace``, the exception's own traceback is formatted.
-        Either is cut to 8 KiB with a marker. ``attributes`` as for :meth:`completed`.
+        ``stacktrace`` (bounded to 8 KiB) defaults to the exception's own traceback.
+        ``attributes`` as for :meth:`completed`.
         """
+        if stacktrace is None and isinstance(error, BaseException):
+            stacktrace = format_stacktrace(error)
+        elif stacktrace is not None:
+            stacktrace = bound_stacktrace(str(stacktrace))
         if isinstance(error, BaseException):
             etype = error_type_name(error)
             if message is None:
@@ -261,8 +266,6 @@ class TaskTracker:
                     message = str(error)
                 except Exception:  # noqa: BLE001 - a broken __str__
                     message = "<unprintable>"
-            if stacktrace is None:
-                stacktrace = format_stacktrace(error)
         else:
             etype = str(error)
         self._step(
@@ -273,7 +276,7 @@ class TaskTracker:
             error_message=(message or "")[:_MAX_MESSAGE],
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
-            stacktrace=bound_stacktrace(stacktrace),
+            stacktrace=stacktrace,
             attributes=attributes,
         )
         self._ctx.pop(task_id, None)
@@ -350,28 +353,6 @@ def tracker(backend: str | None = None, telemetry: Telemetry | None = None) -> T
     return TaskTracker(backend=backend, telemetry=telemetry)
 
 
-_STACKTRACE_LIMIT = 8 * 1024
-_CUT = "\n... [cut by otelflow: {} more characters]\n"
-
-
-def format_stacktrace(exc: BaseException) -> str | None:
-    """The exception's traceback as text (as ``traceback.format_exception`` prints it)."""
-    if exc.__traceback__ is None:
-        return None
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # noqa: BLE001 - a broken __str__ inside the chain
-        return None
-
-
-def bound_stacktrace(text: str | None, limit: int = _STACKTRACE_LIMIT) -> str | None:
-    """``text`` cut to ``limit`` characters: its head and the innermost frames, with a marker."""
-    if text is None or len(text) <= limit:
-        return text
-    keep = limit // 2
-    return text[:keep] + _CUT.format(len(text) - 2 * keep) + text[-keep:]
-
-
 @overload
 def task(func: F, /) -> F: ...
 @overload
@@ -424,14 +405,15 @@ def task(
             tid = trk.created(None, task_name)
             token = _attach(trk, tid)
             trk.started(tid)
+            cpu0 = _thread_time()  # CPU of this thread only: the task runs in it
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                trk.failed(tid, exc)
+                trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
                 raise
             finally:
                 _detach(token)
-            trk.completed(tid)
+            trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
             return result
 
         return wrapper  # type: ignore[return-value]

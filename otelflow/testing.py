@@ -11,7 +11,8 @@
 ``capture()`` starts a real :class:`~otelflow.Telemetry` (real OTel SDK, real JSONL run
 directory under ``tmp_path``) with in-memory span and metric sinks, no resource monitor,
 and no exporters from the environment. It is also a pytest fixture, ``otelflow_capture``,
-when otelflow is installed (registered as a pytest plugin).
+when otelflow is installed (registered as a pytest plugin by ``otelflow._pytest_plugin``,
+which imports this module only when a test uses the fixture).
 """
 
 from __future__ import annotations
@@ -112,16 +113,3 @@ def capture(tmp_path: str | Path | None = None, **options: Any) -> Iterator[Capt
         cap.summary = telemetry.stop()
         if tmp is not None:
             tmp.cleanup()
-
-
-try:  # the pytest fixture, when pytest is around
-    import pytest
-
-    @pytest.fixture
-    def otelflow_capture(tmp_path: Path) -> Iterator[Captured]:
-        """A :func:`capture` around the test; assert after ``otelflow_capture.flush()``."""
-        with capture(tmp_path) as cap:
-            yield cap
-
-except ImportError:  # pragma: no cover - pytest is optional
-    pass

@@ -39,9 +39,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
 from otelflow import _global
+from otelflow.events.stacktrace import format_stacktrace
 from otelflow.integrations import _worker
 from otelflow.scope import ScopeRef, adopt_scope, current_scope
-from otelflow.tasks import bound_stacktrace, error_type_name, format_stacktrace
+from otelflow.tasks import error_type_name
 from otelflow.tracing import ids
 
 __all__ = [
@@ -216,12 +217,16 @@ def carrier(task_id: str | None = None, *, telemetry: Any = None, join: bool = T
         tp = tel.task_traceparent(task_id)
     else:
         ctx = otel_trace.get_current_span().get_span_context()
-        tp = ids.traceparent(tel.trace_id, ctx.span_id) if ctx.is_valid and ctx.trace_id == tel.trace_id else None
+        tp = (
+            ids.traceparent(tel.trace_id_int, ctx.span_id)
+            if ctx.is_valid and ctx.trace_id == tel.trace_id_int
+            else None
+        )
     service = tel.resource.attributes.get("service.name") if tel.resource is not None else None
     return Carrier(
         run_id=tel.run_id,
         session_id=tel.session_id,
-        trace_id=f"{tel.trace_id:032x}",
+        trace_id=tel.trace_id,
         session_span_id=f"{tel.session_span_id:016x}",
         runs_dir=str(tel.run_dir.parent) if tel.run_dir is not None else None,
         service_name=str(service) if service is not None else None,
@@ -264,6 +269,9 @@ def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = No
     """
     if not isinstance(carrier, Carrier):
         return None
+    sess = _worker.current_session(carrier.run_id)
+    if sess is not None:  # joined already (once per process and run): no checks, no I/O
+        return sess
     if forward is None:
         if carrier.runs_dir is None or not (Path(carrier.runs_dir) / carrier.run_id).is_dir():
             _warn_once(
@@ -435,7 +443,7 @@ class _Meter:
         return Outcome(
             task_id=task_id, start_ns=self.start, end_ns=end, cpu_time_s=cpu, peak_rss_bytes=rss,
             pid=self.pid, worker=worker, error_type=error_type_name(exc), error_message=message,
-            stacktrace=bound_stacktrace(format_stacktrace(exc)),
+            stacktrace=format_stacktrace(exc),
         )  # fmt: skip
 
 

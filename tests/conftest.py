@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,13 +46,44 @@ def read_lines(run_dir: Path | None, section: str | None = None) -> list[dict[st
     return out
 
 
+def _otelflow_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("otelflow")}
+
+
+def _open_run_files() -> set[str]:
+    """Run files (``*.jsonl``) this process holds open: each should close with its session."""
+    out = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith(".jsonl"):
+                out.add(target)
+    except OSError:  # no /proc: nothing to check
+        pass
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _clean_global() -> Iterator[None]:
+    """Stop what a test left running, then fail it if otelflow threads or run files leaked."""
+    threads_before = _otelflow_threads()
+    files_before = _open_run_files()
     yield
     tel = _global.current()
     if tel is not None:
         tel.stop(timeout=5)
     _global.reset()
+    deadline = time.monotonic() + 5.0  # threads end just after stop() returns: wait for them
+    leaked = _otelflow_threads() - threads_before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leaked = {t for t in leaked if t.is_alive()}
+    assert not leaked, f"the test left otelflow threads running: {sorted(t.name for t in leaked)}"
+    files = _open_run_files() - files_before
+    assert not files, f"the test left run files open: {sorted(files)}"
 
 
 @pytest.fixture

@@ -9,12 +9,15 @@ complete tables.
 Definitions used throughout ``otelflow.analysis``:
 
 * dependency wait — Created → Resolved (all upstream tasks done);
-* scheduling wait — Resolved → Started (Submitted, then Created, when there was no
-  Resolved): ready to run but not yet running, whatever the cause (engine queue, no free
-  worker, the submitter's own latency);
+* dispatch wait — Resolved (Submitted, then Created, when there was no Resolved) → handed
+  to the executor (the earlier of Submitted and Queued at or after Resolved): the engine's
+  own lag;
+* queue wait — handed to the executor → Started: waiting for a free worker;
 * execution — Started → Completed | Failed | Canceled.
 
-The three add up to the task's lifetime, Created → terminal.
+For every task that ran, the four add up to its lifetime, Created → terminal (the one
+definition is :mod:`otelflow.events.waits`). ``scheduling wait`` (Resolved → Started) is kept
+for compatibility: dispatch wait + queue wait.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from sys import intern
 from typing import TYPE_CHECKING, Any
+
+from otelflow.events.waits import dispatched_at
 
 if TYPE_CHECKING:
     from otelflow.analysis.reader import Run
@@ -148,6 +153,30 @@ class TaskInfo:
         return max(0, self.started - ready) / _NS
 
     @property
+    def dispatched(self) -> int | None:
+        """When the task was handed to the executor (see :mod:`otelflow.events.waits`), or None."""
+        ready = self.ready
+        if ready is None:
+            return None
+        return dispatched_at(ready, self.submitted, self.queued, self.started)
+
+    @property
+    def dispatch_wait_s(self) -> float | None:
+        """Ready → handed to the executor in seconds, or None if it never started."""
+        ready = self.ready
+        if ready is None or self.started is None:
+            return None
+        return (dispatched_at(ready, self.submitted, self.queued, self.started) - ready) / _NS
+
+    @property
+    def queue_wait_s(self) -> float | None:
+        """Handed to the executor → Started in seconds, or None if it never started."""
+        ready = self.ready
+        if ready is None or self.started is None:
+            return None
+        return max(0, self.started - dispatched_at(ready, self.submitted, self.queued, self.started)) / _NS
+
+    @property
     def execution_s(self) -> float | None:
         """Started → terminal in seconds, or None if it did not both start and end."""
         if self.started is None or self.ended is None:
@@ -168,6 +197,8 @@ class TaskInfo:
         out["links"] = list(self.links)
         out["state"] = self.state
         out["dependency_wait_s"] = self.dependency_wait_s
+        out["dispatch_wait_s"] = self.dispatch_wait_s
+        out["queue_wait_s"] = self.queue_wait_s
         out["scheduling_wait_s"] = self.scheduling_wait_s
         out["execution_s"] = self.execution_s
         return out
@@ -473,7 +504,6 @@ class _Collector:
             rec.cpu_time_s = attrs.get("otelflow.task.cpu_time_s")
         if rec.peak_rss_bytes is None:
             rec.peak_rss_bytes = attrs.get("otelflow.task.peak_rss_bytes")
-        rec.created = _min(rec.created, start)
         for item in sp.get("events") or ():
             if not isinstance(item, (list, tuple)) or len(item) < 2:
                 continue
@@ -481,6 +511,11 @@ class _Collector:
             slot = _TIME_SLOT.get(name)
             if slot is not None and getattr(rec, slot) is None:
                 setattr(rec, slot, t if isinstance(t, int) else None)
+        # A task span starts at TaskStarted (older runs: at TaskCreated); its creation is
+        # the TaskCreated span event, else the attribute, else (older runs) the start.
+        if rec.created is None:
+            created = attrs.get("otelflow.task.created_time")
+            rec.created = created if type(created) is int else start if type(start) is int else None
         status = sp.get("status") or attrs.get("otelflow.task.status")
         if rec.status is None or (rec.status == "incomplete" and status in TERMINAL_STATES):
             if status in TERMINAL_STATES:

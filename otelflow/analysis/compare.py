@@ -17,6 +17,8 @@ __all__ = ["compare_runs", "format_comparison"]
 _TIMINGS = (
     ("duration_s", "execution"),
     ("dependency_wait_s", "dependency wait"),
+    ("dispatch_wait_s", "dispatch wait"),
+    ("queue_wait_s", "queue wait"),
     ("scheduling_wait_s", "scheduling wait"),
 )
 _STATS = ("mean", "p50", "p95", "max", "total")
@@ -63,7 +65,9 @@ def compare_runs(a: Run | dict[str, Any], b: Run | dict[str, Any]) -> dict[str, 
     ra = a if isinstance(a, dict) else build_report(a)
     rb = b if isinstance(b, dict) else build_report(b)
     tasks = {state: _row(ra["tasks"].get(state, 0), rb["tasks"].get(state, 0)) for state in ("total", *STATES)}
-    timings = {key: {s: _row(ra[key][s], rb[key][s]) for s in _STATS} for key, _ in _TIMINGS}
+    timings = {
+        key: {s: _row((ra.get(key) or {}).get(s), (rb.get(key) or {}).get(s)) for s in _STATS} for key, _ in _TIMINGS
+    }
     cpa, cpb = ra.get("critical_path"), rb.get("critical_path")
     names_a, names_b = ra["by_task_name"], rb["by_task_name"]
     by_name: dict[str, Any] = {}
@@ -75,7 +79,7 @@ def compare_runs(a: Run | dict[str, Any], b: Run | dict[str, Any]) -> dict[str, 
                 return None
             v: Any = n
             for p in path:
-                v = v[p]
+                v = v.get(p) if isinstance(v, dict) else None  # an older report lacks newer keys
             return v
 
         by_name[name] = {
@@ -85,6 +89,8 @@ def compare_runs(a: Run | dict[str, Any], b: Run | dict[str, Any]) -> dict[str, 
             "p95_s": _row(get(na, "duration_s", "p95"), get(nb, "duration_s", "p95")),
             "total_s": _row(get(na, "duration_s", "total"), get(nb, "duration_s", "total")),
             "dependency_wait_mean_s": _row(get(na, "dependency_wait_s", "mean"), get(nb, "dependency_wait_s", "mean")),
+            "dispatch_wait_mean_s": _row(get(na, "dispatch_wait_s", "mean"), get(nb, "dispatch_wait_s", "mean")),
+            "queue_wait_mean_s": _row(get(na, "queue_wait_s", "mean"), get(nb, "queue_wait_s", "mean")),
             "scheduling_wait_mean_s": _row(get(na, "scheduling_wait_s", "mean"), get(nb, "scheduling_wait_s", "mean")),
         }
     wa, wb = _by_workflow_name(ra), _by_workflow_name(rb)
@@ -155,6 +161,8 @@ def format_comparison(cmp: dict[str, Any], *, max_rows: int = 30) -> str:
         ["critical path", format_duration(cp["a"]), format_duration(cp["b"]), _dur_delta(cp["delta"]), _pct(cp)]
     )
     for key, label in _TIMINGS:
+        if key == "scheduling_wait_s":
+            continue  # dispatch + queue wait, shown above it
         for s in ("mean", "p50", "p95", "max", "total"):
             r = cmp["timings"][key][s]
             rows.append(

@@ -5,13 +5,16 @@ predecessor is the upstream task (``depends_on`` / span links) that ended last �
 the task was really waiting for. The walk stops at a task with no known upstream.
 
 Each step *owns* the stretch of wall time from its predecessor's end (for the first step,
-its own creation) to its own end. That stretch is split by the task's lifecycle into
-dependency wait (Created → Resolved), scheduling wait (Resolved → Started) and execution
-(Started → end); time before the task was even created (the submitter made it late) is
-``other``. The steps' stretches tile the path, so their sums add up to its length.
+its own creation) to its own end. That stretch is split by the task's lifecycle (see
+:mod:`otelflow.events.waits`) into dependency wait (Created → Resolved), dispatch wait
+(Resolved → handed to the executor: the engine's lag), queue wait (→ Started: no free
+worker) and execution (Started → end); time before the task was even created (the
+submitter made it late) is ``other``. The steps' stretches tile the path, so their sums
+add up to its length. ``scheduling_wait_s`` (dispatch + queue wait) is kept for
+compatibility.
 
 Only dependencies are followed: when a task waited for a free worker rather than for an
-upstream task, that shows up as scheduling wait on the path, not as another step.
+upstream task, that shows up as queue wait on the path, not as another step.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from otelflow.analysis._tables import TaskInfo
 from otelflow.analysis.reader import Run
+from otelflow.events.waits import dispatched_at
 
 __all__ = ["CriticalPath", "PathStep", "critical_path", "format_critical_path"]
 
@@ -42,7 +46,9 @@ class PathStep:
             for the first step its creation.
         end: The task's end (ns).
         dependency_wait_s: Part of the stretch spent waiting for dependencies.
-        scheduling_wait_s: Part spent ready but not yet running.
+        dispatch_wait_s: Part spent ready but not yet handed to the executor.
+        queue_wait_s: Part spent handed to the executor but not yet running.
+        scheduling_wait_s: ``dispatch_wait_s + queue_wait_s``.
         execution_s: Part spent running.
         other_s: Part before the task was created.
     """
@@ -58,6 +64,8 @@ class PathStep:
     scheduling_wait_s: float
     execution_s: float
     other_s: float
+    dispatch_wait_s: float = 0.0
+    queue_wait_s: float = 0.0
 
     @property
     def length_s(self) -> float:
@@ -76,6 +84,8 @@ class PathStep:
             "end": self.end,
             "length_s": self.length_s,
             "dependency_wait_s": self.dependency_wait_s,
+            "dispatch_wait_s": self.dispatch_wait_s,
+            "queue_wait_s": self.queue_wait_s,
             "scheduling_wait_s": self.scheduling_wait_s,
             "execution_s": self.execution_s,
             "other_s": self.other_s,
@@ -104,8 +114,8 @@ class CriticalPath:
         return max(0, self.end - self.start) / _NS
 
     def total(self, part: str) -> float:
-        """Sum of one part over the steps: ``dependency_wait_s``, ``scheduling_wait_s``,
-        ``execution_s`` or ``other_s``."""
+        """Sum of one part over the steps: ``dependency_wait_s``, ``dispatch_wait_s``,
+        ``queue_wait_s``, ``scheduling_wait_s``, ``execution_s`` or ``other_s``."""
         return sum(getattr(s, part) for s in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +126,8 @@ class CriticalPath:
             "end_time": self.end,
             "tasks": len(self.steps),
             "dependency_wait_s": self.total("dependency_wait_s"),
+            "dispatch_wait_s": self.total("dispatch_wait_s"),
+            "queue_wait_s": self.total("queue_wait_s"),
             "scheduling_wait_s": self.total("scheduling_wait_s"),
             "execution_s": self.total("execution_s"),
             "other_s": self.total("other_s"),
@@ -135,6 +147,7 @@ def _step(task: TaskInfo, window_start: int) -> PathStep:
     ready = max(ready, created)
     started = task.started if task.started is not None else end
     started = min(max(started, ready), end)
+    hand = dispatched_at(ready, task.submitted, task.queued, started)
     w0, w1 = window_start, max(window_start, end)
     return PathStep(
         task_id=task.task_id,
@@ -147,6 +160,8 @@ def _step(task: TaskInfo, window_start: int) -> PathStep:
         other_s=_overlap(w0, w1, w0, created) / _NS,
         dependency_wait_s=_overlap(w0, w1, created, ready) / _NS,
         scheduling_wait_s=_overlap(w0, w1, ready, started) / _NS,
+        dispatch_wait_s=_overlap(w0, w1, ready, hand) / _NS,
+        queue_wait_s=_overlap(w0, w1, hand, started) / _NS,
         execution_s=_overlap(w0, w1, started, end) / _NS,
     )
 
@@ -214,12 +229,16 @@ def format_critical_path(path: CriticalPath | dict[str, Any] | None, *, max_step
     d = path.to_dict() if isinstance(path, CriticalPath) else path
     lines = [
         f"Critical path: {d['tasks']} tasks, {_s(d['length_s'])} — "
-        f"execution {_s(d['execution_s'])}, scheduling wait {_s(d['scheduling_wait_s'])}, "
+        f"execution {_s(d['execution_s'])}, queue wait {_s(d.get('queue_wait_s', 0.0))}, "
+        f"dispatch wait {_s(d.get('dispatch_wait_s', 0.0))}, "
         f"dependency wait {_s(d['dependency_wait_s'])}, other {_s(d['other_s'])}",
     ]
     steps = d["steps"]
     shown = steps if len(steps) <= max_steps else [*steps[: max_steps // 2], None, *steps[-max_steps // 2 :]]
-    header = f"  {'#':>3}  {'task':<28} {'name':<18} {'length':>9} {'dep wait':>9} {'sched':>9} {'exec':>9}"
+    header = (
+        f"  {'#':>3}  {'task':<28} {'name':<18} {'length':>9} {'dep wait':>9} {'dispatch':>9} {'queue':>9} "
+        f"{'exec':>9}"
+    )
     lines.append(header)
     for i, st in enumerate(shown):
         if st is None:
@@ -229,7 +248,8 @@ def format_critical_path(path: CriticalPath | dict[str, Any] | None, *, max_step
         lines.append(
             f"  {n:>3}  {_clip(st['task_id'], 28):<28} {_clip(st['task_name'], 18):<18} "
             f"{_s(st['length_s']):>9} {_s(st['dependency_wait_s']):>9} "
-            f"{_s(st['scheduling_wait_s']):>9} {_s(st['execution_s']):>9}"
+            f"{_s(st.get('dispatch_wait_s', 0.0)):>9} {_s(st.get('queue_wait_s', 0.0)):>9} "
+            f"{_s(st['execution_s']):>9}"
         )
     return "\n".join(lines) + "\n"
 

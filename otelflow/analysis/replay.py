@@ -3,8 +3,8 @@
 A run recorded offline (JSONL only) can be looked at in a trace viewer later: every span
 line becomes an :class:`opentelemetry.sdk.trace.ReadableSpan` with the **original** trace
 id, span id, parent, start and end times, links, status, attributes and span events, and
-is sent with the official OTLP exporter (gRPC or HTTP/protobuf). The resource carries the
-run's ``service.name`` from ``run.json`` — not the replaying machine's.
+is sent with the official OTLP exporter (gRPC or HTTP/protobuf). The resource is the one
+the live exporters sent, recorded in ``run.json`` — not the replaying machine's.
 
 Replaying the same run twice sends the same ids twice; most backends keep both copies.
 """
@@ -110,15 +110,20 @@ class _ExporterLog(logging.Handler):
 
 
 def run_resource(run: Run) -> Resource:
-    """The OTel resource of a recorded run: its service name, run, session, host and pid."""
+    """The OTel resource of a recorded run.
+
+    The resource the live exporters used, from ``run.json["resource"]``, exactly (same
+    attributes, none added). A run recorded before otelflow wrote it gets its service
+    name, run, session, host and pid.
+    """
     from opentelemetry.sdk.resources import Resource
 
     meta = run.meta
-    attrs: dict[str, Any] = {}
-    extra = meta.get("resource")
-    if isinstance(extra, Mapping):
-        attrs.update({str(k): _attr_value(v) for k, v in extra.items() if _attr_value(v) is not None})
-    attrs["service.name"] = run.service_name
+    recorded = meta.get("resource")
+    if isinstance(recorded, Mapping) and recorded:
+        attrs = {str(k): _attr_value(v) for k, v in recorded.items()}
+        return Resource({k: v for k, v in attrs.items() if v is not None})
+    attrs: dict[str, Any] = {"service.name": run.service_name}
     for key, value in (
         ("otelflow.run.id", run.run_id),
         ("otelflow.session.id", meta.get("session_id")),
@@ -216,7 +221,12 @@ class _SpanFactory:
                 ex_attrs = {"exception.type": str(error_type or "Exception")}
                 if error_message:
                     ex_attrs["exception.message"] = str(error_message)
+                stack = line.get("error_stacktrace")
+                if isinstance(stack, str) and stack:
+                    ex_attrs["exception.stacktrace"] = stack
                 events.append(Event("exception", attributes=ex_attrs, timestamp=end))
+        elif error_message and line.get("kind") in ("session", "workflow", "block"):
+            status = Status(StatusCode.ERROR, str(error_message))  # "2 of 54 tasks failed"
         else:
             status = Status(StatusCode.UNSET)
         scope = self.scope

@@ -5,9 +5,10 @@ JSON-ready dict; :func:`format_report` renders it for a terminal. Percentiles ar
 (linear interpolation between the two nearest ranks, like ``numpy.percentile``), so they
 can differ slightly from the live ``summary()`` in ``run.json``, which uses a ~1 % sketch.
 
-Waits follow the definitions in :mod:`otelflow.analysis._tables`: dependency wait
-Created → Resolved, scheduling wait Resolved (else Submitted) → Started, execution
-(``duration_s``) Started → terminal.
+Waits follow the definitions in :mod:`otelflow.events.waits`: dependency wait Created →
+Resolved, dispatch wait Resolved (else Submitted) → handed to the executor, queue wait
+→ Started, execution (``duration_s``) Started → terminal; scheduling wait (kept for
+compatibility) is dispatch + queue wait.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from otelflow.analysis.reader import Run
 __all__ = ["build_report", "format_duration", "format_report", "stats"]
 
 _NS = 1e9
-_WAITS = ("duration_s", "dependency_wait_s", "scheduling_wait_s")
+_WAITS = ("duration_s", "dependency_wait_s", "dispatch_wait_s", "queue_wait_s", "scheduling_wait_s")
+_TOTALS = ("execution_s", "dependency_wait_s", "dispatch_wait_s", "queue_wait_s", "scheduling_wait_s")
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -61,18 +63,19 @@ def stats(values: Iterable[float]) -> dict[str, Any]:
 
 
 class _Group:
-    """Counts by state and the three timings of a set of tasks."""
+    """Counts by state and the timings of a set of tasks."""
 
     __slots__ = ("states", "times")
 
     def __init__(self) -> None:
         self.states: dict[str, int] = {}
-        self.times: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self.times: tuple[list[float], ...] = ([], [], [], [], [])
 
     def add(self, t: TaskInfo) -> None:
         st = t.state
         self.states[st] = self.states.get(st, 0) + 1
-        for lst, v in zip(self.times, (t.execution_s, t.dependency_wait_s, t.scheduling_wait_s), strict=True):
+        values = (t.execution_s, t.dependency_wait_s, t.dispatch_wait_s, t.queue_wait_s, t.scheduling_wait_s)
+        for lst, v in zip(self.times, values, strict=True):
             if v is not None:
                 lst.append(v)
 
@@ -80,9 +83,9 @@ class _Group:
         return {"total": sum(self.states.values()), **{s: self.states.get(s, 0) for s in STATES}}
 
     def totals(self) -> dict[str, float]:
-        """Summed seconds: ``execution_s``, ``dependency_wait_s``, ``scheduling_wait_s``."""
-        keys = ("execution_s", "dependency_wait_s", "scheduling_wait_s")
-        return {k: math.fsum(lst) for k, lst in zip(keys, self.times, strict=True)}
+        """Summed seconds: ``execution_s``, ``dependency_wait_s``, ``dispatch_wait_s``,
+        ``queue_wait_s``, ``scheduling_wait_s``."""
+        return {k: math.fsum(lst) for k, lst in zip(_TOTALS, self.times, strict=True)}
 
     def stats(self) -> dict[str, Any]:
         return {k: stats(lst) for k, lst in zip(_WAITS, self.times, strict=True)}
@@ -119,6 +122,8 @@ def _task_row(t: TaskInfo) -> dict[str, Any]:
         "status": t.state,
         "duration_s": t.execution_s,
         "dependency_wait_s": t.dependency_wait_s,
+        "dispatch_wait_s": t.dispatch_wait_s,
+        "queue_wait_s": t.queue_wait_s,
         "scheduling_wait_s": t.scheduling_wait_s,
     }
 
@@ -133,9 +138,10 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
 
     Returns:
         A JSON-ready dict with the keys ``run``, ``tasks`` (counts by final state),
-        ``duration_s``, ``dependency_wait_s``, ``scheduling_wait_s`` (stats in seconds),
+        ``duration_s``, ``dependency_wait_s``, ``dispatch_wait_s``, ``queue_wait_s``,
+        ``scheduling_wait_s`` (stats in seconds; scheduling = dispatch + queue wait),
         ``workflows`` and ``blocks`` (by id: name, status, wall ``duration_s``, task
-        counts, and summed ``execution_s``, ``dependency_wait_s``, ``scheduling_wait_s``;
+        counts, and summed ``execution_s`` and the four waits;
         a block includes its nested blocks' tasks), ``by_task_name``,
         ``workers``, ``failures``, ``slowest``, ``phases`` (by task name, stats of each
         engine-measured ``otelflow.phase.<name>_s`` task attribute, e.g. an Academy action's
@@ -325,6 +331,8 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
         f"  started {_time(r['start_time'])}, wall time {format_duration(r['duration_s'])}, "
         f"host {r.get('host') or '-'}, {len(r['files'])} file(s)"
     )
+    if r.get("trace_id"):
+        out.append(f"  trace id {r['trace_id']} (paste it into Jaeger, Tempo or Grafana)")
     notes = []
     if r["torn_lines"]:
         notes.append(f"{r['torn_lines']} torn last line(s) skipped (a process was killed)")
@@ -345,7 +353,8 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
     for key, label in (
         ("duration_s", "execution"),
         ("dependency_wait_s", "dependency wait"),
-        ("scheduling_wait_s", "scheduling wait"),
+        ("dispatch_wait_s", "dispatch wait"),
+        ("queue_wait_s", "queue wait"),
     ):
         s = report[key]
         rows.append(
@@ -381,13 +390,14 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
                     str(c["failed"]),
                     format_duration(_sum(w, "execution_s")),
                     format_duration(_sum(w, "dependency_wait_s")),
-                    format_duration(_sum(w, "scheduling_wait_s")),
+                    format_duration(_sum(w, "dispatch_wait_s")),
+                    format_duration(_sum(w, "queue_wait_s")),
                 ]
             )
         out += _table(
-            ["name", "id", "status", "wall", "tasks", "failed", "Σ exec", "Σ dep wait", "Σ sched wait"],
+            ["name", "id", "status", "wall", "tasks", "failed", "Σ exec", "Σ dep wait", "Σ dispatch", "Σ queue"],
             rows,
-            {3, 4, 5, 6, 7, 8},
+            {3, 4, 5, 6, 7, 8, 9},
         )
 
     names = report["by_task_name"]
@@ -408,13 +418,14 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
                     format_duration(d["mean"]),
                     format_duration(d["p95"]),
                     format_duration(n["dependency_wait_s"]["mean"]),
-                    format_duration(n["scheduling_wait_s"]["mean"]),
+                    format_duration(n["dispatch_wait_s"]["mean"]),
+                    format_duration(n["queue_wait_s"]["mean"]),
                 ]
             )
         out += _table(
-            ["name", "tasks", "failed", "Σ exec", "mean", "p95", "mean dep wait", "mean sched wait"],
+            ["name", "tasks", "failed", "Σ exec", "mean", "p95", "mean dep wait", "mean dispatch", "mean queue"],
             rows,
-            {1, 2, 3, 4, 5, 6, 7},
+            {1, 2, 3, 4, 5, 6, 7, 8},
         )
 
     workers = report["workers"]
@@ -443,7 +454,7 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
         out.append("")
         out.append(f"Slowest {len(report['slowest'])} tasks:")
         out += _table(
-            ["task", "name", "workflow", "worker", "status", "exec", "dep wait", "sched wait"],
+            ["task", "name", "workflow", "worker", "status", "exec", "dep wait", "dispatch", "queue"],
             [
                 [
                     _clip(s["task_id"], 28),
@@ -453,11 +464,12 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
                     s["status"],
                     format_duration(s["duration_s"]),
                     format_duration(s["dependency_wait_s"]),
-                    format_duration(s["scheduling_wait_s"]),
+                    format_duration(s["dispatch_wait_s"]),
+                    format_duration(s["queue_wait_s"]),
                 ]
                 for s in report["slowest"]
             ],
-            {5, 6, 7},
+            {5, 6, 7, 8},
         )
 
     phases = report.get("phases") or {}

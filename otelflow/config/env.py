@@ -117,6 +117,7 @@ GROUPS: Final[tuple[str, ...]] = (
     "OTLP exporter",
     "Prometheus",
     "Sampling",
+    "Trace shape",
     "Metric export",
     "Run directory and pipeline",
     "Logs",
@@ -359,6 +360,20 @@ OTEL_TRACES_SAMPLER_ARG: Final = _declare(
     fields=("sampler_arg",),
     group="Sampling",
     default_doc="`1.0` for ratio samplers",
+)
+
+# --- Trace shape -------------------------------------------------------------------------
+
+OTELFLOW_WAIT_SPANS: Final = _declare(
+    "OTELFLOW_WAIT_SPANS",
+    _BOOL,
+    "`true` adds, next to each task span (which covers only the task's execution), a "
+    "sibling span `wait <task name>` from the task's creation to its start, so a trace "
+    "viewer's waterfall shows the wait band. The waits are always on the task span as "
+    "attributes.",
+    fields=("wait_spans",),
+    group="Trace shape",
+    default="false",
 )
 
 # --- Metric export -----------------------------------------------------------------------

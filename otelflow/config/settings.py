@@ -118,6 +118,7 @@ class Settings:
         set_global_providers: ``auto``, ``true`` or ``false``.
         capture_logs: Bridge ``logging`` records into the run.
         log_level: Lowest captured log level, as a ``logging`` number.
+        wait_spans: Add a ``wait <task name>`` span next to each task span.
     """
 
     enabled: bool
@@ -145,6 +146,7 @@ class Settings:
     set_global_providers: SetGlobalProviders
     capture_logs: bool
     log_level: int
+    wait_spans: bool = False
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -294,6 +296,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("set_global_providers", ev.OTELFLOW_SET_GLOBAL_PROVIDERS, "also True or False"),
         _same("capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         _same("log_level", ev.OTELFLOW_LOG_LEVEL, "a level name or `logging` number"),
+        _same("wait_spans", ev.OTELFLOW_WAIT_SPANS),
     )
 }
 """Every keyword :func:`load_settings` accepts, in documentation order."""
@@ -577,4 +580,5 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         ),
         capture_logs=ld.value(parse_bool, "capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         log_level=ld.value(parse_log_level, "log_level", ev.OTELFLOW_LOG_LEVEL),
+        wait_spans=ld.value(parse_bool, "wait_spans", ev.OTELFLOW_WAIT_SPANS),
     )

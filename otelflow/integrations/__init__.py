@@ -13,12 +13,26 @@ See ``docs/executors.md``, ``docs/parsl.md``, ``docs/academy.md``.
 
 from __future__ import annotations
 
-from otelflow.integrations.futures import (
-    UpstreamFailedError,
-    instrument,
-    is_instrumented,
-    task_id_of,
-    uninstrument,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from otelflow.integrations.futures import (
+        UpstreamFailedError,
+        instrument,
+        is_instrumented,
+        task_id_of,
+        uninstrument,
+    )
 
 __all__ = ["UpstreamFailedError", "instrument", "is_instrumented", "task_id_of", "uninstrument"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the core's own modules (the toolkit) import submodules of this package, and
+    # the executor integration imports the toolkit, so nothing is imported here eagerly.
+    if name not in __all__:
+        raise AttributeError(f"module 'otelflow.integrations' has no attribute {name!r}")
+    value = getattr(importlib.import_module("otelflow.integrations.futures"), name)
+    globals()[name] = value
+    return value

@@ -1,16 +1,12 @@
-"""What runs where the task runs: the task wrappers and the worker-process session.
-
-Two wrappers carry a task to its worker:
+"""What runs where the task runs: the thread-pool wrapper and the worker-process session.
 
 * :class:`LocalCall` (thread pools): runs in a worker thread of the submitting process.
   It records ``TaskStarted`` and the terminal step itself, with the worker thread's clock,
   inside a copy of the submitter's ``contextvars`` context (so workflow/block scopes
   follow) and with the task span as the current OTel span.
-* :class:`RemoteCall` (process pools and any other executor): picklable. Where it runs it
-  needs no telemetry of its own to be *measured*: it notes start and end
-  (``time.time_ns``), CPU seconds and peak RSS of its process (and waited-for children)
-  and hands them back with the result — or, attached to the exception, with the error.
-  The submitting side records them with those worker-side times.
+* Process pools and any other executor use the public :class:`otelflow.toolkit.Measured`
+  wrapper; this module holds what it needs in a worker process: :class:`ProcessUsage`
+  (CPU seconds and peak RSS of one task) and the worker session below.
 
 In a worker *process*, user spans (``opentelemetry.trace.get_tracer(...)``) and
 ``otelflow.emit()`` need somewhere to go. :func:`worker_session` lazily starts, once per
@@ -41,8 +37,6 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from otelflow import _global
-from otelflow.scope import enter_remote_scope, exit_remote_scope
-from otelflow.tracing.ids import parse_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,11 +45,10 @@ if TYPE_CHECKING:
     from otelflow.tasks import TaskTracker
 
 __all__ = [
-    "OUTCOME_ATTR",
     "LocalCall",
     "ProcessUsage",
-    "RemoteCall",
     "WorkerConfig",
+    "current_session",
     "flush_if_used",
     "flush_worker_session",
     "stop_worker_session",
@@ -64,12 +57,10 @@ __all__ = [
 
 _log = logging.getLogger("otelflow")
 
-OUTCOME_ATTR = "_otelflow_outcome"
-"""Attribute set on an exception raised by a :class:`RemoteCall`: its measured outcome."""
-
 _SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
 _now = time.time_ns
 _process_time = time.process_time
+_thread_time = time.thread_time
 
 
 # --- thread pools ----------------------------------------------------------------------------
@@ -104,15 +95,16 @@ class LocalCall:
         span_ctx = trk.span_context(tid)
         if span_ctx is not None:
             token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
+        cpu0 = _thread_time()  # CPU of this worker thread only: the task runs in it
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
-            trk.failed(tid, exc)
+            trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
             raise
         finally:
             if token is not None:
                 _detach(token)
-        trk.completed(tid)
+        trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
         return result
 
 
@@ -182,7 +174,7 @@ class WorkerConfig:
             # the parent's absolute runs directory: a worker's cwd may differ
             runs_dir=str(tel.run_dir.parent) if tel.run_dir is not None else None,
             run_id=tel.run_id,
-            trace_id=f"{tel.trace_id:032x}",
+            trace_id=tel.trace_id,
             session_id=tel.session_id,
             service_name=str(service) if service is not None else None,
             flush_interval=s.flush_interval,
@@ -209,77 +201,6 @@ class WorkerConfig:
         )
 
 
-class RemoteCall:
-    """A picklable task wrapper that measures the task where it runs.
-
-    Returns ``(result, start_ns, end_ns, cpu_time_s, peak_rss_bytes, pid, worker)``; if the
-    task raises, the same outcome (without result) is attached to the exception as
-    ``OUTCOME_ATTR`` and the exception propagates unchanged otherwise.
-
-    Args:
-        fn: The user's callable (must be picklable for process pools).
-        task_id: The task's id.
-        traceparent: W3C ``traceparent`` of the task span, or None.
-        workflow_id: The submitter's workflow scope, stamped on events emitted in the task.
-        block_id: The submitter's block scope, likewise.
-        config: How to join the parent's run, or None to only measure.
-    """
-
-    __slots__ = ("block_id", "config", "fn", "task_id", "traceparent", "workflow_id")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        task_id: str,
-        traceparent: str | None,
-        workflow_id: str | None,
-        block_id: str | None,
-        config: WorkerConfig | None,
-    ) -> None:
-        self.fn = fn
-        self.task_id = task_id
-        self.traceparent = traceparent
-        self.workflow_id = workflow_id
-        self.block_id = block_id
-        self.config = config
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (
-            RemoteCall,
-            (self.fn, self.task_id, self.traceparent, self.workflow_id, self.block_id, self.config),
-        )
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        cfg = self.config
-        pid = os.getpid()
-        session = None
-        if cfg is not None and cfg.session and pid != cfg.parent_pid:
-            session = worker_session(cfg)
-        tokens = _enter_task_context(self.traceparent, self.workflow_id, self.block_id, session is not None)
-        # Reset the peak RSS only in a worker process: in the submitter's own process (an
-        # inline executor) that would reset the host application's high-water mark.
-        usage = ProcessUsage(reset=cfg is not None and pid != cfg.parent_pid)
-        start = _now()
-        try:
-            try:
-                result = self.fn(*args, **kwargs)
-            except BaseException as exc:
-                end = _now()
-                cpu, rss = usage.end()
-                try:
-                    setattr(exc, OUTCOME_ATTR, (start, end, cpu, rss, pid, _worker_name(pid)))
-                except Exception:  # noqa: BLE001 - an exception without a __dict__
-                    pass
-                raise
-            end = _now()
-            cpu, rss = usage.end()
-        finally:
-            _exit_task_context(tokens)
-            if session is not None:
-                flush_if_used(session)
-        return (result, start, end, cpu, rss, pid, _worker_name(pid))
-
-
 _HOST = socket.gethostname()
 
 
@@ -292,30 +213,6 @@ def _detach(token: object) -> None:
         otel_context.detach(token)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the context was switched elsewhere; nothing to undo
         pass
-
-
-def _enter_task_context(
-    traceparent: str | None, workflow_id: str | None, block_id: str | None, scoped: bool
-) -> tuple[object | None, Any]:
-    otel_token = None
-    if traceparent:
-        ids = parse_traceparent(traceparent)
-        if ids is not None:
-            span = otel_trace.NonRecordingSpan(otel_trace.SpanContext(ids[0], ids[1], True, _SAMPLED))
-            otel_token = otel_context.attach(otel_trace.set_span_in_context(span))
-    scope_token = None
-    if scoped and (workflow_id or block_id):
-        # Events the task emits carry the submitter's workflow and block ids.
-        scope_token = enter_remote_scope(workflow_id, block_id)
-    return otel_token, scope_token
-
-
-def _exit_task_context(tokens: tuple[object | None, Any]) -> None:
-    otel_token, scope_token = tokens
-    if scope_token is not None:
-        exit_remote_scope(scope_token)
-    if otel_token is not None:
-        _detach(otel_token)
 
 
 # --- per-task resource use -------------------------------------------------------------------
@@ -428,6 +325,14 @@ _session: Telemetry | None = None
 _session_run: str | None = None
 _finalizer_registered = False
 _failed_runs: set[str] = set()
+
+
+def current_session(run_id: str) -> Telemetry | None:
+    """This process's running worker session for run ``run_id``, or None (no lock: hot path)."""
+    sess = _session
+    if sess is not None and _session_run == run_id and sess.active:
+        return sess
+    return None
 
 
 def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry | None:

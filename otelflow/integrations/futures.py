@@ -42,11 +42,14 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from otelflow import _global
 from otelflow.errors import OtelflowError
-from otelflow.integrations._worker import OUTCOME_ATTR, LocalCall, RemoteCall, WorkerConfig
-from otelflow.scope import active_scope
+from otelflow.integrations._worker import LocalCall
+from otelflow.scope import current_scope
 from otelflow.tasks import TaskTracker, error_type_name
+from otelflow.toolkit import OUTCOME_ATTR, Carrier, Measured, carrier
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -336,6 +339,9 @@ def _first_problem(ups: list[Future[Any]]) -> Future[Any] | None:
 # --- one task ------------------------------------------------------------------------------
 
 
+_NO_WAIT = threading.Lock()  # the lock of tasks that never wait: never taken
+
+
 class _Task:
     """A submitted task: what the instrumentation needs until it is handed over."""
 
@@ -348,7 +354,6 @@ class _Task:
         "lock",
         "proxy",
         "remaining",
-        "scope_ids",
         "settled",
         "tid",
         "trk",
@@ -359,10 +364,16 @@ class _Task:
         self.settled = False
         self.proxy: _ChainedFuture | None = None
         self.ctx: contextvars.Context | None = None
-        self.cfg: WorkerConfig | None = None
-        self.scope_ids: tuple[str | None, str | None] = (None, None)
+        self.cfg: Carrier | None = None
         self.trk: TaskTracker | None = None
         self.tid: str | None = None
+        # What is handed over, cleared (None) once it is: see _forget() and _hand_over().
+        self.fn: Callable[..., Any] | None = None
+        self.args: tuple[Any, ...] | None = None
+        self.kwargs: dict[str, Any] | None = None
+        self.ups: tuple[Future[Any], ...] | list[Future[Any]] = ()
+        self.remaining = 0  # upstream futures not done yet
+        self.lock = _NO_WAIT  # replaced by a lock of its own if it waits for upstream futures
 
 
 # --- the instrumentation of one executor --------------------------------------------------------
@@ -388,7 +399,9 @@ class _Instrumentation:
         self._shutdown: Callable[..., None] = executor.shutdown
         self._telemetry = telemetry
         self._worker_telemetry = worker_telemetry
-        self._trackers: tuple[Any, TaskTracker, WorkerConfig | None] | None = None
+        self._trackers: tuple[Any, TaskTracker, Carrier | None] | None = None
+        # One carrier per scope tasks are submitted in (few), not one per task.
+        self._carriers: dict[Any, Carrier] = {}
         # Tasks waiting for upstream futures, so shutdown(wait=True) can wait for them.
         self._held: set[_Task] = set()
         self._held_cv = threading.Condition(threading.Lock())
@@ -397,7 +410,7 @@ class _Instrumentation:
 
     # -- telemetry ------------------------------------------------------------------------
 
-    def _tracker(self) -> tuple[TaskTracker, WorkerConfig | None] | None:
+    def _tracker(self) -> tuple[TaskTracker, Carrier | None] | None:
         """The tracker (and worker config) for the running telemetry; None when none runs."""
         tel = self._telemetry or _global._current  # hot path: one attribute read
         if tel is None or not tel.active:
@@ -406,9 +419,25 @@ class _Instrumentation:
         if cached is not None and cached[0] is tel:
             return cached[1], cached[2]
         trk = TaskTracker(backend=self.backend, telemetry=tel)
-        cfg = None if self.local else WorkerConfig.of(tel, self._worker_telemetry)
+        # The session's carrier without a scope: tasks derive their span from their id.
+        cfg = None if self.local else carrier(telemetry=tel, join=self._worker_telemetry)
+        if cfg is not None:
+            cfg = msgspec.structs.replace(cfg, traceparent=None, scope=None)
+        self._carriers.clear()
         self._trackers = (tel, trk, cfg)
         return trk, cfg
+
+    def _carrier(self, base: Carrier | None) -> Carrier | None:
+        """``base`` with the current scope (cached per scope)."""
+        ref = current_scope()
+        if base is None or ref is None:
+            return base
+        got = self._carriers.get(ref)
+        if got is None:
+            if len(self._carriers) >= 256:  # bounded however many scopes a long run enters
+                self._carriers.clear()
+            got = self._carriers[ref] = msgspec.structs.replace(base, scope=ref)
+        return got
 
     # -- submit ---------------------------------------------------------------------------
 
@@ -449,10 +478,7 @@ class _Instrumentation:
             if self.local:
                 task.ctx = contextvars.copy_context()
             else:
-                task.cfg = rec[1]
-                scope = active_scope()
-                if scope is not None:
-                    task.scope_ids = (scope.workflow_id, scope.block_id)
+                task.cfg = self._carrier(rec[1])
 
         pending = [f for f in task.ups if not f.done()]
         if not pending:
@@ -563,7 +589,11 @@ class _Instrumentation:
         the future to give out, or raises what the executor raised. With a proxy it settles
         the proxy and returns None.
         """
-        args, kwargs, fn, ups, ctx = task.args, task.kwargs, task.fn, task.ups, task.ctx
+        fn, ups, ctx = task.fn, task.ups, task.ctx
+        args = task.args if task.args is not None else ()
+        kwargs = task.kwargs if task.kwargs is not None else {}
+        if fn is None:  # pragma: no cover - handed over already (settled exactly once)
+            return None
         # A future the caller keeps (directly or through its callbacks) must not keep its
         # upstream futures and their results alive.
         task.args = task.kwargs = task.fn = task.ctx = None
@@ -573,7 +603,8 @@ class _Instrumentation:
             try:
                 args, kwargs = _resolve(args, kwargs)
             except BaseException as exc:  # noqa: BLE001 - an upstream lost its result meanwhile
-                return self._submit_failed(task, exc)
+                self._submit_failed(task, exc)
+                return None
         trk = task.trk
         tid: str = task.tid  # type: ignore[assignment]
         if trk is None:
@@ -581,8 +612,7 @@ class _Instrumentation:
         elif self.local:
             call = LocalCall(fn, tid, trk, ctx)  # type: ignore[arg-type]
         else:
-            wf, blk = task.scope_ids
-            call = RemoteCall(fn, tid, trk.traceparent(tid), wf, blk, task.cfg)
+            call = Measured(fn, tid, task.cfg)
         if trk is not None:
             trk.submitted(tid)
 
@@ -607,19 +637,20 @@ class _Instrumentation:
             return proxy
 
         try:
-            inner = proxy._attach(lambda: self._submit(call, *args, **kwargs))
+            attached = proxy._attach(lambda: self._submit(call, *args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - e.g. the executor was shut down meanwhile
-            return self._submit_failed(task, exc)
-        if inner is None:  # the caller canceled it just before
+            self._submit_failed(task, exc)
+            return None
+        if attached is None:  # the caller canceled it just before
             if trk is not None:
                 trk.canceled(tid, reason=_CANCELED_WAITING)
             return None
         if trk is None or self.local:
             if trk is not None:
-                inner.add_done_callback(functools.partial(_record_cancel, trk, tid))
-            inner.add_done_callback(functools.partial(_copy_outcome, proxy))
+                attached.add_done_callback(functools.partial(_record_cancel, trk, tid))
+            attached.add_done_callback(functools.partial(_copy_outcome, proxy))
         else:
-            inner.add_done_callback(functools.partial(_remote_done, proxy, trk, tid))
+            attached.add_done_callback(functools.partial(_remote_done, proxy, trk, tid))
         return None
 
     def _submit_failed(self, task: _Task, exc: BaseException) -> None:
@@ -766,10 +797,9 @@ def _remote_done(proxy: _ChainedFuture, trk: TaskTracker, tid: str, inner: Futur
         return
     exc = inner.exception()
     if exc is None:
-        result, start, end, cpu, rss, pid, worker = inner.result()
-        trk.started(tid, start, worker=worker, pid=pid)
-        trk.completed(tid, end, cpu_time_s=cpu, peak_rss_bytes=rss)
-        proxy.set_result(result)
+        returned = inner.result()
+        trk.record_outcome(tid, returned.outcome)
+        proxy.set_result(returned.value)
         return
     outcome = getattr(exc, OUTCOME_ATTR, None)
     if outcome is not None:
@@ -777,9 +807,7 @@ def _remote_done(proxy: _ChainedFuture, trk: TaskTracker, tid: str, inner: Futur
             delattr(exc, OUTCOME_ATTR)
         except AttributeError:
             pass
-        start, end, cpu, rss, pid, worker = outcome
-        trk.started(tid, start, worker=worker, pid=pid)
-        trk.failed(tid, exc, end, cpu_time_s=cpu, peak_rss_bytes=rss)
+        trk.record_outcome(tid, outcome)
     else:
         # Lost on the way (a killed worker: BrokenProcessPool; an unpicklable result):
         # the submitting side's time is the best there is.

@@ -73,7 +73,7 @@ class LogBridgeHandler(logging.Handler):
                     level=record.levelname,
                     logger=record.name,
                     message=message[:_MAX_MESSAGE],
-                    trace_id=f"{ctx.trace_id if ctx.is_valid else tel.trace_id:032x}",
+                    trace_id=f"{ctx.trace_id:032x}" if ctx.is_valid else tel.trace_id,
                     span_id=f"{ctx.span_id if ctx.is_valid else tel.session_span_id:016x}",
                 )
             )

@@ -63,7 +63,7 @@ class HistogramAgg:
         """Return ``(attributes, bucket_counts, count, sum, min, max)`` per series."""
         with self.lock:
             items = [(k, list(e[0]), e[1], e[2], e[3], e[4]) for k, e in self.data.items()]
-        return [(dict(zip(self.keys, k, strict=True)), *rest) for k, *rest in items]  # type: ignore[misc]
+        return [(dict(zip(self.keys, k, strict=True)), *rest) for k, *rest in items]
 
 
 class Sketch:

@@ -2,7 +2,7 @@
 
 The Python SDK has no public "metric producer" hook yet, so for each reader on the
 provider otelflow owns we wrap the collect callback the provider registered
-(``MetricReader._set_collect_callback``, the same call ``MeterProvider`` makes) and add
+(``MetricReader._set_collect_callback`` via :mod:`otelflow._otel_compat`, the same call ``MeterProvider`` makes) and add
 the histograms to what the SDK collected. Every reader — JSONL snapshots, Prometheus,
 OTLP, the user's own — then sees ordinary ``Histogram`` metrics in the ``otelflow``
 scope. Readers that prefer delta temporality get deltas since their previous collect.
@@ -27,6 +27,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otelflow._otel_compat import collect_callback, histogram_temporality, set_collect_callback
 from otelflow.events.model import now_ns
 from otelflow.metrics.instruments import METER_NAME
 
@@ -40,7 +41,7 @@ _log = logging.getLogger("otelflow")
 
 def install(reader: MetricReader, recorder: MetricRecorder, resource: Resource, version: str) -> bool:
     """Wrap ``reader``'s collect callback so it also reports otelflow's histograms."""
-    original = getattr(reader, "_collect", None)
+    original = collect_callback(reader)
     if original is None:
         _log.warning(
             "otelflow could not attach its histograms to metric reader %r (it is not "
@@ -48,14 +49,7 @@ def install(reader: MetricReader, recorder: MetricRecorder, resource: Resource, 
             reader,
         )
         return False
-    temporality = AggregationTemporality.CUMULATIVE
-    try:  # the reader's preferred temporality for histograms, keyed by the SDK class
-        from opentelemetry.sdk.metrics._internal.instrument import _Histogram
-
-        temporality = reader._instrument_class_temporality[_Histogram]
-    except (ImportError, AttributeError, KeyError):
-        pass
-    delta = temporality == AggregationTemporality.DELTA
+    delta = histogram_temporality(reader) == AggregationTemporality.DELTA
     scope = InstrumentationScope(METER_NAME, version)
     previous: dict[tuple[str, tuple[Any, ...]], tuple[list[int], int, float]] = {}
     last_time = [recorder.duration.start_ns]
@@ -71,8 +65,7 @@ def install(reader: MetricReader, recorder: MetricRecorder, resource: Resource, 
             return data
         return _merge(data, metrics, scope, resource)
 
-    reader._set_collect_callback(collect)
-    return True
+    return set_collect_callback(reader, collect)
 
 
 def _histogram_metrics(

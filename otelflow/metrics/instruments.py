@@ -48,7 +48,17 @@ DEPENDENCY_WAIT = (
 SCHEDULING_WAIT = (
     "otelflow.task.scheduling_wait",
     "s",
-    "Time from dependency resolution (else submission) until the task started running.",
+    "Dispatch wait + queue wait: from dependency resolution (else submission) until the task started.",
+)
+DISPATCH_WAIT = (
+    "otelflow.task.dispatch_wait",
+    "s",
+    "The engine's lag: from dependency resolution until the task was handed to the executor.",
+)
+QUEUE_WAIT = (
+    "otelflow.task.queue_wait",
+    "s",
+    "Waiting for a worker: from hand-over to the executor (submitted or queued) until the task started.",
 )
 WORKFLOW_DURATION = ("otelflow.workflow.duration", "s", "Workflow duration, scope entry to end.")
 TASK_CPU_TIME = ("otelflow.task.cpu_time", "s", "CPU seconds used by the task's process(es).")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otelflow.events.model import ResourceUpdate
+from otelflow.events.waits import dispatched_at
 from otelflow.metrics import instruments as inst
 from otelflow.metrics.aggregates import HistogramAgg, Sketch, TaskCounts
 
@@ -38,6 +39,8 @@ class MetricRecorder:
         self.duration = HistogramAgg(inst.DURATION_BUCKETS, (*_TASK_KEYS, inst.STATUS), start_ns)
         self.dependency_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.scheduling_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
+        self.dispatch_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
+        self.queue_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.workflow_duration = HistogramAgg(
             inst.DURATION_BUCKETS, (inst.WORKFLOW_NAME, inst.STATUS), start_ns
         )
@@ -47,6 +50,8 @@ class MetricRecorder:
         self.duration_stats = Sketch()
         self.dependency_wait_stats = Sketch()
         self.scheduling_wait_stats = Sketch()
+        self.dispatch_wait_stats = Sketch()
+        self.queue_wait_stats = Sketch()
         self.by_name: dict[str, Sketch] = {}
         self.workflows: dict[str, dict[str, Any]] = {}
         self.workflows_forgotten = 0
@@ -100,13 +105,21 @@ class MetricRecorder:
                 sketch = self.by_name[name] = Sketch()
             if sketch is not None:
                 sketch.add(duration)
-            # Ready = dependencies satisfied, so dependency wait + scheduling wait +
-            # execution add up to the task's lifetime (the report uses the same split).
+            # Dependency + dispatch + queue wait + execution add up to the task's
+            # lifetime (otelflow.events.waits; the report uses the same split).
             ready = rec.resolved or rec.submitted or rec.created
             if ready:
-                wait = max(0, rec.started - ready) / 1e9
+                started = rec.started
+                hand = dispatched_at(ready, rec.submitted, rec.queued, started)
+                wait = max(0, started - ready) / 1e9
                 self.scheduling_wait.record(key, wait)
                 self.scheduling_wait_stats.add(wait)
+                wait = (hand - ready) / 1e9
+                self.dispatch_wait.record(key, wait)
+                self.dispatch_wait_stats.add(wait)
+                wait = max(0, started - hand) / 1e9
+                self.queue_wait.record(key, wait)
+                self.queue_wait_stats.add(wait)
         if rec.resolved:
             wait = max(0, rec.resolved - rec.created) / 1e9
             self.dependency_wait.record(key, wait)
@@ -259,6 +272,8 @@ class MetricRecorder:
             (inst.TASK_DURATION, self.duration),
             (inst.DEPENDENCY_WAIT, self.dependency_wait),
             (inst.SCHEDULING_WAIT, self.scheduling_wait),
+            (inst.DISPATCH_WAIT, self.dispatch_wait),
+            (inst.QUEUE_WAIT, self.queue_wait),
             (inst.WORKFLOW_DURATION, self.workflow_duration),
             (inst.TASK_CPU_TIME, self.cpu_time),
             (inst.TASK_PEAK_RSS, self.peak_rss),
@@ -295,6 +310,8 @@ class MetricRecorder:
             "tasks": {**totals, "running": running, "queued_now": queued, "incomplete": self.incomplete_tasks},
             "duration_s": self.duration_stats.stats(),
             "dependency_wait_s": self.dependency_wait_stats.stats(),
+            "dispatch_wait_s": self.dispatch_wait_stats.stats(),
+            "queue_wait_s": self.queue_wait_stats.stats(),
             "scheduling_wait_s": self.scheduling_wait_stats.stats(),
             "by_task_name": {name: s.stats() for name, s in sorted(self.by_name.items())},
             "workflows": dict(self.workflows),

@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -113,7 +114,7 @@ class NodeSampler:
         self._net_prev: _Counters | None = None
         self._warned: set[str] = set()
 
-    def _io(self, what: str, read: Any) -> _Counters | None:
+    def _io(self, what: str, read: Callable[[], _Counters | None]) -> _Counters | None:
         try:
             return read()
         except Exception:  # noqa: BLE001 - some containers have no /proc/diskstats
@@ -165,7 +166,7 @@ class NodeSampler:
 
 
 def _own(t: Any) -> float:
-    return t.user + t.system
+    return float(t.user + t.system)
 
 
 def _reaped(t: Any) -> float:

@@ -137,11 +137,58 @@ def _warn_visibly(msg: str, *args: object) -> None:
 
 
 class ExportHealth:
-    """Logs the one warning of a session about unreachable collectors. Thread-safe."""
+    """Logs the one warning of a session about unreachable collectors, and one per signal
+    an endpoint does not accept. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.warned = False
+        self._guards: list[ExportGuard] = []
+
+    def register(self, guard: ExportGuard) -> None:
+        """Know ``guard`` (one per signal), so a warning can name every signal affected."""
+        with self._lock:
+            self._guards.append(guard)
+
+    def _signals_at(self, guard: ExportGuard) -> str:
+        """``traces and metrics``: the signals sent to ``guard``'s host and port, which an
+        unreachable collector affects alike."""
+        with self._lock:
+            guards = list(self._guards)
+        where = guard.address or guard.endpoint
+        names = [g.signal for g in guards if (g.address or g.endpoint) == where and g.rejected is None]
+        if guard.signal not in names:
+            names.append(guard.signal)
+        return " and ".join(dict.fromkeys(names))
+
+    def rejected(self, guard: ExportGuard, reason: str) -> None:
+        """``guard``'s endpoint answered that it does not take this signal at all."""
+        signal = guard.signal
+        other = "traces" if signal == "metrics" else "metrics"
+        hint = ""
+        if guard.protocol != "grpc" and reason.startswith("HTTP") and not _has_path(guard.endpoint):
+            hint = (
+                f" The URL has no path: OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT is used as is, "
+                f"so it needs the full path (e.g. {guard.endpoint.rstrip('/')}/v1/{signal}); "
+                f"OTEL_EXPORTER_OTLP_ENDPOINT adds /v1/{signal} itself."
+            )
+        _warn_visibly(
+            "otelflow: the OTLP endpoint %s does not accept %s (%s; a traces-only backend such as "
+            "Jaeger, Tempo or Phoenix answers so). otelflow stops exporting %s for this run; %s "
+            "and the run directory are not affected, and what is not sent is counted in "
+            "summary()['dropped']['export_failures_%s'].%s Fix: set OTEL_%s_EXPORTER=none, or "
+            "point OTEL_EXPORTER_OTLP_%s_ENDPOINT at a backend that takes %s.",
+            guard.endpoint,
+            signal,
+            reason,
+            signal,
+            other,
+            signal,
+            hint,
+            signal.upper(),
+            signal.upper(),
+            signal,
+        )
 
     def down(self, guard: ExportGuard, detail: str) -> None:
         """``guard``'s collector just failed an export (it was fine, or unknown, before)."""
@@ -162,7 +209,7 @@ class ExportHealth:
                 "(or OTEL_EXPORTER_OTLP_%s_ENDPOINT) at your collector, or set "
                 "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none to export nothing. "
                 "This warning is shown once.",
-                guard.signal,
+                self._signals_at(guard),
                 guard.endpoint,
                 guard.protocol,
                 detail,
@@ -176,6 +223,12 @@ class ExportHealth:
     def up(self, guard: ExportGuard) -> None:
         """``guard``'s collector answered again after being down."""
         _log.info("otelflow: the collector at %s takes %s again.", guard.endpoint, guard.signal)
+
+
+def _has_path(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path not in ("", "/")
 
 
 def _short(message: str) -> str:

@@ -119,9 +119,12 @@ class ConsoleTreeProcessor(SpanProcessor):
                 if len(self._scopes) >= MAX_SCOPES and kind != "session":
                     self.scopes_not_shown += 1
                     return
-                self._scopes[ctx.span_id] = _Scope(
-                    ctx.span_id, parent, kind, _scope_name(span.name, kind), start, end, _status(span, attrs), attrs
-                )
+                # The session row is "session" (its span's name holds the service and run id,
+                # already in the header); a scope is failed when its body raised — failed
+                # tasks make its span ERROR too, but the row shows them in its counts.
+                label = "session" if kind == "session" else _scope_name(span.name, kind)
+                status = "failed" if attrs.get("error.type") else "completed"
+                self._scopes[ctx.span_id] = _Scope(ctx.span_id, parent, kind, label, start, end, status, attrs)
                 return
             name = str(attrs.get("otelflow.task.name", span.name))
             # Task spans group under their scope; spans of your own (their parent is often a

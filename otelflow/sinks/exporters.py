@@ -66,6 +66,18 @@ class BuiltExporters:
         """Spans and metric data points that could not be exported, so far."""
         return sum(getattr(obj, "otelflow_failures", 0) for obj in (*self.span_processors, *self.metric_readers))
 
+    def failures_by_signal(self) -> dict[str, int]:
+        """:meth:`failures` per signal: spans (``traces``), metric data points (``metrics``)
+        and log records (``logs``: otelflow exports none over OTLP — they stay in the run
+        directory — so always 0)."""
+        out = {"traces": 0, "metrics": 0, "logs": 0}
+        for obj in (*self.span_processors, *self.metric_readers):
+            n = getattr(obj, "otelflow_failures", 0)
+            if n:
+                signal = "traces" if obj in self.span_processors else "metrics"
+                out[signal] += n
+        return out
+
     def begin_shutdown(self, deadline: float | None = None) -> None:
         """Open one shutdown flush window for every OTLP exporter at once.
 

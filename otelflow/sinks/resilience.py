@@ -15,6 +15,10 @@ wraps them so that:
   otelflow runs them; :class:`ExportHealth` logs **one** warning per session that names
   the endpoint and the fix (a later recovery or relapse is logged at INFO) — both live in
   :mod:`otelflow.sinks._export_logs`;
+* an endpoint that does not take a signal at all — a traces-only backend (Jaeger, Tempo,
+  Phoenix) answering metric exports with HTTP 404/405 or gRPC UNIMPLEMENTED — gets one
+  warning naming the signal, the endpoint and the fix, and that signal's export stops
+  for the run (:attr:`ExportGuard.rejected`) while the others go on;
 * at shutdown each exporter gets one bounded flush window — the OTLP timeout, never more
   than what is left of ``stop(timeout)`` — and is aborted at once if the collector is
   already known to be down or nothing accepts TCP connections at its address (checked
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 import threading
 import time
@@ -40,7 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.context import attach, detach, set_value
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -50,6 +55,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from otelflow._otel_compat import SUPPRESS_INSTRUMENTATION_KEY
 from otelflow.sinks._export_logs import (
     ExportHealth,
     _current,
@@ -70,6 +76,18 @@ MAX_COOLDOWN_S = 60.0
 PROBE_TIMEOUT_S = 0.2
 #: Grace after the flush window for a worker to notice an abort before it is abandoned.
 ABORT_GRACE_S = 0.5
+#: What the OTLP exporters log when the endpoint does not serve a signal at all: HTTP
+#: 404 Not Found / 405 Method Not Allowed, gRPC UNIMPLEMENTED (no such service).
+_NOT_ACCEPTED = re.compile(r"\bcode: (404|405)\b|\bUNIMPLEMENTED\b")
+
+
+def not_accepted(detail: str) -> str | None:
+    """``HTTP 405`` / ``gRPC UNIMPLEMENTED`` if ``detail`` says the endpoint does not take
+    the signal, else None."""
+    m = _NOT_ACCEPTED.search(detail)
+    if m is None:
+        return None
+    return f"HTTP {m.group(1)}" if m.group(1) else "gRPC UNIMPLEMENTED"
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,6 +147,10 @@ class ExportGuard:
         self.deadline: float | None = None
         self._timer: threading.Timer | None = None
         self.failed_exports = 0
+        #: Why the endpoint does not take this signal (``HTTP 405`` …), once it said so:
+        #: then nothing more is sent for the run.
+        self.rejected: str | None = None
+        health.register(self)
 
     @property
     def exporter(self) -> Any:
@@ -144,6 +166,8 @@ class ExportGuard:
         down and no probe is due, and when closing after the collector failed or the
         exporter was aborted. Never raises.
         """
+        if self.rejected is not None:
+            return False  # the endpoint does not take this signal: stopped for the run
         if self.closing and not self.down and self.reachable_at_close() is False:
             # The final flush against a collector that is plainly not there: no attempt,
             # so no retry backoff either (also when the exporters' logs are switched off).
@@ -167,7 +191,7 @@ class ExportGuard:
             self._trouble = False
             self._detail = ""
         _current.guard = self
-        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             ok = bool(call(inner))
         except Exception as exc:  # noqa: BLE001 - an exporter bug must not stop the worker
@@ -211,6 +235,11 @@ class ExportGuard:
 
     def _failed(self) -> None:
         self.failed_exports += 1
+        reason = not_accepted(self._detail) if self._detail else None
+        if reason is not None and self.rejected is None:
+            self.rejected = reason
+            self._health.rejected(self, reason)
+            return
         with self._lock:
             was_down = self.down
             self.down = True
@@ -241,7 +270,7 @@ class ExportGuard:
                 self.closing = True
             window_end = self.deadline
             assert window_end is not None
-            give_up_now = first and (self.down or (self._exporting and self._trouble))
+            give_up_now = first and (self.down or self.rejected is not None or (self._exporting and self._trouble))
             check = first and self._exporting and not give_up_now
         if check and self.reachable_at_close() is False:
             # An export is in progress, most likely in the exporter's retry backoff since
@@ -381,7 +410,7 @@ class GuardedSpanProcessor(SpanProcessor):
         :meth:`on_end`. O(1), never blocks.
         """
         guard = self.guard
-        return guard.down and _monotonic() < guard.retry_at
+        return (guard.down and _monotonic() < guard.retry_at) or guard.rejected is not None
 
     def otelflow_refuse(self) -> None:
         """Count one span refused without being built, as :meth:`on_end` would have."""
@@ -393,8 +422,8 @@ class GuardedSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Queue ``span`` for export. O(1), never blocks, never raises."""
         guard = self.guard
-        if guard.down and _monotonic() < guard.retry_at:  # collector down: no queueing
-            self.refused += 1
+        if (guard.down and _monotonic() < guard.retry_at) or guard.rejected is not None:
+            self.refused += 1  # collector down, or it does not take spans: no queueing
             return
         queue = self._queue
         if self._closing or len(queue) >= self._max_queue:
@@ -553,5 +582,6 @@ __all__ = [
     "GuardedSpanProcessor",
     "count_points",
     "install_log_filter",
+    "not_accepted",
     "uninstall_log_filter",
 ]

@@ -1,5 +1,13 @@
 """Finished spans: the JSONL span line and the OTel ``ReadableSpan`` for export processors.
 
+A task span covers the task's *execution*: it starts at TaskStarted and ends at the
+terminal event, so a trace viewer's bar and duration are the time the task ran (a task
+that never started gets a zero-length span at its terminal time and
+``otelflow.task.started=false``). The waits before it are attributes (created, resolved,
+submitted and queued times; dependency, dispatch and queue wait in seconds, see
+:mod:`otelflow.events.waits`) and the lifecycle steps are span events; with ``wait_spans`` a
+sibling span ``wait <task name>`` covers creation → start.
+
 Spans are built from the tree's records when a task or scope ends. The JSONL line is
 encoded straight from the record; a ``ReadableSpan`` (~1.7 µs) is built only if an export
 processor (OTLP, console, the user's) will take it — processors that say they are
@@ -19,6 +27,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from otelflow.events.model import TaskFailed
+from otelflow.events.waits import dispatched_at
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -47,6 +56,7 @@ class SpanLine(msgspec.Struct, omit_defaults=True, tag_field="section", tag="spa
     events: list[tuple[str, int]] = []
     links: list[str] = []
     error_message: str | None = None
+    error_stacktrace: str | None = None
 
 
 class SpanEmitter:
@@ -62,8 +72,10 @@ class SpanEmitter:
         task_span_id: Callable[[str], int],
         sample_ratio: float = 1.0,
         version: str = "",
+        wait_spans: bool = False,
     ) -> None:
         self.trace_id = trace_id
+        self.wait_spans = wait_spans
         self.trace_hex = f"{trace_id:032x}"
         self.resource = resource
         self.jsonl = jsonl
@@ -83,10 +95,50 @@ class SpanEmitter:
 
     def task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
         """Write and export the span of a task that reached ``status`` at ``end``."""
+        attrs = self.task_attributes(rec, status, ev, end)
         if self.jsonl is not None:
-            self._write_task_span(rec, end, status, ev)
+            self._write_task_span(rec, end, status, ev, attrs)
         if self.processors:
-            self._export_task_span(rec, end, status, ev)
+            self._export_task_span(rec, end, status, ev, attrs)
+        if self.wait_spans:
+            self._wait_span(rec, end)
+
+    def wait_span_id(self, task_id: str) -> int:
+        """The span id of a task's ``wait`` span (derived, like the task's own)."""
+        return self.task_span_id("wait\x00" + task_id)
+
+    def _wait_span(self, rec: TaskRec, end: int) -> None:
+        start = rec.created
+        stop = min(rec.started, end) if rec.started else end
+        stop = max(stop, start)
+        name = "wait " + rec.name
+        span_id = self.wait_span_id(rec.id)
+        attrs: dict[str, Any] = {"otelflow.task.id": rec.id, "otelflow.task.name": rec.name}
+        _add_waits(attrs, rec, end)
+        task_hex = f"{rec.span_id:016x}"
+        if self.jsonl is not None:
+            self.jsonl.write_struct(
+                SpanLine(
+                    trace_id=self.trace_hex,
+                    span_id=f"{span_id:016x}",
+                    parent_span_id=rec.parent_hex,
+                    name=name,
+                    kind="wait",
+                    start_time=start,
+                    end_time=stop,
+                    status="completed",
+                    attributes=attrs,
+                    links=[task_hex],
+                )
+            )
+        if self.processors and rec.span_id <= self._sample_below:
+            refusing = self._refuse() if self._refusable else None
+            if refusing is not None and len(refusing) == len(self.processors):
+                return
+            link = Link(SpanContext(self.trace_id, rec.span_id, False, self._span_ctx_flags))
+            self._export(
+                name, span_id, rec.parent_id, start, stop, attrs, [], [link], Status(StatusCode.UNSET), refusing
+            )
 
     def task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
         events = [("TaskCreated", rec.created)]
@@ -101,12 +153,14 @@ class SpanEmitter:
         events.append(("Task" + status.capitalize(), end))
         return events
 
-    def task_attributes(self, rec: TaskRec, status: str, ev: Any) -> dict[str, Any]:
+    def task_attributes(self, rec: TaskRec, status: str, ev: Any, end: int) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             "otelflow.task.id": rec.id,
             "otelflow.task.name": rec.name,
             "otelflow.task.status": status,
+            "otelflow.task.started": bool(rec.started),
         }
+        _add_waits(attrs, rec, end)
         wf = rec.workflow
         if wf is not None:
             attrs["otelflow.workflow.id"] = wf.id
@@ -145,7 +199,7 @@ class SpanEmitter:
                 attrs.setdefault(k, v)
         return attrs
 
-    def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+    def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any, attrs: dict[str, Any]) -> None:
         assert self.jsonl is not None
         self.jsonl.write_struct(
             SpanLine(
@@ -154,17 +208,18 @@ class SpanEmitter:
                 parent_span_id=rec.parent_hex,
                 name=rec.name,
                 kind="task",
-                start_time=rec.created,
+                start_time=task_span_start(rec, end),
                 end_time=end,
                 status=status,
-                attributes=self.task_attributes(rec, status, ev),
+                attributes=attrs,
                 events=self.task_events(rec, end, status),
                 links=[f"{self.task_span_id(d):016x}" for d in rec.deps],
                 error_message=ev.error_message if type(ev) is TaskFailed else None,
+                error_stacktrace=ev.stacktrace if type(ev) is TaskFailed else None,
             )
         )
 
-    def _export_task_span(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+    def _export_task_span(self, rec: TaskRec, end: int, status: str, ev: Any, attrs: dict[str, Any]) -> None:
         if rec.span_id > self._sample_below:
             return
         refusing = self._refuse() if self._refusable else None
@@ -177,13 +232,10 @@ class SpanEmitter:
         ]
         events = [SpanEvent(name, attributes=None, timestamp=t) for name, t in self.task_events(rec, end, status)]
         if type(ev) is TaskFailed:
-            events.append(
-                SpanEvent(
-                    "exception",
-                    attributes={"exception.type": ev.error_type, "exception.message": ev.error_message},
-                    timestamp=end,
-                )
-            )
+            ex_attrs = {"exception.type": ev.error_type, "exception.message": ev.error_message}
+            if ev.stacktrace:
+                ex_attrs["exception.stacktrace"] = ev.stacktrace
+            events.append(SpanEvent("exception", attributes=ex_attrs, timestamp=end))
             span_status = Status(StatusCode.ERROR, f"{ev.error_type}: {ev.error_message}")
         else:
             span_status = Status(StatusCode.UNSET)
@@ -191,9 +243,9 @@ class SpanEmitter:
             rec.name,
             rec.span_id,
             rec.parent_id,
-            rec.created,
+            task_span_start(rec, end),
             end,
-            self.task_attributes(rec, status, ev),
+            attrs,
             events,
             links,
             span_status,
@@ -267,8 +319,14 @@ class SpanEmitter:
                 _log.warning("otelflow span processor %r failed: %s", proc, exc)
 
     def scope_span(self, rec: ScopeRec, name: str, status: str, attrs: dict[str, Any]) -> None:
-        """Write and export the span of a workflow, block or the session."""
+        """Write and export the span of a workflow, block or the session.
+
+        Its status is ERROR when its body raised (described by the exception type) or when
+        any of its tasks failed (``2 of 54 tasks failed``), so a trace list shows which runs
+        had failures.
+        """
         parent_id = rec.parent.span_id if rec.parent is not None else None
+        failed_msg = tasks_failed_message(rec.counts)
         if self.jsonl is not None:
             self.jsonl.write_struct(
                 SpanLine(
@@ -281,15 +339,52 @@ class SpanEmitter:
                     end_time=rec.end,
                     status=status,
                     attributes=attrs,
+                    error_message=failed_msg,
                 )
             )
         if self.processors:
             refusing = self._refuse() if self._refusable else None
             if refusing is not None and len(refusing) == len(self.processors):
                 return  # every processor refused (and counted) it
-            span_status = (
-                Status(StatusCode.ERROR, rec.error_type or "failed")
-                if status == "failed"
-                else Status(StatusCode.UNSET)
-            )
+            if status == "failed":
+                error = rec.error_type or "failed"
+                span_status = Status(StatusCode.ERROR, f"{error}: {failed_msg}" if failed_msg else error)
+            elif failed_msg:
+                span_status = Status(StatusCode.ERROR, failed_msg)
+            else:
+                span_status = Status(StatusCode.UNSET)
             self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status, refusing)
+
+
+def task_span_start(rec: TaskRec, end: int) -> int:
+    """A task span's start: its TaskStarted, or its end if it never started."""
+    started = rec.started
+    return min(started, end) if started else end
+
+
+def _add_waits(attrs: dict[str, Any], rec: TaskRec, end: int) -> None:
+    """The lifecycle times (ns) and waits (s) of ``rec`` as span attributes (see otelflow.events.waits)."""
+    created = rec.created
+    attrs["otelflow.task.created_time"] = created
+    resolved, submitted, queued, started = rec.resolved, rec.submitted, rec.queued, rec.started
+    if resolved:
+        attrs["otelflow.task.resolved_time"] = resolved
+        attrs["otelflow.task.dependency_wait_s"] = max(0, resolved - created) / 1e9
+    if submitted:
+        attrs["otelflow.task.submitted_time"] = submitted
+    if queued:
+        attrs["otelflow.task.queued_time"] = queued
+    if started:
+        ready = resolved or submitted or created
+        hand = dispatched_at(ready, submitted, queued, started)
+        attrs["otelflow.task.dispatch_wait_s"] = (hand - ready) / 1e9
+        attrs["otelflow.task.queue_wait_s"] = max(0, started - hand) / 1e9
+
+
+def tasks_failed_message(counts: list[int]) -> str | None:
+    """``"2 of 54 tasks failed"`` for a scope's (completed, failed, canceled) counts, or None."""
+    failed = counts[1]
+    if not failed:
+        return None
+    total = counts[0] + failed + counts[2]
+    return f"{failed} of {total} task{'s' if total != 1 else ''} failed"

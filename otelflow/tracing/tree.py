@@ -68,7 +68,12 @@ class TraceTree:
         scope_spans: dict[str, tuple[int, int]],
         sample_ratio: float = 1.0,
         version: str = "",
+        wait_spans: bool = False,
+        session_name: str = "session",
+        run_id: str | None = None,
     ) -> None:
+        self.session_name = session_name
+        self.run_id = run_id
         self.trace_id = trace_id
         self.trace_hex = f"{trace_id:032x}"
         self.session_id = session_id
@@ -84,13 +89,15 @@ class TraceTree:
             task_span_id=self.task_span_id,
             sample_ratio=sample_ratio,
             version=version,
+            wait_spans=wait_spans,
         )
         self.tasks: dict[str, TaskRec] = {}
         self.scopes: dict[str, ScopeRec] = {}
         self.session = ScopeRec("session", session_id, "session", session_span_id, None, now_ns())
         self.derived: list[Event] = []
         # Recently finished task ids, so late events for them are recognised (bounded).
-        self._recent_done: OrderedDict[str, None] = OrderedDict()
+        # Their final status, so a task created after its upstream failed is never resolved.
+        self._recent_done: OrderedDict[str, str] = OrderedDict()
         self.late_events = 0
         self.duplicate_tasks = 0
         self._header_prefix = f'{{"section":"event","trace_id":"{self.trace_hex}","span_id":"'
@@ -210,6 +217,9 @@ class TraceTree:
                     else:
                         up.dependents.append(rec)
                     pending += 1
+                elif self._recent_done.get(dep, "completed") != "completed":
+                    pending = -1  # an upstream already failed or was canceled: never resolved
+                    break
             rec.pending = pending
         if rec.pending == 0:
             self._derive_resolved(rec, ev.event_time)
@@ -303,16 +313,22 @@ class TraceTree:
         tid = rec.id
         del self.tasks[tid]
         done = self._recent_done
-        done[tid] = None
+        done[tid] = status
         if len(done) > 16384:
             done.popitem(last=False)  # O(1); a plain dict used as a FIFO degrades to O(n)
         self.recorder.task_finished(rec, end, status, ev)
         self.spans.task_span(rec, end, status, ev)
-        # Downstream tasks waiting on this one.
+        # Downstream tasks waiting on this one. Only a completed upstream counts towards
+        # resolving them: after a failed or canceled one a task is never Resolved (the
+        # engine ends it failed or canceled; pending -1 marks it so for good).
         dependents = rec.dependents
         if dependents:
+            ok = status == "completed"
             for down in dependents:
                 if down.pending > 0:
+                    if not ok:
+                        down.pending = -1
+                        continue
                     down.pending -= 1
                     if down.pending == 0 and not down.resolved and down.id in self.tasks:
                         self._derive_resolved(down, end)
@@ -438,11 +454,14 @@ class TraceTree:
             return len(open_tasks)
         session = self.session
         session.end = max(end, session.end)
-        attrs = {"otelflow.session.id": self.session_id, **(attributes or {})}
+        attrs: dict[str, Any] = {"otelflow.session.id": self.session_id}
+        if self.run_id:
+            attrs["otelflow.run.id"] = self.run_id  # also on the resource, which some backends drop
+        attrs.update(attributes or {})
         attrs["otelflow.tasks.completed"] = session.counts[0]
         attrs["otelflow.tasks.failed"] = session.counts[1]
         attrs["otelflow.tasks.canceled"] = session.counts[2]
-        self.spans.scope_span(session, "session", "completed", attrs)
+        self.spans.scope_span(session, self.session_name, "completed", attrs)
         return len(open_tasks)
 
 

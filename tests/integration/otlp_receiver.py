@@ -10,7 +10,10 @@
   to one of the receivers above.
 
 Both receivers record every request with its headers (gRPC metadata) and can be told to
-sleep before answering (``delay_s``), which makes a slow collector. ``wait_for`` polls a
+sleep before answering (``delay_s``), which makes a slow collector, or to serve only some
+signals (``signals=("traces",)``), which makes a traces-only backend such as Jaeger or
+Tempo: the gRPC one then answers the others UNIMPLEMENTED, the HTTP one ``missing_status``
+(404 by default; Jaeger answers 405). ``wait_for`` polls a
 condition with a deadline. Use them as context managers; ``stop()`` is idempotent.
 """
 
@@ -72,6 +75,11 @@ class Span:
     status_code: int
     start_time: int
     end_time: int
+    #: (name, time, attributes) of each span event.
+    events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
+    #: Span ids (hex) the span links to.
+    links: tuple[str, ...] = ()
+    status_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,9 @@ class _Store:
 class _Receiver:
     """What both receivers share: the recorded requests and ways to look at them."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, signals: tuple[str, ...] = ("traces", "metrics")) -> None:
         self.delay_s = delay_s
+        self.signals = signals
         self._store = _Store()
         self._stopping = threading.Event()
 
@@ -144,6 +153,9 @@ class _Receiver:
                                 status_code=sp.status.code,
                                 start_time=sp.start_time_unix_nano,
                                 end_time=sp.end_time_unix_nano,
+                                events=tuple((e.name, e.time_unix_nano, attributes(e.attributes)) for e in sp.events),
+                                links=tuple(ln.span_id.hex() for ln in sp.links),
+                                status_message=sp.status.message,
                             )
                         )
         return out
@@ -200,8 +212,8 @@ class GrpcReceiver(_Receiver):
         port: Port to bind; 0 picks a free one.
     """
 
-    def __init__(self, delay_s: float = 0.0, port: int = 0) -> None:
-        super().__init__(delay_s)
+    def __init__(self, delay_s: float = 0.0, port: int = 0, signals: tuple[str, ...] = ("traces", "metrics")) -> None:
+        super().__init__(delay_s, signals)
         self.port = port
         self._server: Any = None
 
@@ -233,8 +245,10 @@ class GrpcReceiver(_Receiver):
                 return mpb.ExportMetricsServiceResponse()
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc-recv"))
-        tgrpc.add_TraceServiceServicer_to_server(Traces(), server)
-        mgrpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        if "traces" in self.signals:
+            tgrpc.add_TraceServiceServicer_to_server(Traces(), server)
+        if "metrics" in self.signals:  # else grpcio answers UNIMPLEMENTED
+            mgrpc.add_MetricsServiceServicer_to_server(Metrics(), server)
         self.port = server.add_insecure_port(f"{LOOPBACK}:{self.port}")
         if not self.port:
             raise RuntimeError("the gRPC receiver could not bind a loopback port")
@@ -262,9 +276,17 @@ class HttpReceiver(_Receiver):
         port: Port to bind; 0 picks a free one.
     """
 
-    def __init__(self, delay_s: float = 0.0, port: int = 0) -> None:
-        super().__init__(delay_s)
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        port: int = 0,
+        signals: tuple[str, ...] = ("traces", "metrics"),
+        missing_status: int = 404,
+    ) -> None:
+        super().__init__(delay_s, signals)
         self.port = port
+        self.missing_status = missing_status
+        self.refused: dict[str, int] = {}  # path -> requests answered missing_status
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -287,8 +309,12 @@ class HttpReceiver(_Receiver):
 
         receiver = self
         routes = {
-            "/v1/traces": ("traces", tpb.ExportTraceServiceRequest, tpb.ExportTraceServiceResponse),
-            "/v1/metrics": ("metrics", mpb.ExportMetricsServiceRequest, mpb.ExportMetricsServiceResponse),
+            path: route
+            for path, route in (
+                ("/v1/traces", ("traces", tpb.ExportTraceServiceRequest, tpb.ExportTraceServiceResponse)),
+                ("/v1/metrics", ("metrics", mpb.ExportMetricsServiceRequest, mpb.ExportMetricsServiceResponse)),
+            )
+            if route[0] in self.signals
         }
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -297,9 +323,12 @@ class HttpReceiver(_Receiver):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                route = routes.get(self.path.split("?")[0])
+                path = self.path.split("?")[0]
+                route = routes.get(path)
                 if route is None:
-                    self._answer(404, b"")
+                    with receiver._store.lock:
+                        receiver.refused[path] = receiver.refused.get(path, 0) + 1
+                    self._answer(receiver.missing_status, b"")
                     return
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 try:

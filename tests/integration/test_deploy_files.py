@@ -67,6 +67,8 @@ HISTOGRAMS: dict[str, frozenset[str]] = {
     "otelflow_task_duration_seconds": _TASK | {"status"},
     "otelflow_task_dependency_wait_seconds": _TASK,
     "otelflow_task_scheduling_wait_seconds": _TASK,
+    "otelflow_task_dispatch_wait_seconds": _TASK,
+    "otelflow_task_queue_wait_seconds": _TASK,
     "otelflow_workflow_duration_seconds": frozenset({"workflow_name", "status"}),
     "otelflow_task_cpu_time_seconds": frozenset({"task_name", "backend"}),
     "otelflow_task_peak_rss_bytes": frozenset({"task_name", "backend"}),

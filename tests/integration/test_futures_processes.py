@@ -51,7 +51,7 @@ def traced(n: int) -> dict[str, Any]:
         otelflow.emit("tests.WorkerNote", n=n)
         ctx = span.get_span_context()
         recording = span.is_recording()
-    return {"pid": os.getpid(), "trace_id": ctx.trace_id, "recording": recording}
+    return {"pid": os.getpid(), "trace_id": f"{ctx.trace_id:032x}", "recording": recording}
 
 
 def inherited_state() -> dict[str, Any]:
@@ -184,12 +184,12 @@ def test_user_span_in_a_worker_process_is_a_child_of_the_task_span(tel, method):
     user = [s for s in read_lines(tel.run_dir, "span") if s["name"] == "user-work"]
     assert len(user) == 4
     assert {s["parent_span_id"] for s in user} == {spans[task_id_of(f)]["span_id"] for f in futs}
-    assert {s["trace_id"] for s in user} == {f"{tel.trace_id:032x}"}
+    assert {s["trace_id"] for s in user} == {tel.trace_id}
     notes = [e for e in read_lines(tel.run_dir, "event") if e["type"] == "tests.WorkerNote"]
     assert sorted(e["n"] for e in notes) == [0, 1, 2, 3]
     assert {e["session_id"] for e in notes} == {tel.session_id}
     assert {e["workflow_id"] for e in notes} == {wid}
-    assert {e["trace_id"] for e in notes} == {f"{tel.trace_id:032x}"}
+    assert {e["trace_id"] for e in notes} == {tel.trace_id}
 
 
 @pytest.mark.parametrize("method", METHODS)

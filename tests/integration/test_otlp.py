@@ -61,7 +61,7 @@ def assert_four_level_tree(spans: list[Span], tel: otelflow.Telemetry, tasks: in
     (session,) = kinds["session"]
     (workflow,) = kinds["workflow"]
     (blk,) = kinds["block"]
-    assert {sp.trace_id for sp in spans} == {f"{tel.trace_id:032x}"}
+    assert {sp.trace_id for sp in spans} == {tel.trace_id}
     assert session.parent_span_id is None
     assert session.span_id == f"{tel.session_span_id:016x}"
     assert workflow.parent_span_id == session.span_id
@@ -149,7 +149,7 @@ def test_gzip_over_grpc_shrinks_what_crosses_the_wire(tmp_path):
                 run_workload(tasks=300, failing=1)
                 tel.stop()
                 sent[compression] = relay.bytes_up
-            assert_four_level_tree([s for s in receiver.spans() if s.trace_id == f"{tel.trace_id:032x}"], tel, 301)
+            assert_four_level_tree([s for s in receiver.spans() if s.trace_id == tel.trace_id], tel, 301)
     # Task spans repeat the same attribute keys and names: gzip takes off well over half.
     assert sent["gzip"] < sent["none"] / 2, sent
 

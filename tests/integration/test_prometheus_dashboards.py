@@ -15,12 +15,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import prometheus_client
 import pytest
 
 import otelflow
+from otelflow.integrations import instrument
 
 try:
     from . import promtools
@@ -32,14 +34,14 @@ RATE_WINDOW = "1m"
 ROUNDS = 3
 WORKFLOWS = ("wf-a", "wf-b")
 #: Lifecycle transitions in one run_round(): 4 extract + 4 transform + 1 flaky (fails),
-#: 3 engine tasks of which 2 complete and 1 is canceled while queued.
+#: 3 engine tasks of which 2 complete and 1 is canceled while queued, 2 thread-pool tasks.
 PER_RUN = {
-    "created": 12,
-    "resolved": 12,
-    "submitted": 3,
+    "created": 14,
+    "resolved": 14,
+    "submitted": 5,
     "queued": 3,
-    "started": 11,
-    "completed": 10,
+    "started": 13,
+    "completed": 12,
     "failed": 1,
     "canceled": 1,
 }
@@ -133,21 +135,32 @@ def flaky(x: int) -> int:
     raise RuntimeError(f"flaky failed on {x}")
 
 
-def run_round(workflow: str, engine: otelflow.TaskTracker) -> None:
+def crunch(n: int) -> int:
+    """CPU work in a thread-pool worker: its CPU time is measured in that thread."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def run_round(workflow: str, engine: otelflow.TaskTracker, pool: ThreadPoolExecutor) -> None:
     """One workflow run; see PER_RUN."""
     with otelflow.workflow_scope(workflow), otelflow.block("b"):
+        for fut in [pool.submit(crunch, 200_000) for _ in range(2)]:
+            fut.result(timeout=60)
         for i in range(4):
             transform(extract(i))
         with pytest.raises(RuntimeError):
             flaky(0)
-        # What an engine with a process pool reports: queueing, CPU time, peak RSS.
+        # What an engine with a process pool reports: queueing, peak RSS. (No CPU time:
+        # the task-CPU panel's data must come from the thread-pool tasks below.)
         for _ in range(2):
             tid = engine.created(None, "pooled")
             engine.submitted(tid)
             engine.queued(tid)
             engine.started(tid)
             time.sleep(0.01)
-            engine.completed(tid, cpu_time_s=0.05, peak_rss_bytes=48 * 2**20)
+            engine.completed(tid, peak_rss_bytes=48 * 2**20)
         tid = engine.created(None, "pooled")
         engine.submitted(tid)
         engine.queued(tid)
@@ -217,12 +230,13 @@ def test_every_dashboard_query_returns_data(
         # Only the Prometheus endpoint: nothing from this machine's OTEL_* environment.
         environ={"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
     )
+    pool = instrument(ThreadPoolExecutor(2))
     try:
         prom = prometheus(port)
         engine = otelflow.tracker(backend="pool")
         for round_ in range(ROUNDS):
             for workflow in WORKFLOWS:
-                run_round(workflow, engine)
+                run_round(workflow, engine, pool)
             write_to_disk(tmp_path / f"io-{round_}.bin")
             if round_ == 0:
                 # Later rounds must land in later scrapes, so rate() sees them as increases.
@@ -241,10 +255,29 @@ def test_every_dashboard_query_returns_data(
         ):
             prom.wait_for(needed, timeout=30)
         time.sleep(2.5)  # a few more scrapes of the final values
-        problems = check_dashboards(prom) + check_headline_numbers(prom)
+        problems = check_dashboards(prom) + check_headline_numbers(prom) + check_thread_cpu(prom)
         assert not problems, "\n".join(problems)
     finally:
+        pool.shutdown()
         tel.stop(timeout=10)
+
+
+def check_thread_cpu(prom: promtools.PrometheusServer) -> list[str]:
+    """The resources dashboard's task-CPU query has data from the thread-pool tasks (the only
+    tasks here that report CPU time besides the inline @otelflow.task ones)."""
+    name = "otelflow-resources.json"
+    panels = {p.get("title"): p for p in promtools.iter_panels(promtools.load_dashboards()[name]["panels"])}
+    panel = panels.get("Task CPU time p95 by task")
+    if panel is None:
+        return [f"{name}: panel 'Task CPU time p95 by task' not found (rename it here too)"]
+    expr = promtools.substitute(panel["targets"][0]["expr"], {"__rate_interval": RATE_WINDOW})
+    series = {r["metric"].get("task_name"): float(r["value"][1]) for r in prom.query(expr)}
+    value = series.get("crunch")
+    if value is None or not (math.isfinite(value) and value > 0):
+        return [f"{name}: task CPU p95 of the thread-pool task 'crunch' is {value!r}: {expr} -> {series}"]
+    if "pooled" in series:
+        return [f"{name}: 'pooled' reported no CPU time, yet has a CPU series: {series}"]
+    return []
 
 
 def check_dashboards(prom: promtools.PrometheusServer) -> list[str]:

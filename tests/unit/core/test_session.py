@@ -104,7 +104,9 @@ def test_start_inside_a_running_event_loop_does_not_block_it(tmp_path):
 
     tel, ticks = asyncio.run(main())
     assert tel.summary()["tasks"]["completed"] == 10
-    assert ticks > 5
+    # The 1 ms ticker kept running: a start or stop that blocked the loop would leave it at
+    # 1-2 ticks (the gather's own awaits); a loaded machine still gives it several.
+    assert ticks > 2
 
 
 @pytest.mark.parametrize("env", [{"OTEL_SDK_DISABLED": "true"}, {"OTELFLOW_TELEMETRY": "0"}])
@@ -165,7 +167,7 @@ def test_a_worker_session_joins_its_parent_and_writes_only_its_own_file(tmp_path
         run_id=parent.run_id,
         resource_poll_interval=0,
         environ={},
-        trace_id=f"{parent.trace_id:032x}",
+        trace_id=parent.trace_id,
         session_id=parent.session_id,
         session_span_id=f"{parent.session_span_id:016x}",
     ).start()
@@ -183,7 +185,7 @@ def test_a_worker_session_joins_its_parent_and_writes_only_its_own_file(tmp_path
     assert [ln["name"] for ln in worker_only if ln["section"] == "span"] == ["in-worker"]
     assert not [ln for ln in worker_only if ln["section"] in ("event", "metric")]
     sessions = [ln for ln in worker_lines if ln.get("kind") == "session"]
-    assert len(sessions) == 1 and sessions[0]["trace_id"] == f"{parent.trace_id:032x}"
+    assert len(sessions) == 1 and sessions[0]["trace_id"] == parent.trace_id
 
 
 def test_joining_ids_are_validated(tmp_path):

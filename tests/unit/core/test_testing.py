@@ -44,3 +44,30 @@ def test_the_pytest_fixture_is_registered(otelflow_capture):
     otelflow.task(lambda: None)()
     otelflow_capture.flush()
     assert len(otelflow_capture.events_of(TaskCompleted)) == 1
+
+
+def test_the_plugin_registered_for_pytest_is_the_light_one():
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert plugins.get("otelflow") == "otelflow._pytest_plugin"
+
+
+def test_an_unrelated_pytest_run_loads_neither_the_sdk_nor_the_pipeline(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_unrelated.py").write_text(
+        "import sys\n"
+        "def test_nothing_of_otelflow_is_loaded():\n"
+        "    assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
+        "    light = {'otelflow._pytest_plugin', 'otelflow._global', 'otelflow._version', 'otelflow.errors'}\n"
+        "    loaded = {m for m in sys.modules if m.startswith('otelflow.')}\n"
+        "    assert loaded <= light, loaded - light\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:otelflow",
+         "-p", "otelflow._pytest_plugin", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr

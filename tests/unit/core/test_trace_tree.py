@@ -15,7 +15,8 @@ from otelflow.events.model import now_ns
 
 
 def _by_name(spans):
-    return {s.name: s for s in spans}
+    """Spans by name; the session span (``session <service> <run id>``) as ``session``."""
+    return {"session" if s.name.startswith("session ") else s.name: s for s in spans}
 
 
 def test_parent_chain_session_workflow_block_task(capture):
@@ -50,12 +51,14 @@ def test_span_times_come_from_event_time_not_processing_time(capture):
     trk.completed(tid, event_time=t0 + 3_000_000_000)
     capture.telemetry.stop()
     span = _by_name(capture.spans())["replayed"]
-    assert span.start_time == t0
+    # The task span is its execution: TaskStarted -> terminal; creation is an event/attribute.
+    assert span.start_time == t0 + 1_000_000_000
     assert span.end_time == t0 + 3_000_000_000
-    started = next(e for e in span.events if e.name == "TaskStarted")
-    assert started.timestamp == t0 + 1_000_000_000
+    assert span.attributes["otelflow.task.created_time"] == t0
+    created = next(e for e in span.events if e.name == "TaskCreated")
+    assert created.timestamp == t0
     line = next(s for s in capture.lines("span") if s["name"] == "replayed")
-    assert line["end_time"] - line["start_time"] == 3_000_000_000
+    assert line["end_time"] - line["start_time"] == 2_000_000_000
 
 
 def test_nested_blocks_and_tasks_outside_scopes(capture):

@@ -10,7 +10,25 @@ import pytest
 import otelflow
 from otelflow import _global
 from otelflow.integrations import _worker
+from otelflow.toolkit import Carrier, Measured, ScopeRef
 from tests.conftest import read_lines
+
+
+def _carrier(cfg: _worker.WorkerConfig, workflow_id: str | None = None) -> Carrier:
+    """The public carrier for a worker config (what the process-pool integration sends)."""
+    return Carrier(
+        run_id=cfg.run_id,
+        session_id=cfg.session_id,
+        trace_id=cfg.trace_id,
+        session_span_id=cfg.session_span_id or "0" * 16,
+        runs_dir=cfg.runs_dir,
+        service_name=cfg.service_name,
+        flush_interval=cfg.flush_interval,
+        set_global_providers=cfg.set_global_providers,
+        parent_pid=cfg.parent_pid,
+        scope=ScopeRef(workflow_id=workflow_id) if workflow_id else None,
+        join=cfg.session,
+    )
 
 
 @pytest.fixture
@@ -53,8 +71,7 @@ def test_worker_session_joins_the_parents_run_trace_and_session(parent, as_worke
     assert _global.current() is sess
     assert sess.run_dir == parent.run_dir
     assert sess.trace_id == parent.trace_id and sess.session_id == parent.session_id
-    tp = parent.task_traceparent("t-1")
-    call = _worker.RemoteCall(lambda: otelflow.emit("tests.UnitNote", n=1), "t-1", tp, "wf-1", None, as_worker)
+    call = Measured(lambda: otelflow.emit("tests.UnitNote", n=1), "t-1", _carrier(as_worker, "wf-1"))
     otelflow.define_event("tests.UnitNote", n=int)
     call()
     # Flushed when the task ended (a killed worker loses nothing a finished task recorded).
@@ -67,7 +84,7 @@ def test_worker_session_joins_the_parents_run_trace_and_session(parent, as_worke
     assert "run.json" in files  # the parent's, not overwritten by the worker
     note = next(e for e in read_lines(parent.run_dir, "event") if e["type"] == "tests.UnitNote")
     assert note["session_id"] == parent.session_id and note["workflow_id"] == "wf-1"
-    assert note["trace_id"] == f"{parent.trace_id:032x}"
+    assert note["trace_id"] == parent.trace_id
 
 
 def test_a_new_parent_run_moves_the_worker_session(parent, as_worker, tmp_path):
@@ -99,8 +116,8 @@ def test_a_failing_start_is_logged_once_and_the_task_still_runs(parent, as_worke
     assert _worker.worker_session(bad) is None
     assert _worker.worker_session(bad) is None
     assert caplog_otelflow.text.count("could not start telemetry in worker") == 1
-    result = _worker.RemoteCall(lambda: 41 + 1, "t", None, None, None, bad)()
-    assert result[0] == 42
+    result = Measured(lambda: 41 + 1, "t", _carrier(bad))()
+    assert result.value == 42
     _worker._failed_runs.clear()
 
 
@@ -118,11 +135,9 @@ def test_a_task_that_records_nothing_skips_the_flush(parent, as_worker, monkeypa
     flushes = []
     real_flush = sess.flush
     monkeypatch.setattr(sess, "flush", lambda timeout=None: flushes.append(1) or real_flush(timeout))
-    _worker.RemoteCall(lambda: 1, "t-a", None, None, None, as_worker)()
+    Measured(lambda: 1, "t-a", _carrier(as_worker))()
     assert flushes == []
     otelflow.define_event("tests.UnitNote", n=int)
     emitted = []
-    _worker.RemoteCall(
-        lambda: emitted.append(otelflow.emit("tests.UnitNote", n=2)), "t-b", None, None, None, as_worker
-    )()
+    Measured(lambda: emitted.append(otelflow.emit("tests.UnitNote", n=2)), "t-b", _carrier(as_worker))()
     assert emitted == [True] and flushes == [1]
