@@ -11,7 +11,8 @@
 
 A measurement is wall time from the first submit to the last result; for instrumented
 rounds the time telemetry then needs to write everything (``telemetry.flush()``) is added.
-Reports the median of the rounds, the ratio to plain and µs added per task.
+Reports the median of the rounds, the ratio to plain and µs added per task; for Parsl also
+the CPU time this (submitting) process added per task, which a loaded machine distorts less.
 
     python bench/bench_parsl_academy.py                 # N = 1000, 3 rounds
     python bench/bench_parsl_academy.py --tasks 200 --rounds 1 --only threads
@@ -57,7 +58,7 @@ def _parsl_rounds(kind: str, n: int, rounds: int, tel: otelflow.Telemetry, tmp: 
             provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
         )  # fmt: skip
     dfk = parsl.load(Config(executors=[executor], run_dir=str(tmp / f"runinfo-{kind}"), strategy_period=0.5))
-    times: dict[str, list[float]] = {"plain": [], "otelflow": []}
+    times: dict[str, list[float]] = {"plain": [], "otelflow": [], "plain_cpu": [], "otelflow_cpu": []}
     try:
         for f in [noop() for _ in range(200)]:  # workers up, code paths warm
             f.result()
@@ -65,7 +66,7 @@ def _parsl_rounds(kind: str, n: int, rounds: int, tel: otelflow.Telemetry, tmp: 
             for mode in ("plain", "otelflow"):
                 if mode == "otelflow":
                     otelflow.instrument(dfk)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 futures = [noop() for _ in range(n)]
                 for f in futures:
                     f.result()
@@ -73,6 +74,7 @@ def _parsl_rounds(kind: str, n: int, rounds: int, tel: otelflow.Telemetry, tmp: 
                     tel.flush()
                     otelflow.uninstrument(dfk)
                 times[mode].append(time.perf_counter() - t0)
+                times[mode + "_cpu"].append(time.process_time() - c0)
     finally:
         dfk.cleanup()
         parsl.clear()
@@ -137,6 +139,10 @@ def main() -> None:
             else:
                 times = _parsl_rounds(case, args.tasks, args.rounds, tel, Path(tmp))
             plain, inst = statistics.median(times["plain"]), statistics.median(times["otelflow"])
+            cpu = {}
+            if times.get("plain_cpu"):
+                p_cpu, o_cpu = statistics.median(times["plain_cpu"]), statistics.median(times["otelflow_cpu"])
+                cpu = {"added_cpu_us_per_task": round((o_cpu - p_cpu) / args.tasks * 1e6, 1)}
             results[case] = {
                 "tasks": args.tasks,
                 "rounds": args.rounds,
@@ -144,16 +150,18 @@ def main() -> None:
                 "otelflow_s": round(inst, 4),
                 "ratio": round(inst / plain, 3),
                 "added_us_per_task": round((inst - plain) / args.tasks * 1e6, 1),
+                **cpu,
                 "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
             }
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'case':10} {'tasks':>6} {'plain':>9} {'otelflow':>9} {'ratio':>7} {'µs/task':>8}")
+    print(f"{'case':10} {'tasks':>6} {'plain':>9} {'otelflow':>9} {'ratio':>7} {'µs/task':>8} {'cpu µs/task':>12}")
     for case, r in results.items():
+        cpu_us = r.get("added_cpu_us_per_task")
         print(
             f"{case:10} {r['tasks']:>6} {r['plain_s']:>8.3f}s {r['otelflow_s']:>8.3f}s "
-            f"{r['ratio']:>7.3f} {r['added_us_per_task']:>8.1f}"
+            f"{r['ratio']:>7.3f} {r['added_us_per_task']:>8.1f} {'-' if cpu_us is None else cpu_us:>12}"
         )
 
 
