@@ -516,6 +516,9 @@ def uninstrument(dfk: DataFlowKernel) -> DataFlowKernel:
     handler = getattr(inst, "log_handler", None)
     if handler is not None:
         logging.getLogger("parsl").removeHandler(handler)
+    stop = getattr(getattr(inst, "log_capture", None), "stop", None)
+    if callable(stop):
+        stop()
     return dfk
 
 
@@ -540,8 +543,8 @@ def _capture_parsl_logs(inst: _Instrumentation) -> None:
     extras) once it exists; until then the core log bridge records message and level.
     """
     capture = getattr(otelflow, "capture_logging", None)
-    if callable(capture):
-        capture("parsl")
+    if callable(capture):  # otelflow.capture_logging(*loggers, level=, telemetry=) -> handle with stop()
+        inst.log_capture = capture("parsl", level="INFO", telemetry=inst.telemetry)  # type: ignore[attr-defined]
         return
     from otelflow.integrations.logging import LogBridgeHandler
 
