@@ -163,6 +163,8 @@ def test_diamond_four_levels_links_and_worker_execution_time(recorded: dict[str,
     tasks, ids = recorded["tasks"], recorded["ids"]
     scopes = {s["name"]: s for s in recorded["spans"] if s["kind"] in ("workflow", "block", "session")}
     wf, blk = scopes["workflow diamond"], scopes["block middle"]
+    session = next(s for s in recorded["spans"] if s["kind"] == "session")
+    assert wf["parent_span_id"] == session["span_id"]  # session → workflow → block → task
     assert blk["parent_span_id"] == wf["span_id"]
     assert tasks[ids["a"]]["parent_span_id"] == wf["span_id"]
     assert tasks[ids["b"]]["parent_span_id"] == blk["span_id"]
@@ -175,7 +177,7 @@ def test_diamond_four_levels_links_and_worker_execution_time(recorded: dict[str,
         span = tasks[ids[name]]
         ev = _events(span)
         assert span["name"] == "sleepy" and span["status"] == "completed"
-        assert span["attributes"]["otelflow.task.workflow_id" if False else "otelflow.workflow.id"] == "wf-diamond"
+        assert span["attributes"]["otelflow.workflow.id"] == "wf-diamond"
         execution = (ev["TaskCompleted"] - ev["TaskStarted"]) / 1e9
         assert abs(execution - SLEEP) <= TOL, (name, execution)
         assert ev["TaskCreated"] <= ev["TaskResolved"] <= ev["TaskSubmitted"] <= ev["TaskStarted"]
