@@ -102,8 +102,8 @@ class _Instrumentation:
         self.orig_exception = dfk._complete_task_exception
         self.executors: dict[str, Any] = {}
         self.errors = 0
-        self._carriers: dict[tuple[int, toolkit.ScopeRef | None], bytes] = {}
-        self._counters: dict[int, Any] = {}
+        self._carriers: dict[tuple[str, toolkit.ScopeRef | None], bytes] = {}
+        self._counters: dict[str, Any] = {}
 
     # -- DataFlowKernel hooks ----------------------------------------------------------------
 
@@ -176,9 +176,9 @@ class _Instrumentation:
         and ~10 µs for its bytes.
         """
         tel = self.telemetry if self.telemetry is not None else otelflow.current_telemetry()
-        if tel is None:
+        if tel is None or not tel.active:
             return None
-        key = (id(tel), scope)
+        key = (tel.run_id, scope)
         encoded = self._carriers.get(key)
         if encoded is None:
             with otelflow.adopt_scope(scope):
@@ -294,12 +294,13 @@ class _Instrumentation:
         provider = getattr(tel, "meter_provider", None)
         if provider is None:
             return
-        counter = self._counters.get(id(provider))
+        key = str(getattr(tel, "run_id", ""))  # not id(provider): ids are reused after a session ends
+        counter = self._counters.get(key)
         if counter is None:
             counter = provider.get_meter("otelflow.parsl").create_counter(
                 "otelflow.parsl.cache_hits", unit="{task}", description="Parsl apps answered from the memo table"
             )
-            self._counters[id(provider)] = counter
+            self._counters[key] = counter
         counter.add(1, {"otelflow.task.name": name})
 
     def record_worker_result(self, t: _Task, out: toolkit.Outcome | None, err: BaseException | None) -> None:
