@@ -65,12 +65,20 @@ async def _run(log_config: Any) -> dict[str, Any]:
         children = me.children(recursive=True)
         pool.shutdown(wait=True, cancel_futures=True)
         for proc in children:  # agent processes or an exchange left behind
-            if proc.is_running():
+            if proc.is_running() and not _is_resource_tracker(proc):
                 try:
                     os.kill(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
     return out
+
+
+def _is_resource_tracker(proc: Any) -> bool:
+    """multiprocessing's own helper: it exits with this process; killing it only makes it restart."""
+    try:
+        return any("resource_tracker" in part for part in proc.cmdline())
+    except Exception:  # gone already
+        return True
 
 
 def _lines(run_dir: Path) -> list[dict[str, Any]]:

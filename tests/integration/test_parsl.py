@@ -110,7 +110,7 @@ def _scenario(
         dfk.cleanup()
         parsl.clear()
         for proc in children:  # anything Parsl left behind (worker pools, interchange)
-            if proc.is_running():
+            if proc.is_running() and not _is_resource_tracker(proc):
                 try:
                     os.kill(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -120,6 +120,14 @@ def _scenario(
     out["run_dir"] = tel.run_dir if tel is not None else None
     out["parsl_log"] = Path(dfk.run_dir) / "parsl.log"
     return out
+
+
+def _is_resource_tracker(proc: Any) -> bool:
+    """multiprocessing's own helper: it exits with this process; killing it only makes it restart."""
+    try:
+        return any("resource_tracker" in part for part in proc.cmdline())
+    except Exception:  # gone already
+        return True
 
 
 def _spans(run_dir: Path) -> list[dict[str, Any]]:
