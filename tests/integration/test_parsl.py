@@ -296,6 +296,22 @@ def test_parsl_log_file_unchanged_by_otelflow(kind: str, tmp_path: Path, monkeyp
     assert s_plain and s_inst == s_plain  # every task went through the same states, logged the same way
     assert Counter(l_inst) == Counter(l_plain) or l_inst <= l_plain | {"parsl.dataflow.memoization"}
     assert odd_inst == odd_plain == []
+    if kind == "htex":  # the manager's and workers' logs: same loggers, nothing of otelflow's
+        def worker_logs(run: dict[str, Any]) -> tuple[set[str], list[str]]:
+            names: set[str] = set()
+            odd: list[str] = []
+            for f in run["parsl_log"].parent.glob("htex/block-*/*/*.log"):
+                for line in f.read_text().splitlines():
+                    parts = line.split(" ")
+                    if len(parts) > 5 and ":" in parts[5]:
+                        names.add(parts[5].split(":")[0])
+                    if "otelflow" in line:
+                        odd.append(line)
+            return names, odd
+
+        w_plain, w_inst = worker_logs(plain), worker_logs(inst)
+        assert w_plain[0] and w_inst[0] == w_plain[0]
+        assert w_inst[1] == w_plain[1] == []
     # ... while Parsl's records were captured into the run as log events too.
     logs = [
         json.loads(line)
