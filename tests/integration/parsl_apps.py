@@ -52,3 +52,15 @@ def shout(word: str, stdout: str | None = None) -> str:
 def retry_only_flaky(exc: BaseException, task_record: dict) -> int:  # type: ignore[type-arg]
     """Parsl retry_handler: only ``flaky`` is retried (the others cost more than retries=1)."""
     return 1 if task_record["func_name"] == "flaky" else 2
+
+
+@python_app
+def write_file(text: str, outputs: tuple = ()) -> None:  # type: ignore[type-arg]
+    with open(outputs[0].filepath, "w") as fh:
+        fh.write(text)
+
+
+@python_app
+def read_file(inputs: tuple = ()) -> str:  # type: ignore[type-arg]
+    with open(inputs[0].filepath) as fh:
+        return fh.read()

@@ -372,3 +372,17 @@ def test_other_parsl_versions_get_a_warning_and_non_dfks_a_type_error(
     otelflow.uninstrument(thread_dfk)
     with pytest.raises(TypeError, match="DataFlowKernel"):
         otelflow_parsl.instrument(object())  # type: ignore[arg-type]
+
+
+def test_a_datafuture_input_is_a_dependency(thread_dfk: Any, tmp_path: Path) -> None:
+    from parsl.data_provider.files import File
+
+    with otelflow.start_telemetry(checkpoint_path=str(tmp_path / "tel"), resource_poll_interval=0) as tel:
+        otelflow.instrument(thread_dfk)
+        writer = apps.write_file("hello", outputs=[File(str(tmp_path / "a.txt"))])
+        reader = apps.read_file(inputs=[writer.outputs[0]])  # a DataFuture, not the AppFuture
+        assert reader.result(timeout=30) == "hello"
+        ids = otelflow_parsl.task_id_of(writer), otelflow_parsl.task_id_of(reader)
+    tasks = {s["attributes"]["otelflow.task.id"]: s for s in _spans(tel.run_dir) if s["kind"] == "task"}
+    assert tasks[ids[1]]["attributes"]["otelflow.task.depends_on"] == [ids[0]]
+    assert tasks[ids[1]]["links"] == [tasks[ids[0]]["span_id"]]
