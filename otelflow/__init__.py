@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
     from otelflow.events import Event, define_event, make_event
     from otelflow.integrations.futures import instrument, uninstrument
+    from otelflow.logs import capture_logging
+    from otelflow.run_summary import Summary
     from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
     from otelflow.session import Telemetry
     from otelflow.tasks import TaskTracker, task, tracker
@@ -37,6 +39,7 @@ _LAZY = {
     "define_event": "otelflow.events",
     "make_event": "otelflow.events",
     "instrument": "otelflow.integrations.futures",
+    "capture_logging": "otelflow.logs",
     "uninstrument": "otelflow.integrations.futures",
     "ScopeRef": "otelflow.scope",
     "adopt_scope": "otelflow.scope",
@@ -44,6 +47,7 @@ _LAZY = {
     "current_scope": "otelflow.scope",
     "workflow_scope": "otelflow.scope",
     "Telemetry": "otelflow.session",
+    "Summary": "otelflow.run_summary",
     "TaskTracker": "otelflow.tasks",
     "task": "otelflow.tasks",
     "tracker": "otelflow.tasks",
@@ -56,11 +60,13 @@ __all__ = [
     "EventError",
     "OtelflowError",
     "ScopeRef",
+    "Summary",
     "TaskTracker",
     "Telemetry",
     "__version__",
     "adopt_scope",
     "block",
+    "capture_logging",
     "current_scope",
     "current_telemetry",
     "define_event",
@@ -169,7 +175,7 @@ def current_telemetry() -> Telemetry | None:
     return _global.current()
 
 
-def stop(timeout: float = 30.0) -> dict[str, Any] | None:
+def stop(timeout: float = 30.0) -> Summary | None:
     """Stop the current telemetry and return its summary; None (a no-op) if none runs."""
     tel = _global.current()
     return tel.stop(timeout) if tel is not None else None
@@ -208,7 +214,7 @@ def unsubscribe(subscriber: Subscriber) -> bool:
     return tel.unsubscribe(subscriber) if tel is not None else False
 
 
-def summary() -> dict[str, Any] | None:
+def summary() -> Summary | None:
     """The current telemetry's ``summary()``, or None if none runs."""
     tel = _global.current()
     return tel.summary() if tel is not None else None

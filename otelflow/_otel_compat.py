@@ -2,9 +2,10 @@
 
 The Python SDK has no public ``MetricProducer`` yet, no public way to stop a periodic
 reader's thread in a forked child, and keeps its "suppress instrumentation" context key
-private. otelflow needs all three; they live here, each with a fallback that degrades
-(logged once) instead of breaking, and ``pyproject.toml`` bounds ``opentelemetry-sdk`` to
-the minor versions CI runs the suite on (the lowest supported and the newest).
+private; its logs SDK is private as a whole. otelflow needs all of these; they live here,
+each with a fallback that degrades (logged once) instead of breaking, and
+``pyproject.toml`` bounds ``opentelemetry-sdk`` to the minor versions CI runs the suite on
+(the lowest supported and the newest).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ __all__ = [
     "TESTED_SDK",
     "collect_callback",
     "disarm_periodic_reader",
+    "emit_log",
     "histogram_temporality",
+    "log_sdk",
+    "otlp_log_exporter",
     "set_collect_callback",
 ]
 
@@ -80,3 +84,68 @@ def disarm_periodic_reader(reader: MetricReader) -> None:
         getattr(reader, "_shutdown_event").set()  # noqa: B009
     except AttributeError:  # pragma: no cover - a reader without these: nothing to disarm
         pass
+
+
+# --- logs --------------------------------------------------------------------------------------
+# The OTel Python logs SDK and the OTLP log exporters still live in underscore modules
+# (``opentelemetry.sdk._logs``, ``..._log_exporter``); 1.42 names the exporter base classes
+# ``LogExporter``/``LogExportResult``, later versions ``LogRecordExporter``/``LogRecordExportResult``.
+
+
+def log_sdk() -> Any:
+    """The OTel logs SDK pieces otelflow uses, as a namespace (imported on first use)."""
+    import types
+
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs import export as log_export
+
+    return types.SimpleNamespace(
+        LoggerProvider=LoggerProvider,
+        SeverityNumber=SeverityNumber,
+        BatchProcessor=log_export.BatchLogRecordProcessor,
+        SimpleProcessor=log_export.SimpleLogRecordProcessor,
+        Exporter=getattr(log_export, "LogRecordExporter", None) or log_export.LogExporter,
+        ExportResult=getattr(log_export, "LogRecordExportResult", None) or log_export.LogExportResult,
+        ConsoleExporter=getattr(log_export, "ConsoleLogRecordExporter", None) or log_export.ConsoleLogExporter,
+    )
+
+
+def otlp_log_exporter(protocol: str, **kwargs: Any) -> Any:
+    """The official OTLP log exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+
+    return HttpLogExporter(**kwargs)
+
+
+def emit_log(logger: Any, *, timestamp: int, observed_timestamp: int | None, trace_id: int | None,
+             span_id: int | None, severity_number: Any, severity_text: str, body: str,
+             attributes: dict[str, Any]) -> None:
+    """Emit one log record on an SDK ``Logger`` with the given trace and span ids."""
+    from opentelemetry import trace as otel_trace
+
+    context = None
+    if trace_id and span_id:
+        span = otel_trace.NonRecordingSpan(
+            otel_trace.SpanContext(trace_id, span_id, False, otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED))
+        )
+        context = otel_trace.set_span_in_context(span)
+    try:
+        logger.emit(
+            timestamp=timestamp, observed_timestamp=observed_timestamp, context=context,
+            severity_number=severity_number, severity_text=severity_text, body=body, attributes=attributes,
+        )  # fmt: skip
+    except TypeError:  # an SDK whose emit() takes a record only
+        from opentelemetry.sdk._logs import LogRecord  # type: ignore[attr-defined]  # SDK 1.42
+
+        logger.emit(
+            LogRecord(
+                timestamp=timestamp, observed_timestamp=observed_timestamp, trace_id=trace_id, span_id=span_id,
+                trace_flags=otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED) if trace_id else None,
+                severity_text=severity_text, severity_number=severity_number, body=body, attributes=attributes,
+            )
+        )  # fmt: skip

@@ -18,6 +18,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -121,7 +122,7 @@ def run_demo(tasks: int = 60, workflows: int = 3, workers: int = 4, seed: int = 
     engine.close()
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: Mapping[str, Any]) -> str:
     """Render a summary() dict as a short, readable text report."""
     t = summary.get("tasks", {})
 

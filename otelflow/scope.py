@@ -269,7 +269,7 @@ class _ScopeContext:
                     block_name=self._name,
                     parent_block_id=parent.block_id if parent is not None else None,
                 )
-            tel._scope_started(scope, ev)
+            tel.scope_started(scope, ev)
         self._state.append((scope, token, otel_token))
         return sid
 

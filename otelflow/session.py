@@ -19,14 +19,12 @@ import atexit
 import functools
 import logging
 import os
-import platform
 import random
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,8 @@ from otelflow.events.registry import make_event
 from otelflow.metrics import bridge
 from otelflow.metrics.instruments import METER_NAME
 from otelflow.metrics.recorder import MetricRecorder
+from otelflow.run_summary import Summary, build_summary, dropped_counts
+from otelflow.runinfo import new_run_id, versions, write_run_json
 from otelflow.scope import active_scope
 from otelflow.sinks.exporters import BuiltExporters, build_exporters
 from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
@@ -116,7 +116,7 @@ class Telemetry:
         self._forward = forward
         self._state = "new"
         self._state_lock = threading.Lock()
-        self._final_summary: dict[str, Any] | None = None
+        self._final_summary: Summary | None = None
         self._stopped = threading.Event()  # set when stop() has finished
         # A worker (role != "main") joins its parent's session: same trace, session and
         # session span, its own JSONL file, and no session span, events or run.json of its own.
@@ -127,7 +127,7 @@ class Telemetry:
         self.session_span_id = _as_id(session_span_id, "session_span_id", 16) or ids.new_span_id()
         self._metric_readers: list[MetricReader] = []
         self.node = socket.gethostname()
-        self.run_id = self.settings.run_id or _new_run_id()
+        self.run_id = self.settings.run_id or new_run_id()
         self.run_dir: Path | None = None
         self.start_time = 0
         self.end_time: int | None = None
@@ -142,6 +142,13 @@ class Telemetry:
         self._jsonl: JsonlWriter | None = None
         self._monitor: Any = None
         self._log_handler: Any = None
+        self._captures: list[Any] = []  # capture_logging() handles bound to this session
+        self._log_export: Any = None
+        self._log_drops = 0
+        self._logs_captured = 0
+        self._log_drop_lock = threading.Lock()
+        self.live: Any = None
+        """The live view's server (``live_port=``), or None."""
         self._exporters = BuiltExporters()
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
@@ -202,6 +209,15 @@ class Telemetry:
                 ) from exc
         self.resource = self._make_resource()
         self._exporters = build_exporters(s)
+        if s.live_port is not None and self.is_main:
+            # Bound now, before anything else is opened: a port in use fails start() cleanly.
+            from otelflow.live.server import LiveServer
+
+            try:
+                self.live = LiveServer(None, s.live_host, s.live_port, title=f"otelflow · {self.run_id}")
+            except ConfigError:
+                self._exporters.close()
+                raise
         self._recorder = recorder = MetricRecorder(self.start_time, self.node)
         self.bus = bus = EventBus(s.queue_size, s.queue_full)
         self.bus_put = bus.put
@@ -258,11 +274,19 @@ class Telemetry:
             wait_spans=s.wait_spans,
             session_name=self._session_name(),
             run_id=self.run_id,
+            trace_per_workflow=s.trace_per == "workflow",
         )
         self._dispatcher = Dispatcher(
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        # Subscribed before the dispatcher starts, so that they see SessionStarted too.
+        if s.logs_exporters:
+            from otelflow.logs.export import LogExport
+
+            self._log_export = LogExport.start(self, s)
+        if self.live is not None:
+            self.live.watch(self)
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
@@ -278,10 +302,11 @@ class Telemetry:
             )
         if s.resource_poll_interval > 0:
             self._start_monitor(s.resource_poll_interval)
-        if s.capture_logs:
-            from otelflow.integrations import logging as log_bridge
+        loggers = tuple(dict.fromkeys((("",) if s.capture_logs else ()) + s.capture_loggers))
+        if loggers:
+            from otelflow.logs.capture import LogCapture
 
-            self._log_handler = log_bridge.install(self, s.log_level)
+            self._log_handler = LogCapture(loggers, s.log_level).apply(self)
         from otelflow import _otel_globals
 
         _otel_globals.maybe_install(s.set_global_providers)
@@ -368,7 +393,8 @@ class Telemetry:
                 _log.warning("otelflow.emit() ignored an event: %s", exc)
             return False
 
-    def _scope_started(self, scope: Any, ev: Event) -> None:
+    def scope_started(self, scope: Any, ev: Event) -> None:
+        """Record that ``scope`` (a :class:`otelflow.scope.Scope`) was entered (called by scopes)."""
         parent = scope.parent
         self._scope_spans[scope.id] = (
             scope.span_id,
@@ -404,6 +430,11 @@ class Telemetry:
             sub.stop(time.monotonic())
         return sub
 
+    def _add_subscriber(self, sub: Subscriber) -> None:
+        """Add an internal subscriber (also while starting, before the first event)."""
+        if self._dispatcher is not None:
+            self._dispatcher.add_subscriber(sub)
+
     def unsubscribe(self, subscriber: Subscriber) -> bool:
         """Stop delivering to ``subscriber`` (its queued events are still delivered)."""
         if self._dispatcher is None:
@@ -427,8 +458,16 @@ class Telemetry:
         return f"session {service or 'otelflow'} {self.run_id}"
 
     def span_context(self, span_id: int) -> SpanContext:
-        """An OTel ``SpanContext`` for ``span_id`` in this session's trace."""
-        return SpanContext(self.trace_id_int, span_id, False, _SAMPLED)
+        """An OTel ``SpanContext`` for ``span_id`` in the current trace: this session's, or
+        with a trace per workflow (``OTELFLOW_TRACE_PER=workflow``) the current workflow's."""
+        return SpanContext(self._current_trace(), span_id, False, _SAMPLED)
+
+    def _current_trace(self) -> int:
+        if self.settings.trace_per != "workflow":
+            return self.trace_id_int
+        scope = active_scope()
+        wf = scope.workflow_id if scope is not None else None
+        return ids.workflow_trace_id(self.trace_id_int, wf) if wf else self.trace_id_int
 
     def task_span_id(self, task_id: str) -> int:
         """The span id the task ``task_id`` has in this session (deterministic)."""
@@ -436,7 +475,7 @@ class Telemetry:
 
     def task_traceparent(self, task_id: str) -> str:
         """W3C ``traceparent`` for the task's span, to carry into a worker."""
-        return ids.traceparent(self.trace_id_int, self.task_span_id(task_id))
+        return ids.traceparent(self._current_trace(), self.task_span_id(task_id))
 
     def tracer(self, name: str = "otelflow.user") -> Any:
         """A tracer on this session's provider; its spans go to every span sink."""
@@ -457,8 +496,7 @@ class Telemetry:
     def _call(self, fn: Callable[[], Any] | None, timeout: float | None) -> Any:
         assert self.bus is not None and self._dispatcher is not None
         call = Call(fn)
-        self.bus.queue.append(call)  # internal: bypasses the bound, never dropped
-        self.bus.wake.set()
+        self.bus.put_call(call)  # bypasses the bound, never dropped
         deadline = None if timeout is None else time.monotonic() + timeout
         while not call.done.wait(0.2):
             if not self._dispatcher.alive:
@@ -469,67 +507,65 @@ class Telemetry:
             raise call.error
         return call.result
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         """Counts, durations, waits, per-workflow totals, last resources, and losses.
 
         Computed from running aggregates. During the run it is a live view; after
         ``stop()`` it is final (and also written to ``run.json``).
         """
         if self._final_summary is not None:
-            if self.bus is not None and self.bus.closed and self.bus.queue:
-                self._count_leftover()
+            if self.bus is not None and self.bus.discard_leftover():
                 self._final_summary["dropped"]["events"] = self.bus.dropped
             return self._final_summary
         return self._build_summary()
 
-    def _build_summary(self) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "run_id": self.run_id,
-            "run_dir": str(self.run_dir) if self.run_dir else None,
-            "session_id": self.session_id,
-            "trace_id": self.trace_id,
-            "enabled": self.settings.enabled,
-        }
-        if self._recorder is None:
-            base.update(tasks={}, dropped={}, workflows={}, resources={})
-            return base
-        base.update(self._recorder.summary())
-        if self.start_time:
-            end = self.end_time or now_ns()
-            base["elapsed_s"] = (end - self.start_time) / 1e9
-        base["dropped"] = self._dropped()
-        if self._monitor is not None:
-            try:
-                base["gpu"] = str(self._monitor.gpu_status())
-            except Exception:  # noqa: BLE001
-                pass
-        return base
+    def _build_summary(self) -> Summary:
+        return build_summary(
+            {
+                "run_id": self.run_id,
+                "run_dir": str(self.run_dir) if self.run_dir else None,
+                "session_id": self.session_id,
+                "trace_id": self.trace_id,
+                "enabled": self.settings.enabled,
+            },
+            self._recorder,
+            self.start_time,
+            self.end_time,
+            self._dropped,
+            self._monitor,
+        )
 
     def _dropped(self) -> dict[str, Any]:
-        bus = self.bus
-        d = self._dispatcher
-        j = self._jsonl
-        subs = d.subscribers if d is not None else ()
-        tree = getattr(self, "_tree", None)
-        out = {
-            # `is not None`: an empty EventBus is falsy (it has __len__)
-            "events": bus.dropped if bus is not None else 0,
-            "throttled_s": round(bus.throttled_ns / 1e9, 6) if bus is not None else 0.0,
+        counted = {
             "invalid_emits": self._invalid_emits,
-            "subscriber_events": sum(s.dropped for s in subs) + self._gone_sub_drops,
-            "subscriber_errors": sum(s.errors for s in subs) + self._gone_sub_errors,
-            "jsonl_lines_lost": j.lines_lost if j else 0,
-            "jsonl_write_errors": j.write_errors if j else 0,
-            "sanitized_values": j.sanitized if j else 0,
-            "late_events": tree.late_events if tree else 0,
-            "duplicate_task_ids": tree.duplicate_tasks if tree else 0,
-            "internal_errors": d.internal_errors if d else 0,
+            "gone_subscriber_events": self._gone_sub_drops,
+            "gone_subscriber_errors": self._gone_sub_errors,
+            "log_records": self._log_drops,
+            # events live-view clients missed because they read slower than the ring turned
+            "live_view_missed": self.live.hub.dropped_for_clients if self.live is not None else 0,
+            **self._extra_drops,
         }
-        out.update(self._extra_drops)
-        out["export_failures"] = self._export_failures()
-        for signal, n in self._exporters.failures_by_signal().items():
-            out[f"export_failures_{signal}"] = n  # so a user can tell whether the trace is complete
-        return out
+        return dropped_counts(
+            bus=self.bus,
+            dispatcher=self._dispatcher,
+            jsonl=self._jsonl,
+            tree=getattr(self, "_tree", None),
+            counted=counted,
+            export_failures=self._export_failures(),
+            export_failures_by_signal=self._exporters.failures_by_signal(),
+        )
+
+    def _count_log_drop(self) -> None:
+        """A captured log record was not accepted (flood or full bus): count it."""
+        with self._log_drop_lock:
+            self._log_drops += 1
+            first = self._log_drops == 1
+        if first:
+            _log.warning(
+                "otelflow is dropping log records: they arrive faster than the run writes them "
+                "(the bus is half full). Lifecycle events are kept; dropped log records are "
+                "counted in summary()['dropped']['log_records']."
+            )
 
     def count_dropped(self, what: str, n: int = 1) -> None:
         """Count ``n`` records an integration could not record, under ``summary()["dropped"][what]``.
@@ -541,14 +577,15 @@ class Telemetry:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
     def _export_failures(self) -> int:
-        return self._exporters.failures()
+        logs = self._log_export.failures() if self._log_export is not None else 0
+        return self._exporters.failures() + logs
 
     @property
     def prometheus_address(self) -> tuple[str, int] | None:
         """``(host, port)`` the Prometheus endpoint is bound to (the real port if 0 was asked)."""
         return self._exporters.prometheus_address
 
-    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+    def stop(self, timeout: float = 30.0) -> Summary:
         """Drain every accepted event to every sink, close spans, flush exporters.
 
         Idempotent: a second call returns the same summary. Safe from any thread; in a
@@ -600,9 +637,9 @@ class Telemetry:
         if self._monitor is not None:
             self._stage("the resource monitor", self._monitor.stop)
         if self._log_handler is not None:
-            from otelflow.integrations import logging as log_bridge
-
-            log_bridge.uninstall(self._log_handler)
+            self._stage("removing the log capture", self._log_handler.undo)
+        for applied in self._captures:
+            self._stage("removing a log capture", applied.undo)
         end = now_ns()
         self.end_time = end
         if self.is_main:
@@ -631,6 +668,8 @@ class Telemetry:
         if self.tracer_provider is not None:
             self._stage("the span exporters' shutdown", self.tracer_provider.shutdown)
         self._stage("closing the Prometheus endpoint", self._exporters.close)
+        if self._log_export is not None:
+            self._stage("the log exporters' shutdown", lambda: self._log_export.shutdown(deadline))
         # 4. last drain; then refuse new items and end the dispatcher.
         self._stage("the final drain", lambda: self._call(None, None))
         bus.close()
@@ -640,6 +679,9 @@ class Telemetry:
             self._stage("a subscriber's stop", functools.partial(_stop_subscriber, sub, deadline))
         if self._jsonl is not None:
             self._stage("closing the run file", self._jsonl.close)
+        if self.live is not None:
+            grace = min(2.0, max(0.1, deadline - time.monotonic()))
+            self._stage("closing the live view", lambda: self.live.close(grace))
         from otelflow import _otel_globals, toolkit
 
         toolkit._close_ingest_files(self.run_dir)
@@ -650,13 +692,10 @@ class Telemetry:
 
     def _count_leftover(self) -> None:
         """Items that raced in after the bus closed: counted as dropped, never silently lost."""
-        bus = self.bus
-        if bus is not None and bus.closed and bus.queue:
-            n = len(bus.queue)
-            bus.queue.clear()
-            bus.dropped += n
+        if self.bus is not None:
+            self.bus.discard_leftover()
 
-    async def astop(self, timeout: float = 30.0) -> dict[str, Any]:
+    async def astop(self, timeout: float = 30.0) -> Summary:
         """``stop()`` without blocking the running event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
 
@@ -684,7 +723,7 @@ class Telemetry:
 
     # -- run.json -----------------------------------------------------------------------------
 
-    def _write_run_json(self, status: str, summary: dict[str, Any] | None = None) -> None:
+    def _write_run_json(self, status: str, summary: Summary | None = None) -> None:
         if self.run_dir is None or not self.is_main:  # run.json is the main process's
             return
         meta = {
@@ -701,17 +740,11 @@ class Telemetry:
             "host": self.node,
             "pid": os.getpid(),
             "argv": list(sys.argv),
-            "versions": _versions(),
+            "versions": versions(),
             "config": self.settings.redacted(),
             "summary": summary,
         }
-        path = self.run_dir / "run.json"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(meta, enc_hook=repr), indent=2))
-            os.replace(tmp, path)
-        except OSError as exc:
-            _log.warning("otelflow could not write %s: %s", path, exc)
+        write_run_json(self.run_dir, meta)
 
     # -- context managers ---------------------------------------------------------------------
 
@@ -754,11 +787,6 @@ def _noop_put(item: Any) -> bool:
     return False
 
 
-def _new_run_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{random.getrandbits(24):06x}"
-
-
 def _sample_ratio(s: Settings) -> float:
     sampler = s.sampler
     if sampler in ("always_off", "parentbased_always_off"):
@@ -766,15 +794,3 @@ def _sample_ratio(s: Settings) -> float:
     if sampler in ("traceidratio", "parentbased_traceidratio"):
         return 1.0 if s.sampler_arg is None else s.sampler_arg
     return 1.0
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"otelflow": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("opentelemetry-sdk", "prometheus-client", "psutil", "msgspec", "distributed"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out

@@ -33,6 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
 from otelflow import _global
+from otelflow._task_context import enter_task, exit_task
 from otelflow.events.model import (
     TaskCanceled,
     TaskCompleted,
@@ -46,7 +47,7 @@ from otelflow.events.model import (
     now_ns,
 )
 from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
-from otelflow.scope import _scope
+from otelflow.scope import active_scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -135,7 +136,7 @@ class TaskTracker:
         tel = self._tel()
         if tel is None:
             return task_id
-        scope = _scope.get()
+        scope = active_scope()
         if scope is None:
             wf = blk = None
         else:
@@ -423,16 +424,20 @@ def task(
     return decorate
 
 
-def _attach(trk: TaskTracker, task_id: str) -> object | None:
+def _attach(trk: TaskTracker, task_id: str) -> tuple[object, object] | None:
     ctx = trk.span_context(task_id)
     if ctx is None:
         return None
-    return otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx)))
+    return (
+        otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx))),
+        enter_task(task_id),  # what the task logs names it
+    )
 
 
-def _detach(token: object | None) -> None:
+def _detach(token: tuple[object, object] | None) -> None:
     if token is not None:
+        exit_task(token[1])  # type: ignore[arg-type]
         try:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            otel_context.detach(token[0])  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - context already gone
             pass

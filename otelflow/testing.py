@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otelflow.events.model import Event
+from otelflow.run_summary import Summary
 from otelflow.session import Telemetry
 
 __all__ = ["Captured", "capture"]
@@ -43,7 +44,7 @@ class Captured:
         self._spans = spans
         self._metrics = metrics
         self.events: list[Event] = []
-        self.summary: dict[str, Any] = {}
+        self.summary: Summary = {}
         self._sub: Any = None
 
     @property

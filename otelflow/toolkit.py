@@ -16,6 +16,10 @@ things beyond :class:`otelflow.TaskTracker`'s lifecycle calls. See docs/integrat
    current while the task runs.
 4. **Task span ids** are deterministic (:func:`task_span_id`), so any process that knows the
    trace id and a task id can parent spans to the task without asking anyone.
+5. **Log capture travels**: a :class:`Carrier` holds the submit side's :class:`LogCapture`
+   (``carrier.logs``); the worker session :func:`join_run` starts applies it to the worker's
+   loggers and undoes it when it stops, so records logged in tasks land in the run with
+   their task's ids. An engine can also ``LogCapture.apply()`` / ``undo()`` it itself.
 
 Everything here is thread-safe, never raises into the engine at run time, and does nothing
 (cheaply) when no telemetry runs.
@@ -39,8 +43,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
 from otelflow import _global
+from otelflow._task_context import enter_task, exit_task
 from otelflow.events.stacktrace import format_stacktrace
 from otelflow.integrations import _worker
+from otelflow.logs.capture import LogCapture, capture_for
 from otelflow.scope import ScopeRef, adopt_scope, current_scope
 from otelflow.tasks import error_type_name
 from otelflow.tracing import ids
@@ -48,6 +54,7 @@ from otelflow.tracing import ids
 __all__ = [
     "AsyncMeasured",
     "Carrier",
+    "LogCapture",
     "Measured",
     "Outcome",
     "Returned",
@@ -149,6 +156,9 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             the carrier was made), or None.
         scope: The workflow/block scope the work was submitted in, or None.
         join: Start a worker session for user spans, events and logs made inside tasks.
+        logs: The log capture in effect on the submit side (:class:`LogCapture`), which the
+            worker session applies to the worker's loggers (and undoes when it stops), or
+            None.
     """
 
     run_id: str
@@ -163,6 +173,7 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     traceparent: str | None = None
     scope: ScopeRef | None = None
     join: bool = True
+    logs: LogCapture | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The carrier as a plain JSON-compatible dict."""
@@ -197,6 +208,7 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             set_global_providers=self.set_global_providers,
             session=self.join,
             session_span_id=self.session_span_id,
+            log_capture=self.logs,
         )
 
 
@@ -236,6 +248,7 @@ def carrier(task_id: str | None = None, *, telemetry: Any = None, join: bool = T
         traceparent=tp,
         scope=current_scope(),
         join=join,
+        logs=capture_for(tel),
     )
 
 
@@ -247,7 +260,7 @@ def task_span_id(trace_id: str, task_id: str) -> str:
 # --- joining the run from a worker ------------------------------------------------------------
 
 
-def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = None) -> Any:
+def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = None, export: bool = False) -> Any:
     """Join ``carrier``'s run from this (worker) process; returns its worker ``Telemetry`` or None.
 
     Starts at most one worker session per process and run; later calls return it. The
@@ -262,6 +275,10 @@ def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = No
             once). A callable: write no file; every flush hands the JSONL lines (bytes,
             newline-terminated) to ``forward`` — send them home and pass them to
             :func:`ingest`. It runs on otelflow's dispatcher thread: keep it short.
+        export: Also export this process's spans with its own ``OTEL_*`` exporter settings
+            (e.g. ``OTEL_EXPORTER_OTLP_ENDPOINT`` on a remote host); metrics are not exported
+            (the submit side counts the tasks). Off by default: the submit side's run
+            directory is the record, and ``otelflow replay`` sends it on.
 
     Returns:
         The worker session, or None when the run writes no run directory, telemetry of
@@ -284,7 +301,7 @@ def join_run(carrier: Carrier, *, forward: Callable[[bytes], object] | None = No
             return None
     elif carrier.runs_dir is None:
         carrier = msgspec.structs.replace(carrier, runs_dir="<forwarded>")
-    return _worker.worker_session(carrier._config(), forward=forward)
+    return _worker.worker_session(carrier._config(), forward=forward, export=export)
 
 
 def flush_worker(timeout: float = 5.0) -> None:
@@ -322,9 +339,11 @@ def task_context(carrier: Carrier | None, task_id: str | None = None) -> Iterato
         if parsed is not None:
             span = otel_trace.NonRecordingSpan(otel_trace.SpanContext(parsed[0], parsed[1], True, _SAMPLED))
             token = otel_context.attach(otel_trace.set_span_in_context(span))
+        task_token = enter_task(task_id) if task_id is not None else None  # logs name their task
         try:
             yield
         finally:
+            exit_task(task_token)
             if token is not None:
                 with contextlib.suppress(Exception):  # a context switched elsewhere: nothing to undo
                     otel_context.detach(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import runpy
 from pathlib import Path
@@ -13,15 +14,22 @@ from otelflow import _global
 ROOT = Path(__file__).resolve().parents[1]
 # Every page: a new docs/*.md is run without being listed here.
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# A block preceded by `<!-- not run ... -->` is skipped (it needs something not here).
-BLOCK = re.compile(r"^(<!-- not run[^\n]*-->\n)?```python\n(.*?)^```", re.S | re.M)
+# A block preceded by `<!-- not run ... -->` is skipped (it needs something not here); one
+# preceded by `<!-- needs MODULE -->` runs only where MODULE can be imported.
+BLOCK = re.compile(r"^(<!-- (not run|needs ([\w.]+))[^\n]*-->\n)?```python\n(.*?)^```", re.S | re.M)
 
 
 def _examples():
     for doc in DOCS:
         for i, m in enumerate(BLOCK.finditer(doc.read_text())):
-            if not m.group(1):
-                yield pytest.param(m.group(2), id=f"{doc.name}-{i}")
+            if m.group(2) == "not run":
+                continue
+            marks = []
+            if m.group(3):
+                needed = m.group(3)
+                present = importlib.util.find_spec(needed.split(".")[0]) is not None
+                marks.append(pytest.mark.skipif(not present, reason=f"needs {needed}"))
+            yield pytest.param(m.group(4), id=f"{doc.name}-{i}", marks=marks)
 
 
 EXPECTED = re.compile(r"^print\(.*\)\s+#\s*(.+?)\s*$", re.M)

@@ -394,6 +394,8 @@ class _Collector:
                         rec.error_message = ev.get("error_message") or rec.error_message
                     elif terminal == "canceled":
                         rec.cancel_reason = ev.get("reason")
+                elif terminal == "canceled" and rec.status == "canceled" and rec.cancel_reason is None:
+                    rec.cancel_reason = ev.get("reason")  # the span line came first: it has no reason
                 cpu = ev.get("cpu_time_s")
                 if cpu is not None:
                     rec.cpu_time_s = cpu
@@ -496,7 +498,8 @@ class _Collector:
                 rec.depends_on = tuple(str(d) for d in deps)
         links = sp.get("links")
         if links and not rec.depends_on:  # links only stand in for unknown depends_on
-            rec.links = tuple(str(x) for x in links)
+            # "<span id>", or "<trace id>:<span id>" for a span in another trace
+            rec.links = tuple(str(x).rpartition(":")[2] for x in links)
         phases = {k: v for k, v in attrs.items() if k.startswith(PHASE_PREFIX) and isinstance(v, (int, float))}
         if phases:  # engine-measured phases of the task (see build_report's "phases")
             rec.attributes = {**(rec.attributes or {}), **phases}

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from otelflow.analysis import tal
 from otelflow.errors import OtelflowError
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ DEFAULT_RUNS_DIR = Path(".otelflow") / "runs"
 DEFAULT_REORDER_WINDOW = 20_000
 """How many lines per file the reorder buffer holds (see :class:`Run`)."""
 
-_END_KEYS = {"event": "event_time", "span": "end_time", "metric": "time", "log": "time"}
+_END_KEYS = {"event": "event_time", "span": "end_time", "metric": "time", "log": "event_time"}
 
 Line = dict[str, Any]
 
@@ -176,8 +177,14 @@ def _resolve(path: str | os.PathLike[str] | None, runs_dir: str | os.PathLike[st
     if path is None:
         return _latest(root)
     p = Path(path)
+    if p.is_file() and p.suffix == ".jsonl" and tal.is_tal_file(p):
+        return p  # a RHAPSODY TAL checkpoint: that file alone is the run
     if p.is_file() and (p.name == "run.json" or p.suffix == ".jsonl"):
         return p.parent
+    if p.is_dir() and not (p / "run.json").is_file():
+        tal_files = [f for f in p.glob("*.jsonl") if tal.is_tal_file(f)]
+        if tal_files:  # a TAL checkpoint directory: its newest session file
+            return max(tal_files, key=lambda f: (f.stat().st_mtime_ns, f.name))
     if is_run_dir(p):
         return p
     if p.is_dir():
@@ -222,7 +229,9 @@ def open_run(
     Args:
         path: A run directory; a runs directory (its latest run is opened); a run's
             ``run.json`` or JSONL file; or a run id, or a unique prefix of one, in
-            ``runs_dir``. None opens the latest run in ``runs_dir``.
+            ``runs_dir``. None opens the latest run in ``runs_dir``. A RHAPSODY TAL
+            checkpoint file (``*.telemetry.jsonl``), or a directory of them (the newest
+            is opened), is read as a run too (see :mod:`otelflow.analysis.tal`).
         runs_dir: Where run ids are looked up; default :func:`default_runs_dir`.
         reorder_window: Lines per file the reorder buffer holds (see :class:`Run`).
 
@@ -273,16 +282,24 @@ class Run:
             RunNotFoundError: ``path`` is not a run directory.
         """
         self.path = Path(path)
-        if not is_run_dir(self.path):
+        #: The files in RHAPSODY's TAL checkpoint format, translated as they are read.
+        self.tal_files: frozenset[Path] = frozenset()
+        if self.path.is_file() and tal.is_tal_file(self.path):
+            meta, problem = tal.tal_meta(self.path), None
+            files = [self.path]
+            self.tal_files = frozenset(files)
+        elif not is_run_dir(self.path):
             raise RunNotFoundError(f"{self.path} is not a run directory: expected run.json and *.jsonl files in it.")
+        else:
+            meta, problem = _read_meta(self.path)
+            files = sorted(self.path.glob("*.jsonl"))
         self.reorder_window = max(1, reorder_window)
-        meta, problem = _read_meta(self.path)
         if problem:
             _log.warning("otelflow: %s; reading the run without its metadata.", problem)
         #: The ``run.json`` metadata (empty if missing or unreadable).
         self.meta: dict[str, Any] = meta
         #: The run's JSONL files, one per process, sorted by name.
-        self.files: list[Path] = sorted(self.path.glob("*.jsonl"))
+        self.files: list[Path] = files
         #: Incomplete last lines (a killed process), one at most per file.
         self.torn_lines: int = sum(_torn_tail(f) for f in self.files)
         #: Lines yielded later than the reorder window allowed (time order not exact).
@@ -346,6 +363,9 @@ class Run:
         """
         decode = self._decoder.decode
         bad = 0
+        translate = tal.Translator() if path in self.tal_files else None
+        if translate is not None:
+            needles = None  # TAL lines name things differently: filter after translating
         try:
             f = path.open("rb")
         except OSError as exc:
@@ -379,7 +399,11 @@ class Run:
                         bad += 1
                         self._note_bad(path, lineno, "not a JSON object")
                         continue
-                if keep is None or keep(obj):
+                if translate is not None:
+                    for out in translate(obj):
+                        if keep is None or keep(out):
+                            yield out
+                elif keep is None or keep(obj):
                     yield obj
         # A complete pass counts the file's bad lines exactly once (a filtered pass, which
         # skips lines undecoded, gives a lower bound).

@@ -121,8 +121,8 @@ def run_resource(run: Run) -> Resource:
     meta = run.meta
     recorded = meta.get("resource")
     if isinstance(recorded, Mapping) and recorded:
-        attrs = {str(k): _attr_value(v) for k, v in recorded.items()}
-        return Resource({k: v for k, v in attrs.items() if v is not None})
+        values = {str(k): _attr_value(v) for k, v in recorded.items()}
+        return Resource({k: v for k, v in values.items() if v is not None})
     attrs: dict[str, Any] = {"service.name": run.service_name}
     for key, value in (
         ("otelflow.run.id", run.run_id),
@@ -205,9 +205,12 @@ class _SpanFactory:
                 events.append(Event(str(item[0]), attributes=None, timestamp=item[1]))
         links = []
         for link in line.get("links") or ():
-            lid = _hex(link, 16)
-            if lid:
-                links.append(Link(SpanContext(trace_id, lid, False, flags)))
+            # "<span id>" in this span's trace, or "<trace id>:<span id>" in another one
+            link_trace, _, link_span = str(link).rpartition(":")
+            ltid = _hex(link_trace, 32) if link_trace else trace_id
+            lid = _hex(link_span, 16)
+            if lid and ltid:
+                links.append(Link(SpanContext(ltid, lid, False, flags)))
         status_name = line.get("status")
         error_message = line.get("error_message")
         if status_name == "failed":

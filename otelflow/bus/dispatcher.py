@@ -97,7 +97,7 @@ class Dispatcher:
 
     def _run(self) -> None:
         bus = self.bus
-        bus._consumer_ident = threading.get_ident()
+        bus.claim_consumer()
         queue = bus.queue
         popleft = queue.popleft
         handle = self._handle

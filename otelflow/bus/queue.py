@@ -75,6 +75,25 @@ class EventBus:
             return True
         return self._drop(f"the bus is full ({self.maxsize} items)")
 
+    def claim_consumer(self) -> None:
+        """Mark the calling thread as the one dispatcher (it never waits on a full bus)."""
+        self._consumer_ident = threading.get_ident()
+
+    def put_call(self, item: Any) -> None:
+        """Enqueue a control item (a flush barrier) regardless of bound or close, and wake the dispatcher."""
+        self._append(item)
+        self.wake.set()
+
+    def discard_leftover(self) -> int:
+        """After close(): drop what raced in and can no longer be delivered; count and return it."""
+        if not self._closed or not self.queue:
+            return 0
+        with self._lock:
+            n = len(self.queue)
+            self.queue.clear()
+            self.dropped += n
+        return n
+
     def on_consumer_thread(self) -> bool:
         """True when called from the dispatcher thread itself."""
         return threading.get_ident() == self._consumer_ident

@@ -1,6 +1,7 @@
 """The ``otelflow`` command line: thin subcommands over :mod:`otelflow.analysis`.
 
-``otelflow report|compare|plot|replay|runs`` read run directories; ``otelflow demo``
+``otelflow report|compare|plot|replay|runs|logs`` read run directories, ``otelflow
+serve`` serves a run's live view; ``otelflow demo``
 forwards its arguments to :func:`otelflow.demo.main`. A failure prints one sentence on
 stderr and exits with status 2, without a traceback.
 """
@@ -187,6 +188,42 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from otelflow.analysis.logs import LogQuery, explain_empty, format_log, read_logs
+    from otelflow.analysis.reader import open_run
+
+    query = LogQuery(
+        task=args.task,
+        workflow=args.workflow,
+        level=args.level,
+        logger=args.logger,
+        grep=args.grep,
+        where=LogQuery.parse_where(args.where or ()),
+    )
+    run = open_run(args.run, runs_dir=args.runs_dir)
+    n = 0
+    for rec in read_logs(run, query):
+        n += 1
+        if args.json:
+            rec.pop("section", None)
+            sys.stdout.write(json.dumps(rec, default=str) + "\n")
+        else:
+            sys.stdout.write(format_log(rec) + "\n")
+    if n == 0:
+        why = explain_empty(run, query)
+        if why is not None:
+            raise CliError(why)
+        if not args.json:
+            print(f"No log records in run {run.run_id} match.", file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from otelflow.live.server import serve_path
+
+    return serve_path(args.run, runs_dir=args.runs_dir, host=args.host, port=args.port)
+
+
 def _cmd_demo(argv: Sequence[str]) -> int:
     try:
         from otelflow.demo import main as demo_main
@@ -256,6 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("runs", "List the runs in a runs directory, oldest first.", _cmd_runs)
     p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = add("logs", "Print a run's captured log records, from every process, in time order.", _cmd_logs)
+    p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
+    p.add_argument("--task", metavar="ID", help="only records of this task")
+    p.add_argument("--workflow", metavar="ID", help="only records inside this workflow (id or name)")
+    p.add_argument("--level", metavar="L", help="only records at this level or above (DEBUG … CRITICAL)")
+    p.add_argument("--logger", metavar="NAME", help="only records of this logger and its children")
+    p.add_argument("--grep", metavar="TEXT", help="only records whose message contains TEXT (any case)")
+    p.add_argument(
+        "--where", action="append", metavar="KEY=VALUE", help="a record or extra field equals VALUE (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON lines (for jq)")
+    p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+
+    p = add("serve", "Serve the live view of a run (a page and an SSE /events stream).", _cmd_serve)
+    p.add_argument("run", nargs="?", metavar="RUN_OR_RUNS_DIR", help=_RUN_HELP)
+    p.add_argument("--port", type=int, default=8765, metavar="N", help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
 
     sub.add_parser(
         "demo",

@@ -121,6 +121,7 @@ GROUPS: Final[tuple[str, ...]] = (
     "Metric export",
     "Run directory and pipeline",
     "Logs",
+    "Live view",
 )
 """Documentation headings, in order; every :attr:`EnvVar.group` is one of them."""
 
@@ -237,6 +238,22 @@ OTEL_METRICS_EXPORTER: Final = _declare(
     default_doc="`none`; `otlp` when an OTLP endpoint (generic or metrics) is set",
 )
 
+OTEL_LOGS_EXPORTER: Final = _declare(
+    "OTEL_LOGS_EXPORTER",
+    Rule(
+        "choices",
+        "a comma-separated list of otlp and console, or none",
+        choices=("otlp", "console", "none"),
+    ),
+    "Where captured log records go besides the run directory, as OTel log records with "
+    "trace and span ids (only when logs are captured: `OTELFLOW_CAPTURE_LOGGERS`, "
+    "`OTELFLOW_CAPTURE_LOGS` or `capture_logging()`). OTLP logs use the traces' protocol, "
+    "headers, compression and timeout.",
+    fields=("logs_exporters",),
+    group="Exporters",
+    default_doc="`none`; `otlp` when an OTLP endpoint (generic or logs) is set",
+)
+
 # --- OTLP exporter -----------------------------------------------------------------------
 
 OTEL_EXPORTER_OTLP_ENDPOINT: Final = _declare(
@@ -250,6 +267,14 @@ OTEL_EXPORTER_OTLP_ENDPOINT: Final = _declare(
 )
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = _declare_signal(OTEL_EXPORTER_OTLP_ENDPOINT, "traces")
 OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: Final = _declare_signal(OTEL_EXPORTER_OTLP_ENDPOINT, "metrics")
+OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: Final = _declare(
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    _URL,
+    "URL of the OTLP logs receiver, used as is (nothing appended).",
+    fields=("otlp_logs.endpoint", "logs_exporters"),
+    group="OTLP exporter",
+    default_doc="`OTEL_EXPORTER_OTLP_ENDPOINT`, with `/v1/logs` appended for http/protobuf",
+)
 OTEL_EXPORTER_OTLP_PROTOCOL: Final = _declare(
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     _PROTOCOL,
@@ -374,6 +399,18 @@ OTELFLOW_WAIT_SPANS: Final = _declare(
     fields=("wait_spans",),
     group="Trace shape",
     default="false",
+)
+
+OTELFLOW_TRACE_PER: Final = _declare(
+    "OTELFLOW_TRACE_PER",
+    Rule("choice", "session or workflow", choices=("session", "workflow")),
+    "`session`: the whole run is one trace. `workflow`: each `workflow_scope()` is a trace of "
+    "its own (its blocks and tasks in it), linked to the session span and linked from it, "
+    "so a viewer opens one workflow at a time. Use it from about 10 000 tasks per run: larger "
+    "traces are slow or paged in Jaeger, Tempo and Phoenix.",
+    fields=("trace_per",),
+    group="Trace shape",
+    default="session",
 )
 
 # --- Metric export -----------------------------------------------------------------------
@@ -513,6 +550,36 @@ OTELFLOW_LOG_LEVEL: Final = _declare(
     fields=("log_level",),
     group="Logs",
     default="INFO",
+)
+
+OTELFLOW_CAPTURE_LOGGERS: Final = _declare(
+    "OTELFLOW_CAPTURE_LOGGERS",
+    Rule("str", "comma-separated logger names (`root` for the root logger)", pattern=r"[\w.\-]+(\s*,\s*[\w.\-]+)*"),
+    "Capture these loggers' records into the run as wide events (every `extra` field "
+    "kept), like `otelflow.capture_logging(...)`. Their handlers and levels are not "
+    "changed; records below `OTELFLOW_LOG_LEVEL` are not captured.",
+    fields=("capture_loggers",),
+    group="Logs",
+    default_doc="(none)",
+)
+
+# --- Live view ---------------------------------------------------------------------------
+
+OTELFLOW_LIVE_PORT: Final = _declare(
+    "OTELFLOW_LIVE_PORT",
+    Rule("int", "a port number from 0 to 65535 (0 picks a free one)", low=0, high=65535),
+    "Serve the live view (a page and an SSE `/events` stream of the run) on this port.",
+    fields=("live_port",),
+    group="Live view",
+    default_doc="(off)",
+)
+OTELFLOW_LIVE_HOST: Final = _declare(
+    "OTELFLOW_LIVE_HOST",
+    Rule("str", "a host name or IP address", pattern=r"[A-Za-z0-9.\-:\[\]%]+"),
+    "Address the live view binds to; `0.0.0.0` (all interfaces) is logged as a warning.",
+    fields=("live_host",),
+    group="Live view",
+    default="127.0.0.1",
 )
 
 ENV_VARS: Final[Mapping[str, EnvVar]] = MappingProxyType(_declared)

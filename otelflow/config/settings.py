@@ -118,7 +118,15 @@ class Settings:
         set_global_providers: ``auto``, ``true`` or ``false``.
         capture_logs: Bridge ``logging`` records into the run.
         log_level: Lowest captured log level, as a ``logging`` number.
+        capture_loggers: Logger names captured into the run (``""`` is the root).
+        logs_exporters: Where captured log records go besides the run directory
+            (``otlp``, ``console``); empty for none.
+        otlp_logs: OTLP settings for log records (the traces' protocol, headers,
+            compression and timeout; its own endpoint).
+        live_port: Port of the live view, or None for none.
+        live_host: Address the live view binds to.
         wait_spans: Add a ``wait <task name>`` span next to each task span.
+        trace_per: ``session`` (one trace per run) or ``workflow`` (one per workflow).
     """
 
     enabled: bool
@@ -146,7 +154,13 @@ class Settings:
     set_global_providers: SetGlobalProviders
     capture_logs: bool
     log_level: int
+    capture_loggers: tuple[str, ...] = ()
+    logs_exporters: tuple[str, ...] = ()
+    otlp_logs: OtlpSettings | None = None
+    live_port: int | None = None
+    live_host: str = "127.0.0.1"
     wait_spans: bool = False
+    trace_per: str = "session"
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -163,7 +177,7 @@ class Settings:
 
 SECRET_FIELDS: Final[frozenset[str]] = frozenset(
     field for var in ENV_VARS.values() if var.secret for field in var.fields
-)
+) | {"otlp_logs.headers"}  # the traces' headers, reused for logs
 """Dotted :class:`Settings` fields whose values :meth:`Settings.redacted` hides."""
 
 
@@ -296,7 +310,16 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("set_global_providers", ev.OTELFLOW_SET_GLOBAL_PROVIDERS, "also True or False"),
         _same("capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         _same("log_level", ev.OTELFLOW_LOG_LEVEL, "a level name or `logging` number"),
+        _same("capture_loggers", ev.OTELFLOW_CAPTURE_LOGGERS, "a list of names or `a,b`"),
+        Argument("logs_exporter", ("logs_exporters",), (ev.OTEL_LOGS_EXPORTER,), "a str or a list"),
+        _same("logs_exporters", ev.OTEL_LOGS_EXPORTER, "same as `logs_exporter`"),
+        Argument(
+            "otlp_logs", ("otlp_logs",), (ev.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,), "an `OtlpSettings`, used as is"
+        ),
+        _same("live_port", ev.OTELFLOW_LIVE_PORT, "0 picks a free port"),
+        _same("live_host", ev.OTELFLOW_LIVE_HOST),
         _same("wait_spans", ev.OTELFLOW_WAIT_SPANS),
+        _same("trace_per", ev.OTELFLOW_TRACE_PER),
     )
 }
 """Every keyword :func:`load_settings` accepts, in documentation order."""
@@ -372,7 +395,7 @@ def _sig(generic: str, signal: Signal) -> str:
     return generic.replace("_OTLP_", f"_OTLP_{signal.upper()}_")
 
 
-def _append_signal_path(url: str, signal: Signal) -> str:
+def _append_signal_path(url: str, signal: str) -> str:
     parts = urlsplit(url)
     return parts._replace(path=f"{parts.path.rstrip('/')}/v1/{signal}").geturl()
 
@@ -580,5 +603,56 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         ),
         capture_logs=ld.value(parse_bool, "capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         log_level=ld.value(parse_log_level, "log_level", ev.OTELFLOW_LOG_LEVEL),
+        capture_loggers=_first(
+            ld.arg(_parse_names, "capture_loggers"), ld.env(_parse_names, ev.OTELFLOW_CAPTURE_LOGGERS), ()
+        ),
+        logs_exporters=_logs_exporters(ld),
+        otlp_logs=_otlp_logs(ld, otlp_traces),
+        live_port=_optional(ld.arg(parse_int, "live_port"), ld.env(parse_int, ev.OTELFLOW_LIVE_PORT)),
+        live_host=ld.value(parse_str, "live_host", ev.OTELFLOW_LIVE_HOST),
         wait_spans=ld.value(parse_bool, "wait_spans", ev.OTELFLOW_WAIT_SPANS),
+        trace_per=ld.value(parse_choice, "trace_per", ev.OTELFLOW_TRACE_PER),
     )
+
+
+def _optional(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _parse_names(value: object, src: Source, rule: Rule) -> tuple[str, ...]:
+    """Logger names: ``"a,b"`` or a list of strings; ``root`` (or ``""`` in a list) is the root."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            src.fail(value, "a list of logger names (strings)")
+        names = [v.strip() for v in value]
+    else:
+        names = [n.strip() for n in parse_str(value, src, rule).split(",")]
+    return tuple("" if n in ("root", "") else n for n in names)
+
+
+def _logs_exporters(ld: _Loader) -> tuple[str, ...]:
+    from_env = ld.env(parse_choices, ev.OTEL_LOGS_EXPORTER)
+    from_arg = ld.arg(parse_choices, "logs_exporter", "logs_exporters")
+    chosen = from_arg if from_arg is not None else from_env
+    if chosen is not None:
+        return chosen
+    given = "otlp_endpoint" in ld.args or any(
+        ENV_VARS[n].read(ld.environ) is not None
+        for n in (ev.OTEL_EXPORTER_OTLP_ENDPOINT, ev.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+    )
+    return ("otlp",) if given else ()
+
+
+def _otlp_logs(ld: _Loader, traces: OtlpSettings) -> OtlpSettings:
+    override = ld.arg(_parse_otlp_settings, "otlp_logs", rule=_OTLP_SETTINGS)
+    if override is not None:
+        return override
+    own = ld.env(parse_url, ev.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+    if own is not None and ld.arg(parse_url, "otlp_endpoint") is None:
+        endpoint = own
+    else:
+        generic = _first(ld.arg(parse_url, "otlp_endpoint"), ld.env(parse_url, ev.OTEL_EXPORTER_OTLP_ENDPOINT),
+                         _DEFAULT_OTLP_BASE[traces.protocol])
+        endpoint = _append_signal_path(generic, "logs") if traces.protocol == "http/protobuf" else generic
+    return OtlpSettings(endpoint, traces.protocol, traces.headers, traces.compression, traces.timeout_s,
+                        traces.insecure)

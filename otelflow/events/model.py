@@ -12,7 +12,7 @@ import itertools
 import os
 import random
 import time
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -270,13 +270,29 @@ class ResourceUpdate(Event, frozen=True, kw_only=True, tag=True):
 
 
 class LogRecord(Event, frozen=True, kw_only=True, tag=True):
-    """A Python ``logging`` record bridged into the run (``OTELFLOW_CAPTURE_LOGS``)."""
+    """A Python ``logging`` record captured into the run (see ``otelflow.capture_logging``).
+
+    ``message`` is the formatted message and ``template`` the format string. ``attributes``
+    holds the record's ``extra={...}`` fields and ``attribute_types`` each one's JSON type
+    (``string``, ``integer``, ``number``, ``boolean``, ``null``, ``array``, ``object``;
+    ``repr:<type>`` for a value that was stringified). ``trace_id``/``span_id`` are the
+    current span's (the task's inside a task, else the session's); ``task_id`` the task's.
+    """
 
     level: str = ""
     logger: str = ""
     message: str = ""
+    template: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
+    process: int | None = None
+    thread: str | None = None
+    code: str | None = None
+    attributes: dict[str, Any] | None = None
+    attribute_types: dict[str, str] | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    stacktrace: str | None = None
 
 
 LIFECYCLE_EVENTS: tuple[type[Event], ...] = (

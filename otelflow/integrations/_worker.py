@@ -37,6 +37,8 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from otelflow import _global
+from otelflow._task_context import enter_task, exit_task
+from otelflow.logs.capture import LogCapture, capture_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -96,12 +98,14 @@ class LocalCall:
         if span_ctx is not None:
             token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
         cpu0 = _thread_time()  # CPU of this worker thread only: the task runs in it
+        task_token = enter_task(tid)  # what the task logs names it
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
             trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
             raise
         finally:
+            exit_task(task_token)
             if token is not None:
                 _detach(token)
         trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
@@ -125,10 +129,13 @@ class WorkerConfig:
         set_global_providers: The parent's policy for the OTel global tracer provider.
         session: Start a worker session for user spans and events (``worker_telemetry=``).
         session_span_id: The parent's session span id (16 hex digits).
+        log_capture: The parent's log capture (``otelflow.logs.LogCapture``), applied in
+            the worker session (and undone when it stops); None captures nothing.
     """
 
     __slots__ = (
         "flush_interval",
+        "log_capture",
         "parent_pid",
         "run_id",
         "runs_dir",
@@ -152,6 +159,7 @@ class WorkerConfig:
         set_global_providers: str,
         session: bool,
         session_span_id: str | None = None,
+        log_capture: LogCapture | None = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.runs_dir = runs_dir
@@ -163,6 +171,7 @@ class WorkerConfig:
         self.set_global_providers = set_global_providers
         self.session = session
         self.session_span_id = session_span_id
+        self.log_capture = log_capture
 
     @classmethod
     def of(cls, tel: Telemetry, session: bool) -> WorkerConfig:
@@ -181,6 +190,7 @@ class WorkerConfig:
             set_global_providers=s.set_global_providers,
             session=session,
             session_span_id=f"{tel.session_span_id:016x}",
+            log_capture=capture_for(tel),
         )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -197,6 +207,7 @@ class WorkerConfig:
                 self.set_global_providers,
                 self.session,
                 self.session_span_id,
+                self.log_capture,
             ),
         )
 
@@ -335,7 +346,9 @@ def current_session(run_id: str) -> Telemetry | None:
     return None
 
 
-def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry | None:
+def worker_session(
+    cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None, export: bool = False
+) -> Telemetry | None:
     """Return this worker process's session for ``cfg``'s run, starting it if needed.
 
     Returns None when the parent writes no run directory, when telemetry the user started
@@ -361,7 +374,7 @@ def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None 
             _stop(sess)
             _session = None
         try:
-            sess = _start(cfg, forward)
+            sess = _start(cfg, forward, export)
         except Exception as exc:  # noqa: BLE001 - measure the task anyway
             _failed_runs.add(cfg.run_id)
             _log.warning(
@@ -376,7 +389,7 @@ def worker_session(cfg: WorkerConfig, forward: Callable[[bytes], object] | None 
         return sess
 
 
-def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) -> Telemetry:
+def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None, export: bool = False) -> Telemetry:
     from otelflow.session import Telemetry
 
     tel = Telemetry(
@@ -393,8 +406,10 @@ def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) 
         span_processors=[_activity],
         # The parent's exporters are not repeated here: worker lines reach the run
         # directory only (see docs/executors.md). environ={} keeps an inherited
-        # OTEL_TRACES_EXPORTER from starting exporters in every worker.
-        environ={},
+        # OTEL_TRACES_EXPORTER from starting exporters in every worker — unless the worker
+        # exports its own spans (export=True: this process's OTEL_* settings, traces only;
+        # its tasks are counted by the parent, so it exports no metrics).
+        environ={**os.environ, "OTEL_METRICS_EXPORTER": "none"} if export else {},
         # Join the parent's trace and session, so lines the worker writes (user spans,
         # events, logs) carry the parent's trace, session and session span ids.
         trace_id=cfg.trace_id,
@@ -403,6 +418,9 @@ def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None) 
         forward=forward,
     )
     tel.start()
+    if cfg.log_capture is not None:
+        # The parent's log capture, applied here; the session's stop() undoes it.
+        tel._log_handler = cfg.log_capture.apply(tel)
     _count_puts(tel)
     return tel
 
@@ -435,7 +453,7 @@ _activity = _Activity()
 def _count_puts(sess: Telemetry) -> None:
     put = sess.bus_put
     act = _activity
-    act.flushed = act.records  # a new session: nothing of it is unflushed yet
+    act.flushed = act.records + sess._logs_captured  # a new session: nothing of it is unflushed yet
 
     def counting_put(item: Any) -> bool:
         act.records += 1
@@ -462,7 +480,7 @@ def flush_if_used(sess: Telemetry) -> None:
     skipped when the task recorded nothing.
     """
     act = _activity
-    records = act.records
+    records = act.records + sess._logs_captured
     if records == act.flushed:
         return
     act.flushed = records

@@ -38,6 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
 from otelflow import _global
+from otelflow._task_context import enter_task, exit_task
 from otelflow.integrations.futures import UpstreamFailedError, _short
 from otelflow.tasks import TaskTracker, error_type_name
 
@@ -195,6 +196,7 @@ async def _run(
         span_ctx = trk.span_context(tid)  # type: ignore[arg-type]
         if span_ctx is not None:
             token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
+    task_token = enter_task(tid) if trk is not None else None
     try:
         result = await coro
     except asyncio.CancelledError:
@@ -208,6 +210,7 @@ async def _run(
             trk.failed(tid, exc)  # type: ignore[arg-type]
         raise
     finally:
+        exit_task(task_token)
         if token is not None:
             try:
                 otel_context.detach(token)

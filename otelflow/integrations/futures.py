@@ -112,9 +112,16 @@ def instrument(
             events made inside tasks reach the run directory (one file per worker, flushed
             after each task). False measures tasks only, which is cheaper.
 
+    An AsyncFlow ``WorkflowEngine`` is handed to
+    :func:`otelflow.integrations.asyncflow.instrument` (``backend`` is not used).
+
     Raises:
         TypeError: ``executor`` is not a ``concurrent.futures.Executor``.
     """
+    if _is_asyncflow(executor):
+        from otelflow.integrations import asyncflow
+
+        return asyncflow.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
     engine = _engine_integration(executor)
     if engine is not None:  # e.g. a Parsl DataFlowKernel: its own integration module
         return engine.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
@@ -142,6 +149,10 @@ def uninstrument(executor: E) -> E:
     futures are still handed to the executor. Uninstrumenting an executor that is not
     instrumented logs a warning and does nothing.
     """
+    if _is_asyncflow(executor):
+        from otelflow.integrations import asyncflow
+
+        return asyncflow.uninstrument(executor)  # type: ignore[no-any-return]
     engine = _engine_integration(executor)
     if engine is not None:
         return engine.uninstrument(executor)  # type: ignore[no-any-return]
@@ -168,7 +179,19 @@ def _engine_integration(obj: object) -> Any:
 
 def is_instrumented(executor: Executor) -> bool:
     """True if :func:`instrument` was applied to ``executor`` (and not undone)."""
+    if _is_asyncflow(executor):
+        from otelflow.integrations import asyncflow
+
+        return asyncflow.is_instrumented(executor)
+    engine = _engine_integration(executor)
+    if engine is not None:
+        return bool(engine.is_instrumented(executor))
     return _ATTR in getattr(executor, "__dict__", {})
+
+
+def _is_asyncflow(obj: object) -> bool:
+    """An AsyncFlow engine, told by its class's module: asyncflow is never imported to check."""
+    return type(obj).__module__.startswith("radical.asyncflow")
 
 
 def task_id_of(future: Future[Any]) -> str | None:

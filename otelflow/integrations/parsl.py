@@ -104,6 +104,7 @@ class _Instrumentation:
         self.errors = 0
         self._carriers: dict[tuple[str, toolkit.ScopeRef | None], bytes] = {}
         self._counters: dict[str, Any] = {}
+        self.log_capture: Any = None  # otelflow.capture_logging's handle, with capture_logs=True
 
     # -- DataFlowKernel hooks ----------------------------------------------------------------
 
@@ -461,8 +462,10 @@ def instrument(
         telemetry: Record on this telemetry instead of the process's current one.
         worker_telemetry: Let worker processes (HTEX) join the run, so spans and events made
             inside apps land in the run directory next to the task. False measures only.
-        capture_logs: Also capture Parsl's own ``parsl.*`` log records as log events (added
-            as one more handler: Parsl's log files stay as they are).
+        capture_logs: Also capture Parsl's own ``parsl.*`` log records (INFO and above) as
+            wide log events with their ``parsl.task`` / ``parsl.task_state`` … extras, through
+            ``otelflow.capture_logging("parsl")`` (one more handler: Parsl's log files stay
+            as they are).
 
     Raises:
         TypeError: ``dfk`` is not a Parsl ``DataFlowKernel``.
@@ -514,12 +517,8 @@ def uninstrument(dfk: DataFlowKernel) -> DataFlowKernel:
         d.pop(name, None)
     for executor in inst.executors.values():
         vars(executor).pop("submit", None)
-    handler = getattr(inst, "log_handler", None)
-    if handler is not None:
-        logging.getLogger("parsl").removeHandler(handler)
-    stop = getattr(getattr(inst, "log_capture", None), "stop", None)
-    if callable(stop):
-        stop()
+    if inst.log_capture is not None:
+        inst.log_capture.stop()
     return dfk
 
 
@@ -538,24 +537,9 @@ def task_id_of(app_future: Any) -> str | None:
 
 
 def _capture_parsl_logs(inst: _Instrumentation) -> None:
-    """Add a capturing handler to the ``parsl`` logger (never touches Parsl's own handlers).
+    """Capture the ``parsl`` loggers' records as wide log events (their ``parsl.*`` extras kept).
 
-    Hook for ``otelflow.capture_logging()`` (wide log events with the records' ``parsl.*``
-    extras) once it exists; until then the core log bridge records message and level.
+    ``otelflow.capture_logging`` adds one handler and never touches Parsl's own handlers,
+    levels or files; :func:`uninstrument` stops it.
     """
-    capture = getattr(otelflow, "capture_logging", None)
-    if callable(capture):  # otelflow.capture_logging(*loggers, level=, telemetry=) -> handle with stop()
-        inst.log_capture = capture("parsl", level="INFO", telemetry=inst.telemetry)  # type: ignore[attr-defined]
-        return
-    from otelflow.integrations.logging import LogBridgeHandler
-
-    tel = inst.telemetry if inst.telemetry is not None else otelflow.current_telemetry()
-    if tel is None:
-        _log.warning("otelflow: capture_logs=True needs running telemetry; Parsl's logs are not captured.")
-        return
-    handler = LogBridgeHandler(tel, logging.INFO)
-    logging.getLogger("parsl").addHandler(handler)
-    inst.log_handler = handler  # type: ignore[attr-defined]
-
-
-
+    inst.log_capture = otelflow.capture_logging("parsl", level="INFO", telemetry=inst.telemetry)

@@ -15,6 +15,10 @@ from typing import Any
 
 from otelflow.metrics import instruments
 
+_math_log = math.log
+_ceil = math.ceil
+_INV_LOG_GAMMA = 1.0 / math.log(1.02)
+
 
 class TaskCounts:
     """Per (task name, workflow name, backend) counts; a plain list for speed.
@@ -44,26 +48,39 @@ class HistogramAgg:
         """Add one observation (dispatcher thread). Series are capped at ``MAX_SERIES``;
         further attribute combinations fold into one ``_other`` series."""
         entry = self.data.get(key)
-        if entry is None and len(self.data) >= instruments.MAX_SERIES:
-            key = (instruments.OVERFLOW,) * len(self.keys)
-            entry = self.data.get(key)
         if entry is None:
-            # [bucket counts, count, sum, min, max]
-            entry = [[0] * (len(self.bounds) + 1), 0, 0.0, math.inf, -math.inf]
-            with self.lock:
-                self.data[key] = entry
-        with self.lock:
-            entry[0][bisect_left(self.bounds, value)] += 1
+            entry = self._new_series(key)
+        i = bisect_left(self.bounds, value)
+        with self.lock:  # one short critical section: readers snapshot under the same lock
+            entry[0][i] += 1
             entry[1] += 1
             entry[2] += value
-            entry[3] = min(entry[3], value)
-            entry[4] = max(entry[4], value)
+            if value < entry[3]:  # noqa: PLR1730 - a comparison is cheaper than min() here
+                entry[3] = value
+            if value > entry[4]:  # noqa: PLR1730
+                entry[4] = value
+
+    def _new_series(self, key: tuple[Any, ...]) -> list[Any]:
+        if len(self.data) >= instruments.MAX_SERIES:
+            key = (instruments.OVERFLOW,) * len(self.keys)
+            entry = self.data.get(key)
+            if entry is not None:
+                return entry
+        # [bucket counts, count, sum, min, max]
+        entry = [[0] * (len(self.bounds) + 1), 0, 0.0, math.inf, -math.inf]
+        with self.lock:
+            self.data[key] = entry
+        return entry
 
     def snapshot(self) -> list[tuple[dict[str, Any], list[int], int, float, float, float]]:
         """Return ``(attributes, bucket_counts, count, sum, min, max)`` per series."""
         with self.lock:
             items = [(k, list(e[0]), e[1], e[2], e[3], e[4]) for k, e in self.data.items()]
-        return [(dict(zip(self.keys, k, strict=True)), *rest) for k, *rest in items]
+        # None (a task outside any workflow, no backend) is no attribute value: leave it out,
+        # as the counters do; OTLP encoders before SDK 1.45 refuse it.
+        return [
+            ({a: v for a, v in zip(self.keys, k, strict=True) if v is not None}, *rest) for k, *rest in items
+        ]
 
 
 class Sketch:
@@ -74,7 +91,6 @@ class Sketch:
 
     __slots__ = ("buckets", "count", "max", "min", "sum", "zeros")
     _GAMMA = 1.02
-    _LOG_GAMMA = math.log(1.02)
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
@@ -87,12 +103,14 @@ class Sketch:
     def add(self, value: float) -> None:
         self.count += 1
         self.sum += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:  # noqa: PLR1730 - comparisons, not min()/max(): several per task
+            self.min = value
+        if value > self.max:  # noqa: PLR1730
+            self.max = value
         if value <= 1e-9:
             self.zeros += 1
             return
-        idx = math.ceil(math.log(value) / self._LOG_GAMMA)
+        idx = _ceil(_math_log(value) * _INV_LOG_GAMMA)
         b = self.buckets
         b[idx] = b.get(idx, 0) + 1
 

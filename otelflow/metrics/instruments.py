@@ -45,11 +45,6 @@ DEPENDENCY_WAIT = (
     "s",
     "Time from task creation until its last dependency was satisfied.",
 )
-SCHEDULING_WAIT = (
-    "otelflow.task.scheduling_wait",
-    "s",
-    "Dispatch wait + queue wait: from dependency resolution (else submission) until the task started.",
-)
 DISPATCH_WAIT = (
     "otelflow.task.dispatch_wait",
     "s",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -38,7 +38,6 @@ class MetricRecorder:
         self._overflow_warned = False
         self.duration = HistogramAgg(inst.DURATION_BUCKETS, (*_TASK_KEYS, inst.STATUS), start_ns)
         self.dependency_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
-        self.scheduling_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.dispatch_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.queue_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
         self.workflow_duration = HistogramAgg(
@@ -111,9 +110,9 @@ class MetricRecorder:
             if ready:
                 started = rec.started
                 hand = dispatched_at(ready, rec.submitted, rec.queued, started)
-                wait = max(0, started - ready) / 1e9
-                self.scheduling_wait.record(key, wait)
-                self.scheduling_wait_stats.add(wait)
+                # summary()["scheduling_wait_s"] only (compatibility): no histogram, the
+                # dispatch and queue wait histograms add up to it.
+                self.scheduling_wait_stats.add(max(0, started - ready) / 1e9)
                 wait = (hand - ready) / 1e9
                 self.dispatch_wait.record(key, wait)
                 self.dispatch_wait_stats.add(wait)
@@ -210,7 +209,7 @@ class MetricRecorder:
             description="Bytes received and sent on the host's network interfaces.",
         )  # fmt: skip
 
-    def _counter_cb(self, slot: int):
+    def _counter_cb(self, slot: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             with self._counts_lock:
                 items = list(self.counts.items())
@@ -237,7 +236,7 @@ class MetricRecorder:
     def _dropped_cb(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.dropped_fn() if self.dropped_fn else 0)]
 
-    def _resource_cb(self, scope: str, field: str):
+    def _resource_cb(self, scope: str, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         label = {"gpu": inst.GPU, "process": inst.PROCESS}.get(scope)
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -256,7 +255,7 @@ class MetricRecorder:
 
         return callback
 
-    def _io_cb(self, metric: str):
+    def _io_cb(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(v, {inst.NODE: node, inst.DIRECTION: direction})
@@ -271,7 +270,6 @@ class MetricRecorder:
         return [
             (inst.TASK_DURATION, self.duration),
             (inst.DEPENDENCY_WAIT, self.dependency_wait),
-            (inst.SCHEDULING_WAIT, self.scheduling_wait),
             (inst.DISPATCH_WAIT, self.dispatch_wait),
             (inst.QUEUE_WAIT, self.queue_wait),
             (inst.WORKFLOW_DURATION, self.workflow_duration),

@@ -200,6 +200,7 @@ class ExportHealth:
 
         sig = guard.signal.upper()
         if first:
+            signals = self._signals_at(guard)
             _warn_visibly(
                 "otelflow could not export %s to %s (OTLP %s): %s. Is an OpenTelemetry "
                 "Collector listening there? The workflow and the run directory are not "
@@ -207,15 +208,15 @@ class ExportHealth:
                 "retrying (it tries again every %g-%g s) and counts what it could not export "
                 "in summary()['dropped']['export_failures']. Point OTEL_EXPORTER_OTLP_ENDPOINT "
                 "(or OTEL_EXPORTER_OTLP_%s_ENDPOINT) at your collector, or set "
-                "OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none to export nothing. "
-                "This warning is shown once.",
-                self._signals_at(guard),
+                "%s to export nothing. This warning is shown once.",
+                signals,
                 guard.endpoint,
                 guard.protocol,
                 detail,
                 FIRST_COOLDOWN_S,
                 MAX_COOLDOWN_S,
                 sig,
+                " and ".join(f"OTEL_{name.upper()}_EXPORTER=none" for name in signals.split(" and ")),
             )
         else:
             _log.info("otelflow could not export %s to %s: %s", guard.signal, guard.endpoint, detail)

@@ -106,7 +106,12 @@ class ConsoleTreeProcessor(SpanProcessor):
             return
         attrs = dict(span.attributes or {})
         kind = _kind(span, attrs)
+        if kind == "wait":
+            return  # a task's wait band (OTELFLOW_WAIT_SPANS): its task row already counts it
         parent = span.parent.span_id if span.parent is not None else None
+        if parent is None and kind == "workflow" and span.links:
+            # A workflow with a trace of its own: drawn under the session span it links to.
+            parent = span.links[0].context.span_id
         ctx = span.context
         start = span.start_time or 0
         end = span.end_time or start
@@ -246,7 +251,8 @@ class ConsoleTreeProcessor(SpanProcessor):
 
 def _kind(span: ReadableSpan, attrs: dict[str, Any]) -> str:
     if "otelflow.task.id" in attrs:
-        return "task"
+        # A task span always has its status; its wait span (same task id) has none.
+        return "task" if "otelflow.task.status" in attrs else "wait"
     if span.parent is None and "otelflow.session.id" in attrs:
         return "session"
     name = span.name or ""

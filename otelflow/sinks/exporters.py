@@ -166,7 +166,7 @@ def _otlp_metric_exporter(cfg: OtlpSettings) -> Any:
     return HttpMetricExporter(**kwargs)
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without a password, for messages."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -175,7 +175,7 @@ def _safe_url(url: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
-def _address(cfg: OtlpSettings) -> tuple[str, int] | None:
+def collector_address(cfg: OtlpSettings) -> tuple[str, int] | None:
     """Host and port the exporter connects to (the default port as gRPC / HTTP pick it).
 
     None when a proxy from the environment (``https_proxy``, ``grpc_proxy``, ...) applies
@@ -200,11 +200,11 @@ def _guard(factory: Any, signal: str, cfg: OtlpSettings, health: ExportHealth) -
     return ExportGuard(
         factory,
         signal=signal,
-        endpoint=_safe_url(cfg.endpoint),
+        endpoint=safe_url(cfg.endpoint),
         protocol=cfg.protocol,
         flush_s=cfg.timeout_s,
         health=health,
-        address=_address(cfg),
+        address=collector_address(cfg),
     )
 
 

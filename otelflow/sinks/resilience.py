@@ -36,6 +36,7 @@ from the factory takes over for the next probe.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import re
 import socket
@@ -53,7 +54,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otelflow._otel_compat import SUPPRESS_INSTRUMENTATION_KEY
 from otelflow.sinks._export_logs import (
@@ -448,7 +449,7 @@ class GuardedSpanProcessor(SpanProcessor):
             n = min(self._batch_size, len(queue))
             batch = [queue.popleft() for _ in range(n)]
             self._inflight = n
-            ok = self.guard.run(lambda exporter, b=batch: exporter.export(b) == SpanExportResult.SUCCESS)
+            ok = self.guard.run(functools.partial(_export_batch, batch))
             self._inflight = 0
             if self._abandoned:  # counted by shutdown() already
                 return
@@ -585,3 +586,7 @@ __all__ = [
     "not_accepted",
     "uninstall_log_filter",
 ]
+
+
+def _export_batch(batch: list[ReadableSpan], exporter: SpanExporter) -> bool:
+    return bool(exporter.export(batch) == SpanExportResult.SUCCESS)

@@ -12,7 +12,14 @@ from __future__ import annotations
 import random
 from hashlib import blake2b
 
-__all__ = ["new_span_id", "new_trace_id", "parse_traceparent", "task_span_id", "traceparent"]
+__all__ = [
+    "new_span_id",
+    "new_trace_id",
+    "parse_traceparent",
+    "task_span_id",
+    "traceparent",
+    "workflow_trace_id",
+]
 
 
 def new_trace_id() -> int:
@@ -26,6 +33,17 @@ def new_span_id() -> int:
 def task_span_id(trace_id: int, task_id: str) -> int:
     """Return the span id of task ``task_id`` in the trace ``trace_id`` (never 0)."""
     digest = blake2b(task_id.encode(), digest_size=8, key=trace_id.to_bytes(16, "big")).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def workflow_trace_id(session_trace_id: int, workflow_id: str) -> int:
+    """The trace id of workflow ``workflow_id`` with a trace per workflow (never 0).
+
+    Derived like task span ids, so the submitting side, a worker and the dispatcher agree
+    with no shared table.
+    """
+    key = session_trace_id.to_bytes(16, "big")
+    digest = blake2b(b"workflow\x00" + workflow_id.encode(), digest_size=16, key=key).digest()
     return int.from_bytes(digest, "big") or 1
 
 

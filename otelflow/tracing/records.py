@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # Task states, in lifecycle order.
 CREATED, RESOLVED, SUBMITTED, QUEUED, STARTED = range(5)
 
@@ -23,6 +25,8 @@ class ScopeRec:
         "span_id",
         "start",
         "status",
+        "trace_hex",
+        "trace_id",
         "workflow_name",
     )
 
@@ -43,6 +47,9 @@ class ScopeRec:
         self.error_type: str | None = None
         self.workflow_name: str | None = None
         self.counts = [0, 0, 0]  # completed, failed, canceled tasks directly or below
+        # The trace it belongs to (the session's, or its workflow's with a trace per workflow).
+        self.trace_id: int = parent.trace_id if parent is not None else 0
+        self.trace_hex: str = parent.trace_hex if parent is not None else ""
 
 
 class TaskRec:
@@ -53,6 +60,7 @@ class TaskRec:
         "backend",
         "counts",
         "created",
+        "dep_traces",
         "dependents",
         "deps",
         "header",
@@ -62,6 +70,7 @@ class TaskRec:
         "parent_id",
         "pending",
         "queued",
+        "ready",
         "remote_ids",
         "resolved",
         "scope",
@@ -69,6 +78,34 @@ class TaskRec:
         "started",
         "state",
         "submitted",
+        "trace_id",
         "worker",
         "workflow",
     )
+
+    # Filled by the trace tree when the task is created (no __init__: one less call per task).
+    attributes: dict[str, Any] | None
+    backend: str | None
+    counts: list[int]
+    created: int
+    dep_traces: tuple[int, ...] | None
+    dependents: list[TaskRec] | None
+    deps: tuple[str, ...]
+    header: bytes
+    id: str
+    name: str
+    parent_hex: str
+    parent_id: int
+    pending: int
+    queued: int
+    ready: int  # the latest upstream end so far: TaskResolved's time
+    remote_ids: tuple[str | None, str | None] | None
+    resolved: int
+    scope: ScopeRec
+    span_id: int
+    started: int
+    state: int
+    submitted: int
+    trace_id: int
+    worker: str | None
+    workflow: ScopeRec | None

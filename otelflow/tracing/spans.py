@@ -119,7 +119,7 @@ class SpanEmitter:
         if self.jsonl is not None:
             self.jsonl.write_struct(
                 SpanLine(
-                    trace_id=self.trace_hex,
+                    trace_id=f"{rec.trace_id:032x}",
                     span_id=f"{span_id:016x}",
                     parent_span_id=rec.parent_hex,
                     name=name,
@@ -135,9 +135,19 @@ class SpanEmitter:
             refusing = self._refuse() if self._refusable else None
             if refusing is not None and len(refusing) == len(self.processors):
                 return
-            link = Link(SpanContext(self.trace_id, rec.span_id, False, self._span_ctx_flags))
+            link = Link(SpanContext(rec.trace_id, rec.span_id, False, self._span_ctx_flags))
             self._export(
-                name, span_id, rec.parent_id, start, stop, attrs, [], [link], Status(StatusCode.UNSET), refusing
+                name,
+                span_id,
+                rec.parent_id,
+                start,
+                stop,
+                attrs,
+                [],
+                [link],
+                Status(StatusCode.UNSET),
+                refusing,
+                trace_id=rec.trace_id,
             )
 
     def task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
@@ -203,7 +213,7 @@ class SpanEmitter:
         assert self.jsonl is not None
         self.jsonl.write_struct(
             SpanLine(
-                trace_id=self.trace_hex,
+                trace_id=rec.scope.trace_hex if rec.trace_id == rec.scope.trace_id else f"{rec.trace_id:032x}",
                 span_id=f"{rec.span_id:016x}",
                 parent_span_id=rec.parent_hex,
                 name=rec.name,
@@ -213,7 +223,7 @@ class SpanEmitter:
                 status=status,
                 attributes=attrs,
                 events=self.task_events(rec, end, status),
-                links=[f"{self.task_span_id(d):016x}" for d in rec.deps],
+                links=self._link_texts(rec),
                 error_message=ev.error_message if type(ev) is TaskFailed else None,
                 error_stacktrace=ev.stacktrace if type(ev) is TaskFailed else None,
             )
@@ -225,10 +235,12 @@ class SpanEmitter:
         refusing = self._refuse() if self._refusable else None
         if refusing is not None and len(refusing) == len(self.processors):
             return  # every processor refused (and counted) it: nothing to build
-        trace_id = self.trace_id
+        trace_id = rec.trace_id
         flags = self._span_ctx_flags
+        dep_traces = rec.dep_traces
         links = [
-            Link(SpanContext(trace_id, self.task_span_id(d), False, flags)) for d in rec.deps
+            Link(SpanContext(dep_traces[i] if dep_traces else trace_id, self.task_span_id(d), False, flags))
+            for i, d in enumerate(rec.deps)
         ]
         events = [SpanEvent(name, attributes=None, timestamp=t) for name, t in self.task_events(rec, end, status)]
         if type(ev) is TaskFailed:
@@ -250,7 +262,19 @@ class SpanEmitter:
             links,
             span_status,
             refusing,
+            trace_id=trace_id,
         )
+
+    def _link_texts(self, rec: TaskRec) -> list[str]:
+        """JSONL links of a task: ``<span id>``, or ``<trace id>:<span id>`` in another trace."""
+        dep_traces = rec.dep_traces
+        if not dep_traces:
+            return [f"{self.task_span_id(d):016x}" for d in rec.deps]
+        own = rec.trace_id
+        return [
+            f"{self.task_span_id(d):016x}" if t == own else f"{t:032x}:{self.task_span_id(d):016x}"
+            for d, t in zip(rec.deps, dep_traces, strict=True)
+        ]
 
     def _refuse(self) -> list[SpanProcessor] | None:
         """Have each processor that refuses spans right now count this one; return those.
@@ -289,14 +313,16 @@ class SpanEmitter:
         links: list[Link],
         status: Status,
         refusing: list[SpanProcessor] | None = None,
+        *,
+        trace_id: int,
     ) -> None:
         """Build the span and hand it to every processor but those in ``refusing``."""
         flags = self._span_ctx_flags
         span = ReadableSpan(
             name=name,
-            context=SpanContext(self.trace_id, span_id, False, flags),
+            context=SpanContext(trace_id, span_id, False, flags),
             parent=(
-                SpanContext(self.trace_id, parent_span_id, False, flags)
+                SpanContext(trace_id, parent_span_id, False, flags)
                 if parent_span_id
                 else None
             ),
@@ -318,19 +344,33 @@ class SpanEmitter:
             except Exception as exc:  # noqa: BLE001 - one processor must not stop the others
                 _log.warning("otelflow span processor %r failed: %s", proc, exc)
 
-    def scope_span(self, rec: ScopeRec, name: str, status: str, attrs: dict[str, Any]) -> None:
+    def scope_span(
+        self,
+        rec: ScopeRec,
+        name: str,
+        status: str,
+        attrs: dict[str, Any],
+        links: list[tuple[int, int]] | None = None,
+    ) -> None:
         """Write and export the span of a workflow, block or the session.
 
         Its status is ERROR when its body raised (described by the exception type) or when
         any of its tasks failed (``2 of 54 tasks failed``), so a trace list shows which runs
-        had failures.
+        had failures. A workflow with a trace of its own is that trace's root, linked to
+        the session span; ``links`` are (trace id, span id) pairs (the session's links to
+        the workflow traces).
         """
-        parent_id = rec.parent.span_id if rec.parent is not None else None
+        parent = rec.parent
+        parent_id = parent.span_id if parent is not None else None
+        pairs = list(links or ())
+        if parent is not None and parent.trace_id != rec.trace_id:
+            pairs.append((parent.trace_id, parent_id))  # type: ignore[arg-type]
+            parent_id = None
         failed_msg = tasks_failed_message(rec.counts)
         if self.jsonl is not None:
             self.jsonl.write_struct(
                 SpanLine(
-                    trace_id=self.trace_hex,
+                    trace_id=rec.trace_hex,
                     span_id=rec.span_hex,
                     parent_span_id=f"{parent_id:016x}" if parent_id else None,
                     name=name,
@@ -339,6 +379,7 @@ class SpanEmitter:
                     end_time=rec.end,
                     status=status,
                     attributes=attrs,
+                    links=[f"{t:032x}:{sid:016x}" if t != rec.trace_id else f"{sid:016x}" for t, sid in pairs],
                     error_message=failed_msg,
                 )
             )
@@ -353,7 +394,21 @@ class SpanEmitter:
                 span_status = Status(StatusCode.ERROR, failed_msg)
             else:
                 span_status = Status(StatusCode.UNSET)
-            self._export(name, rec.span_id, parent_id, rec.start, rec.end, attrs, [], [], span_status, refusing)
+            flags = self._span_ctx_flags
+            span_links = [Link(SpanContext(t, sid, False, flags)) for t, sid in pairs]
+            self._export(
+                name,
+                rec.span_id,
+                parent_id,
+                rec.start,
+                rec.end,
+                attrs,
+                [],
+                span_links,
+                span_status,
+                refusing,
+                trace_id=rec.trace_id,
+            )
 
 
 def task_span_start(rec: TaskRec, end: int) -> int:

@@ -40,6 +40,7 @@ from otelflow.events.model import (
     new_event_id,
     now_ns,
 )
+from otelflow.tracing.ids import workflow_trace_id
 from otelflow.tracing.records import CREATED, QUEUED, RESOLVED, STARTED, SUBMITTED, ScopeRec, TaskRec
 from otelflow.tracing.spans import SpanEmitter
 
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
     from otelflow.sinks.jsonl import JsonlWriter
 
 _log = logging.getLogger("otelflow")
+
+#: Most workflow traces the session span links to (with a trace per workflow).
+MAX_WORKFLOW_LINKS = 1000
 
 class TraceTree:
     """Builds the trace tree and metric aggregates from events (dispatcher thread)."""
@@ -71,7 +75,14 @@ class TraceTree:
         wait_spans: bool = False,
         session_name: str = "session",
         run_id: str | None = None,
+        trace_per_workflow: bool = False,
     ) -> None:
+        self.trace_per_workflow = trace_per_workflow
+        # With a trace per workflow: (trace id, span id) of each workflow span, for the
+        # session span's links (bounded; the rest are counted).
+        self.workflow_links: list[tuple[int, int]] = []
+        self.workflow_links_omitted = 0
+        self._done_trace: dict[str, int] = {}  # recently finished task -> its trace (per workflow)
         self.session_name = session_name
         self.run_id = run_id
         self.trace_id = trace_id
@@ -94,6 +105,8 @@ class TraceTree:
         self.tasks: dict[str, TaskRec] = {}
         self.scopes: dict[str, ScopeRec] = {}
         self.session = ScopeRec("session", session_id, "session", session_span_id, None, now_ns())
+        self.session.trace_id = trace_id
+        self.session.trace_hex = self.trace_hex
         self.derived: list[Event] = []
         # Recently finished task ids, so late events for them are recognised (bounded).
         # Their final status, so a task created after its upstream failed is never resolved.
@@ -151,11 +164,18 @@ class TraceTree:
         rec.scope = scope
         rec.parent_id = scope.span_id
         rec.parent_hex = scope.span_hex
+        rec.trace_id = scope.trace_id
+        trace_hex = scope.trace_hex
+        if self.trace_per_workflow and scope is self.session and ev.workflow_id:
+            # A task of a workflow entered in another process: its workflow's trace.
+            rec.trace_id = workflow_trace_id(self.trace_id, ev.workflow_id)
+            trace_hex = f"{rec.trace_id:032x}"
+        rec.dep_traces = None
         # Scope ids from another process (a task inside a pool task): kept for attributes.
         rec.remote_ids = (
             (ev.workflow_id, ev.block_id) if scope is self.session and (ev.workflow_id or ev.block_id) else None
         )
-        wf = scope
+        wf: ScopeRec | None = scope
         while wf is not None and wf.kind == "block":
             wf = wf.parent
         rec.workflow = wf if wf is not None and wf.kind == "workflow" else None
@@ -167,10 +187,11 @@ class TraceTree:
         rec.deps = ()
         rec.dependents = None
         rec.pending = 0
+        rec.ready = 0  # the latest end of the upstream tasks that completed so far
         rec.worker = None
         wf_name = rec.workflow.name if rec.workflow is not None else None
         rec.counts = self.recorder.task_counts(rec.name, wf_name, backend)
-        rec.header = (self._header_prefix + f'{sid:016x}"').encode()
+        rec.header = (_prefix(trace_hex) + f'{sid:016x}"').encode()
         self.tasks[tid] = rec
         return rec
 
@@ -195,7 +216,7 @@ class TraceTree:
                     "ids must be unique within a session (the second is ignored).",
                     tid,
                 )
-            return self.tasks[tid].header  # type: ignore[index]
+            return self.tasks[tid].header
         rec = self._new_task(ev, ev.backend, ev.attributes)
         rec.counts[0] += 1
         if ev.parent_span_id:
@@ -221,6 +242,13 @@ class TraceTree:
                     pending = -1  # an upstream already failed or was canceled: never resolved
                     break
             rec.pending = pending
+            if self.trace_per_workflow:
+                # Links to upstream tasks in another workflow's trace need that trace id.
+                own = rec.trace_id
+                done = self._done_trace
+                traces = tuple(t.trace_id if (t := tasks.get(d)) is not None else done.get(d, own) for d in deps)
+                if any(t != own for t in traces):
+                    rec.dep_traces = traces
         if rec.pending == 0:
             self._derive_resolved(rec, ev.event_time)
         return rec.header
@@ -314,8 +342,11 @@ class TraceTree:
         del self.tasks[tid]
         done = self._recent_done
         done[tid] = status
+        if self.trace_per_workflow:
+            self._done_trace[tid] = rec.trace_id
         if len(done) > 16384:
-            done.popitem(last=False)  # O(1); a plain dict used as a FIFO degrades to O(n)
+            old, _ = done.popitem(last=False)  # O(1); a plain dict used as a FIFO degrades to O(n)
+            self._done_trace.pop(old, None)
         self.recorder.task_finished(rec, end, status, ev)
         self.spans.task_span(rec, end, status, ev)
         # Downstream tasks waiting on this one. Only a completed upstream counts towards
@@ -330,8 +361,11 @@ class TraceTree:
                         down.pending = -1
                         continue
                     down.pending -= 1
+                    # Upstreams measured in different workers can be recorded out of end
+                    # order: Resolved is the latest end, not the end recorded last.
+                    down.ready = max(down.ready, end)
                     if down.pending == 0 and not down.resolved and down.id in self.tasks:
-                        self._derive_resolved(down, end)
+                        self._derive_resolved(down, down.ready)
         # The enclosing scope may be waiting for this task before it ends.
         scope = rec.scope
         idx = 0 if status == "completed" else 1 if status == "failed" else 2 if status == "canceled" else -1
@@ -356,7 +390,7 @@ class TraceTree:
         return self._session_header
 
     def _scope_started(self, ev: WorkflowStarted | BlockStarted) -> bytes:
-        if type(ev) is WorkflowStarted:
+        if isinstance(ev, WorkflowStarted):
             kind, sid, name = "workflow", ev.workflow_id or "", ev.workflow_name
             parent_id = None
         else:
@@ -371,12 +405,19 @@ class TraceTree:
         if not span_id:
             span_id = self.task_span_id(sid)
         rec = ScopeRec(kind, sid, name, span_id, parent, ev.event_time)
+        if kind == "workflow" and self.trace_per_workflow:
+            rec.trace_id = workflow_trace_id(self.trace_id, sid)
+            rec.trace_hex = f"{rec.trace_id:032x}"
+            if len(self.workflow_links) < MAX_WORKFLOW_LINKS:
+                self.workflow_links.append((rec.trace_id, span_id))
+            else:
+                self.workflow_links_omitted += 1
         if kind == "workflow":
             rec.workflow_name = name
             self.recorder.workflow_started(rec)
         parent.open += 1
         self.scopes[sid] = rec
-        return (self._header_prefix + rec.span_hex + '"').encode()
+        return (_prefix(rec.trace_hex) + rec.span_hex + '"').encode()
 
     def _scope_ended(self, ev: WorkflowEnded | BlockEnded) -> bytes:
         sid = ev.block_id if type(ev) is BlockEnded else ev.workflow_id
@@ -388,7 +429,7 @@ class TraceTree:
         rec.status = ev.status
         rec.error_type = ev.error_type
         rec.end = max(rec.end, ev.event_time)
-        header = (self._header_prefix + rec.span_hex + '"').encode()
+        header = (_prefix(rec.trace_hex) + rec.span_hex + '"').encode()
         if rec.open <= 0:
             self._close_scope(rec)
         return header
@@ -432,7 +473,7 @@ class TraceTree:
                 return rec.header
         scope = self.scopes.get(ev.block_id or ev.workflow_id or "")
         if scope is not None:
-            return (self._header_prefix + scope.span_hex + '"').encode()
+            return (_prefix(scope.trace_hex) + scope.span_hex + '"').encode()
         return self._session_header
 
     # -- stop --------------------------------------------------------------------------------
@@ -446,10 +487,10 @@ class TraceTree:
         for rec in open_tasks:
             self._finish_task(rec, max(end, rec.created), "incomplete", None)
         # Close innermost scopes first so parents see their children end.
-        for rec in sorted(self.scopes.values(), key=_depth, reverse=True):
-            if rec.id in self.scopes:
-                rec.end = max(rec.end, end) if not rec.exited else rec.end
-                self._close_scope(rec, incomplete=not rec.exited)
+        for scope in sorted(self.scopes.values(), key=_depth, reverse=True):
+            if scope.id in self.scopes:
+                scope.end = max(scope.end, end) if not scope.exited else scope.end
+                self._close_scope(scope, incomplete=not scope.exited)
         if not session_span:
             return len(open_tasks)
         session = self.session
@@ -461,8 +502,15 @@ class TraceTree:
         attrs["otelflow.tasks.completed"] = session.counts[0]
         attrs["otelflow.tasks.failed"] = session.counts[1]
         attrs["otelflow.tasks.canceled"] = session.counts[2]
-        self.spans.scope_span(session, self.session_name, "completed", attrs)
+        if self.workflow_links_omitted:
+            attrs["otelflow.workflows.unlinked"] = self.workflow_links_omitted
+        self.spans.scope_span(session, self.session_name, "completed", attrs, links=self.workflow_links)
         return len(open_tasks)
+
+
+def _prefix(trace_hex: str) -> str:
+    """Start of a JSONL event line's header in trace ``trace_hex``."""
+    return f'{{"section":"event","trace_id":"{trace_hex}","span_id":"'
 
 
 def _depth(rec: ScopeRec) -> int:

@@ -1,10 +1,10 @@
 """Real OTLP receivers on loopback, for tests that check what otelflow sends over the wire.
 
-* :class:`GrpcReceiver`: a gRPC server (grpcio) with the OTLP ``TraceService`` and
-  ``MetricsService`` from opentelemetry-proto, on ``127.0.0.1`` and an ephemeral port.
-* :class:`HttpReceiver`: an ``http.server`` that decodes OTLP/HTTP protobuf
-  ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest`` posted to ``/v1/traces``
-  and ``/v1/metrics``, gzip- and deflate-aware.
+* :class:`GrpcReceiver`: a gRPC server (grpcio) with the OTLP ``TraceService``,
+  ``MetricsService`` and ``LogsService`` from opentelemetry-proto, on ``127.0.0.1`` and an
+  ephemeral port.
+* :class:`HttpReceiver`: an ``http.server`` that decodes OTLP/HTTP protobuf export requests
+  posted to ``/v1/traces``, ``/v1/metrics`` and ``/v1/logs``, gzip- and deflate-aware.
 * :class:`RotelCollector`: the Rotel OpenTelemetry collector (a Rust binary shipped in the
   PyPI wheel ``rotel``) run in the foreground on loopback and stopped by PID, forwarding
   to one of the receivers above.
@@ -93,11 +93,25 @@ class Metric:
     resource: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class LogRecord:
+    """One received log record, decoded."""
+
+    trace_id: str
+    span_id: str
+    severity_text: str
+    severity_number: int
+    body: Any
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    time: int
+
+
 @dataclass
 class Request:
     """One export request as it arrived."""
 
-    signal: str  # traces | metrics
+    signal: str  # traces | metrics | logs
     headers: dict[str, str]
     encoding: str  # Content-Encoding (HTTP) or "" (gRPC: decompressed by grpcio)
     message: Any
@@ -112,7 +126,7 @@ class _Store:
 class _Receiver:
     """What both receivers share: the recorded requests and ways to look at them."""
 
-    def __init__(self, delay_s: float = 0.0, signals: tuple[str, ...] = ("traces", "metrics")) -> None:
+    def __init__(self, delay_s: float = 0.0, signals: tuple[str, ...] = ("traces", "metrics", "logs")) -> None:
         self.delay_s = delay_s
         self.signals = signals
         self._store = _Store()
@@ -173,6 +187,28 @@ class _Receiver:
                         out.append(Metric(m.name, m.unit, kind, points, res))
         return out
 
+    def logs(self) -> list[LogRecord]:
+        """Every log record received so far, in arrival order."""
+        out = []
+        for req in self.requests("logs"):
+            for rl in req.message.resource_logs:
+                res = attributes(rl.resource.attributes)
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        out.append(
+                            LogRecord(
+                                trace_id=rec.trace_id.hex(),
+                                span_id=rec.span_id.hex(),
+                                severity_text=rec.severity_text,
+                                severity_number=rec.severity_number,
+                                body=any_value(rec.body),
+                                attributes=attributes(rec.attributes),
+                                resource=res,
+                                time=rec.time_unix_nano,
+                            )
+                        )
+        return out
+
     def metric_names(self) -> set[str]:
         """Names of the metrics received so far."""
         return {m.name for m in self.metrics()}
@@ -212,7 +248,9 @@ class GrpcReceiver(_Receiver):
         port: Port to bind; 0 picks a free one.
     """
 
-    def __init__(self, delay_s: float = 0.0, port: int = 0, signals: tuple[str, ...] = ("traces", "metrics")) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, port: int = 0, signals: tuple[str, ...] = ("traces", "metrics", "logs")
+    ) -> None:
         super().__init__(delay_s, signals)
         self.port = port
         self._server: Any = None
@@ -244,11 +282,21 @@ class GrpcReceiver(_Receiver):
                 receiver._record("metrics", meta(context), "", request)
                 return mpb.ExportMetricsServiceResponse()
 
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as lpb
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as lgrpc
+
+        class Logs(lgrpc.LogsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._record("logs", meta(context), "", request)
+                return lpb.ExportLogsServiceResponse()
+
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc-recv"))
         if "traces" in self.signals:
             tgrpc.add_TraceServiceServicer_to_server(Traces(), server)
         if "metrics" in self.signals:  # else grpcio answers UNIMPLEMENTED
             mgrpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        if "logs" in self.signals:
+            lgrpc.add_LogsServiceServicer_to_server(Logs(), server)
         self.port = server.add_insecure_port(f"{LOOPBACK}:{self.port}")
         if not self.port:
             raise RuntimeError("the gRPC receiver could not bind a loopback port")
@@ -280,7 +328,7 @@ class HttpReceiver(_Receiver):
         self,
         delay_s: float = 0.0,
         port: int = 0,
-        signals: tuple[str, ...] = ("traces", "metrics"),
+        signals: tuple[str, ...] = ("traces", "metrics", "logs"),
         missing_status: int = 404,
     ) -> None:
         super().__init__(delay_s, signals)
@@ -304,6 +352,7 @@ class HttpReceiver(_Receiver):
         return f"{self.endpoint}/v1/metrics"
 
     def start(self) -> HttpReceiver:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as lpb
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as mpb
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
 
@@ -313,6 +362,7 @@ class HttpReceiver(_Receiver):
             for path, route in (
                 ("/v1/traces", ("traces", tpb.ExportTraceServiceRequest, tpb.ExportTraceServiceResponse)),
                 ("/v1/metrics", ("metrics", mpb.ExportMetricsServiceRequest, mpb.ExportMetricsServiceResponse)),
+                ("/v1/logs", ("logs", lpb.ExportLogsServiceRequest, lpb.ExportLogsServiceResponse)),
             )
             if route[0] in self.signals
         }

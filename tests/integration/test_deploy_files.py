@@ -66,7 +66,6 @@ METRICS: dict[str, frozenset[str]] = {
 HISTOGRAMS: dict[str, frozenset[str]] = {
     "otelflow_task_duration_seconds": _TASK | {"status"},
     "otelflow_task_dependency_wait_seconds": _TASK,
-    "otelflow_task_scheduling_wait_seconds": _TASK,
     "otelflow_task_dispatch_wait_seconds": _TASK,
     "otelflow_task_queue_wait_seconds": _TASK,
     "otelflow_workflow_duration_seconds": frozenset({"workflow_name", "status"}),

@@ -98,7 +98,9 @@ def test_traces_and_metrics_arrive_with_the_four_level_tree(tmp_path, receiver):
     assert duration.kind == "histogram" and duration.unit == "s"
     assert sum(p.count for p in duration.points) == 21
     assert {p.attributes[0].key for p in duration.points} >= {"task.name"}
-    assert metrics["otelflow.task.scheduling_wait"].kind == "histogram"
+    assert metrics["otelflow.task.dispatch_wait"].kind == "histogram"
+    assert metrics["otelflow.task.queue_wait"].kind == "histogram"
+    assert "otelflow.task.scheduling_wait" not in metrics  # replaced by dispatch + queue wait
     assert summary["dropped"]["export_failures"] == 0
 
 

@@ -321,6 +321,9 @@ def test_parsl_log_file_unchanged_by_otelflow(kind: str, tmp_path: Path, monkeyp
     ]
     states = [r for r in logs if r.get("logger") == "parsl.dataflow.dflow" and "changing state" in r.get("message", "")]
     assert len(states) >= sum(len(v) for v in s_inst.values()) - len(s_inst)
+    # Wide events: each carries Parsl's own structured extras.
+    assert all({"parsl.task", "parsl.task_state"} <= set(r.get("attributes") or {}) for r in states)
+    assert {r["attributes"]["parsl.task_state"] for r in states} >= {"launched", "exec_done"}
 
 
 def test_importing_otelflow_imports_neither_parsl_nor_academy() -> None:

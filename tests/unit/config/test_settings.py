@@ -101,12 +101,18 @@ VALID: list[tuple[str, str, dict[str, str], str, object]] = [
     ("OTELFLOW_FLUSH_INTERVAL", "60", {}, "flush_interval", 60.0),
     ("OTELFLOW_JSONL", "no", {}, "jsonl", False),
     ("OTELFLOW_WAIT_SPANS", "yes", {}, "wait_spans", True),
+    ("OTELFLOW_TRACE_PER", "Workflow", {}, "trace_per", "workflow"),
     ("OTELFLOW_CONSOLE", "YES", {}, "console", True),
     ("OTELFLOW_QUEUE_SIZE", "1024", {}, "queue_size", 1024),
     ("OTELFLOW_QUEUE_FULL", "drop", {}, "queue_full", "drop"),
     ("OTELFLOW_SET_GLOBAL_PROVIDERS", "false", {}, "set_global_providers", "false"),
     ("OTELFLOW_CAPTURE_LOGS", "1", {}, "capture_logs", True),
     ("OTELFLOW_LOG_LEVEL", "debug", {}, "log_level", logging.DEBUG),
+    ("OTELFLOW_CAPTURE_LOGGERS", "myapp, parsl,root", {}, "capture_loggers", ("myapp", "parsl", "")),
+    ("OTEL_LOGS_EXPORTER", "console", {}, "logs_exporters", ("console",)),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://c:4318/l", {}, "otlp_logs.endpoint", "http://c:4318/l"),
+    ("OTELFLOW_LIVE_PORT", "8765", {}, "live_port", 8765),
+    ("OTELFLOW_LIVE_HOST", "0.0.0.0", {}, "live_host", "0.0.0.0"),
 ]
 
 
@@ -166,6 +172,7 @@ INVALID: list[tuple[str, str, dict[str, str]]] = [
     ("OTELFLOW_FLUSH_INTERVAL", "nan", {}),
     ("OTELFLOW_JSONL", "yep", {}),
     ("OTELFLOW_WAIT_SPANS", "sometimes", {}),
+    ("OTELFLOW_TRACE_PER", "task", {}),
     ("OTELFLOW_CONSOLE", "2", {}),
     ("OTELFLOW_QUEUE_SIZE", "1023", {}),
     ("OTELFLOW_QUEUE_SIZE", "1.5e4", {}),
@@ -173,6 +180,11 @@ INVALID: list[tuple[str, str, dict[str, str]]] = [
     ("OTELFLOW_SET_GLOBAL_PROVIDERS", "sometimes", {}),
     ("OTELFLOW_CAPTURE_LOGS", "enable", {}),
     ("OTELFLOW_LOG_LEVEL", "TRACE", {}),
+    ("OTELFLOW_CAPTURE_LOGGERS", "my app", {}),
+    ("OTEL_LOGS_EXPORTER", "loki", {}),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "col:4318", {}),
+    ("OTELFLOW_LIVE_PORT", "65536", {}),
+    ("OTELFLOW_LIVE_HOST", "http://host", {}),
 ]
 # any non-empty text is accepted; OTEL_SDK_DISABLED: only "true" disables (OTel spec)
 NO_INVALID_VALUE = {"OTEL_SERVICE_NAME", "OTELFLOW_RUNS_DIR", "OTEL_SDK_DISABLED"}

@@ -48,8 +48,25 @@ def test_counters_gauges_and_histograms_reach_a_reader(capture):
     assert by_status["completed"].count == 3
     assert abs(by_status["completed"].sum - 1.5) < 1e-6  # 3 × 0.5 s
     assert list(by_status["completed"].explicit_bounds) == list(inst.DURATION_BUCKETS)
-    sched = m["otelflow.task.scheduling_wait"].data.data_points[0]
-    assert sched.count == 4 and abs(sched.sum - 1.2) < 1e-6  # 4 × 0.3 s: resolved at creation
+    # Resolved at creation, submitted 0.1 s later, started 0.2 s after that: 0.1 s dispatch
+    # and 0.2 s queue wait each; together the old scheduling wait (no longer a metric).
+    dispatch = m["otelflow.task.dispatch_wait"].data.data_points[0]
+    queue = m["otelflow.task.queue_wait"].data.data_points[0]
+    assert dispatch.count == queue.count == 4
+    assert abs(dispatch.sum - 0.4) < 1e-6 and abs(queue.sum - 0.8) < 1e-6
+    assert "otelflow.task.scheduling_wait" not in m
+
+
+def test_a_task_outside_any_workflow_has_no_workflow_attribute(capture):
+    # None is no attribute value: OTLP encoders before SDK 1.45 fail the whole export on it.
+    trk = otelflow.tracker()
+    tid = trk.created(None, "loose")
+    trk.started(tid)
+    trk.completed(tid)
+    capture.telemetry.flush()
+    for metric in _metrics(capture.metric_reader).values():
+        for p in metric.data.data_points:
+            assert None not in dict(p.attributes).values(), (metric.name, dict(p.attributes))
 
 
 def test_no_metric_attribute_holds_a_task_id(capture):

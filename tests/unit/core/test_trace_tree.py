@@ -154,6 +154,22 @@ def test_dependencies_become_links_and_resolved_follows_last_upstream(capture):
     assert down.attributes["otelflow.task.depends_on"] == ("a", "b")
 
 
+def test_resolved_is_the_latest_upstream_end_even_when_recorded_out_of_order(capture):
+    # Upstreams measured in two worker processes: the one that ended last is recorded first.
+    trk = otelflow.tracker()
+    b = trk.created("b", "up")
+    c = trk.created("c", "up")
+    d = trk.created("d", "down", depends_on=[b, c])
+    t0 = now_ns()
+    for t in (b, c):
+        trk.started(t, t0)
+    trk.completed(b, t0 + 200_000_000)
+    trk.completed(c, t0 + 100_000_000)
+    capture.telemetry.stop()
+    resolved = [e for e in capture.lines("event") if e["type"] == "TaskResolved" and e["task_id"] == d]
+    assert [e["event_time"] for e in resolved] == [t0 + 200_000_000]
+
+
 def test_scope_span_waits_for_tasks_that_outlive_it(capture):
     trk = otelflow.tracker()
     with otelflow.workflow_scope("short"):

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 import otelflow
 from otelflow.analysis import open_run
+from otelflow.analysis.compare import compare_runs, format_comparison
 from otelflow.analysis.critical_path import critical_path
-from otelflow.analysis.report import build_report
+from otelflow.analysis.report import build_report, format_report
 from otelflow.events.model import now_ns
 from otelflow.events.waits import dispatched_at
 from otelflow.integrations import UpstreamFailedError, instrument, task_id_of, uninstrument
@@ -158,6 +159,13 @@ def test_waits_split_into_dependency_dispatch_queue_in_every_view(capture):
     assert report["queue_wait_s"]["total"] == 3.0
     wf = next(iter(report["workflows"].values()))
     assert (wf["dependency_wait_s"], wf["dispatch_wait_s"], wf["queue_wait_s"]) == (1.0, 2.0, 3.0)
+    cmp = compare_runs(report, report)
+    assert cmp["timings"]["dispatch_wait_s"]["total"]["a"] == 2.0
+    assert cmp["timings"]["queue_wait_s"]["total"]["b"] == 3.0
+    assert cmp["by_task_name"]["down"]["queue_wait_mean_s"]["a"] == 3.0
+    text = format_comparison(cmp)
+    assert "dispatch wait total" in text and "queue wait total" in text
+    assert "dispatch wait" in format_report(report) and "queue wait" in format_report(report)
     path = critical_path(run)
     assert path is not None
     last = path.steps[-1]
