@@ -83,14 +83,16 @@ class OtelflowLogConfig(LogConfig):
     Make it in the process where telemetry runs, and pass it to ``Manager(...,
     log_config=...)`` (or ``Manager.launch(..., log_config=...)``; combine it with your own
     config through Academy's ``MultiLogging``). It changes no handler of yours and no log
-    file: what it adds (a filter on Academy's loggers, and in agent processes a log bridge
-    handler on the root logger) it removes when Academy uninitializes it.
+    file: what it adds (a filter on Academy's loggers, and in agent processes
+    ``otelflow.capture_logging()``'s handler on the root logger) it removes when Academy
+    uninitializes it.
 
     Args:
         telemetry: The session to record on; by default the current one. Without running
             telemetry the config does nothing.
         capture_logs: In agent processes, also capture log records (level ``level`` and
-            above) into the run, each carrying the running action's trace and span ids.
+            above) into the run as wide log events (``otelflow.capture_logging``), each
+            carrying the running action's trace and span ids.
         level: Lowest level captured by ``capture_logs``.
     """
 
@@ -146,17 +148,14 @@ class _Visitor:
         assert carrier is not None
         self.carrier = carrier
         collector = config._collector
-        self.bridge: logging.Handler | None = None
+        self.capture: Any = None  # otelflow.capture_logging's handle, in agent processes
         if collector is not None:  # the submitting process: record directly
             self.sink: Any = collector.put
             self.sender: _Sender | None = None
         else:
             tel = toolkit.join_run(carrier)
-            if tel is not None and config.capture_logs:
-                from otelflow.integrations.logging import LogBridgeHandler
-
-                self.bridge = LogBridgeHandler(tel, config.level)
-                logging.getLogger().addHandler(self.bridge)
+            if tel is not None and config.capture_logs:  # wide log events, on the root logger
+                self.capture = otelflow.capture_logging(level=config.level, telemetry=tel)
             self.sender = _Sender(config.address) if config.address is not None else None
             self.sink = self.sender.put if self.sender is not None else _noop_put
         self.running: dict[str, Any] = {}  # tag -> entered task_context, while the action runs
@@ -173,8 +172,8 @@ class _Visitor:
             lg.removeFilter(tap)
             lg.setLevel(level)
         self.taps = []
-        if self.bridge is not None:
-            logging.getLogger().removeHandler(self.bridge)
+        if self.capture is not None:
+            self.capture.stop()
         if self.sender is not None:
             self.sender.close()
         with contextlib.suppress(Exception):
