@@ -25,7 +25,7 @@ from otelflow.errors import ConfigError, EventError, OtelflowError
 if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
     from otelflow.events import Event, define_event, make_event
-    from otelflow.integrations.futures import instrument
+    from otelflow.integrations.futures import instrument, uninstrument
     from otelflow.logs import capture_logging
     from otelflow.run_summary import Summary
     from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
@@ -40,6 +40,7 @@ _LAZY = {
     "make_event": "otelflow.events",
     "instrument": "otelflow.integrations.futures",
     "capture_logging": "otelflow.logs",
+    "uninstrument": "otelflow.integrations.futures",
     "ScopeRef": "otelflow.scope",
     "adopt_scope": "otelflow.scope",
     "block": "otelflow.scope",
@@ -78,6 +79,7 @@ __all__ = [
     "summary",
     "task",
     "tracker",
+    "uninstrument",
     "unsubscribe",
     "workflow_scope",
 ]

@@ -222,10 +222,20 @@ class TaskTracker:
         *,
         cpu_time_s: float | None = None,
         peak_rss_bytes: int | None = None,
+        attributes: dict[str, str | int | float | bool] | None = None,
     ) -> None:
-        """Record that the task finished successfully."""
+        """Record that the task finished successfully.
+
+        ``attributes`` are span attributes known only now (e.g. the result came from a
+        cache); they add to those given to :meth:`created`.
+        """
         self._step(
-            TaskCompleted, task_id, event_time, cpu_time_s=cpu_time_s, peak_rss_bytes=peak_rss_bytes
+            TaskCompleted,
+            task_id,
+            event_time,
+            cpu_time_s=cpu_time_s,
+            peak_rss_bytes=peak_rss_bytes,
+            attributes=attributes,
         )
         self._ctx.pop(task_id, None)
 
@@ -239,10 +249,12 @@ class TaskTracker:
         cpu_time_s: float | None = None,
         peak_rss_bytes: int | None = None,
         stacktrace: str | None = None,
+        attributes: dict[str, str | int | float | bool] | None = None,
     ) -> None:
         """Record that the task failed with ``error`` (an exception, or its type name).
 
         ``stacktrace`` (bounded to 8 KiB) defaults to the exception's own traceback.
+        ``attributes`` as for :meth:`completed`.
         """
         if stacktrace is None and isinstance(error, BaseException):
             stacktrace = format_stacktrace(error)
@@ -266,6 +278,7 @@ class TaskTracker:
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
             stacktrace=stacktrace,
+            attributes=attributes,
         )
         self._ctx.pop(task_id, None)
 

@@ -39,6 +39,9 @@ TERMINAL_STATES = ("completed", "failed", "canceled")
 #: Lifecycle states in order; a task that never ended is reported in its last state.
 STATES = ("created", "resolved", "submitted", "queued", "running", *TERMINAL_STATES, "incomplete")
 
+PHASE_PREFIX = "otelflow.phase."
+"""Task span attributes ``otelflow.phase.<name>_s``: seconds an engine measured for one phase."""
+
 _TERMINAL_EVENTS = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCanceled": "canceled"}
 _TIME_SLOT = {
     "TaskCreated": "created",
@@ -497,6 +500,9 @@ class _Collector:
         if links and not rec.depends_on:  # links only stand in for unknown depends_on
             # "<span id>", or "<trace id>:<span id>" for a span in another trace
             rec.links = tuple(str(x).rpartition(":")[2] for x in links)
+        phases = {k: v for k, v in attrs.items() if k.startswith(PHASE_PREFIX) and isinstance(v, (int, float))}
+        if phases:  # engine-measured phases of the task (see build_report's "phases")
+            rec.attributes = {**(rec.attributes or {}), **phases}
         if rec.cpu_time_s is None:
             rec.cpu_time_s = attrs.get("otelflow.task.cpu_time_s")
         if rec.peak_rss_bytes is None:

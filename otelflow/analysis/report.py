@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from otelflow.analysis._tables import STATES, RunData, TaskInfo
+from otelflow.analysis._tables import PHASE_PREFIX, STATES, RunData, TaskInfo
 from otelflow.analysis.critical_path import critical_path, format_critical_path
 from otelflow.analysis.reader import Run
 
@@ -143,7 +143,9 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
         ``workflows`` and ``blocks`` (by id: name, status, wall ``duration_s``, task
         counts, and summed ``execution_s`` and the four waits;
         a block includes its nested blocks' tasks), ``by_task_name``,
-        ``workers``, ``failures``, ``slowest``, ``critical_path``, ``events`` (counts by
+        ``workers``, ``failures``, ``slowest``, ``phases`` (by task name, stats of each
+        engine-measured ``otelflow.phase.<name>_s`` task attribute, e.g. an Academy action's
+        send, queue, execution and response), ``critical_path``, ``events`` (counts by
         type), ``resources`` and ``dropped``.
     """
     data = run.data
@@ -238,11 +240,26 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
             ],
         },
         "slowest": [_task_row(t) for t in slowest],
+        "phases": _phases(tasks.values()),
         "critical_path": path.to_dict() if path is not None else None,
         "events": dict(sorted(data.event_counts.items())),
         "resources": {k: v.to_dict() for k, v in sorted(data.resources.items())},
         "dropped": (summary or {}).get("dropped") or {},
     }
+
+
+def _phases(tasks: Iterable[TaskInfo]) -> dict[str, dict[str, Any]]:
+    """By task name: stats of each ``otelflow.phase.<name>_s`` attribute, in first-seen order."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for t in tasks:
+        attrs = t.attributes
+        if not attrs:
+            continue
+        for k, v in attrs.items():
+            if k.startswith(PHASE_PREFIX) and isinstance(v, (int, float)):
+                phase = k[len(PHASE_PREFIX) :].removesuffix("_s")
+                values.setdefault(t.name or "task", {}).setdefault(phase, []).append(float(v))
+    return {name: {p: stats(v) for p, v in ph.items()} for name, ph in sorted(values.items())}
 
 
 def _start(sc: Any) -> int:
@@ -454,6 +471,21 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
             ],
             {5, 6, 7, 8},
         )
+
+    phases = report.get("phases") or {}
+    if phases:
+        names = list(dict.fromkeys(p for ph in phases.values() for p in ph))
+        out.append("")
+        out.append("Phases by task name (mean per task, as the engine measured them):")
+        rows = []
+        for name, ph in list(phases.items())[:max_rows]:
+            count = max(v["count"] for v in ph.values())
+            rows.append(
+                [_clip(name, 28), str(count)]
+                + [format_duration(ph[p]["mean"]) if p in ph else "-" for p in names]
+                + [format_duration(sum(ph[p]["total"] for p in ph))]
+            )
+        out += _table(["name", "tasks", *names, "Σ all"], rows, set(range(1, len(names) + 3)))
 
     out.append("")
     out.append(format_critical_path(report["critical_path"]).rstrip("\n"))

@@ -210,10 +210,15 @@ class TaskStarted(TaskEvent, frozen=True, kw_only=True, tag=True):
 
 
 class TaskTerminal(TaskEvent, frozen=True, kw_only=True):
-    """Base of the terminal task events. Resource use is filled in by process-pool engines."""
+    """Base of the terminal task events. Resource use is filled in by process-pool engines.
+
+    ``attributes`` are span attributes known only at the end (a result taken from a cache,
+    the attempts a retried task made); they add to the ones given at ``TaskCreated``.
+    """
 
     cpu_time_s: float | None = None
     peak_rss_bytes: int | None = None
+    attributes: dict[str, str | int | float | bool] | None = None
 
 
 class TaskCompleted(TaskTerminal, frozen=True, kw_only=True, tag=True):

@@ -4,8 +4,11 @@
   process pools): :func:`instrument` / :func:`uninstrument`.
 * :mod:`otelflow.integrations.asyncio` — instrumented ``create_task`` and ``gather``.
 * :mod:`otelflow.integrations.logging` — the ``logging`` bridge (``capture_logs``).
+* :mod:`otelflow.integrations.parsl` — a Parsl DataFlowKernel (``otelflow.instrument(dfk)``
+  dispatches to it by type, importing Parsl only then).
+* :mod:`otelflow.integrations.academy` — Academy agents (``OtelflowLogConfig``).
 
-See ``docs/executors.md``.
+See ``docs/executors.md``, ``docs/parsl.md``, ``docs/academy.md``.
 """
 
 from __future__ import annotations

@@ -125,6 +125,9 @@ def instrument(
         from otelflow.integrations import asyncflow
 
         return asyncflow.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
+    engine = _engine_integration(executor)
+    if engine is not None:  # e.g. a Parsl DataFlowKernel: its own integration module
+        return engine.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
     if not isinstance(executor, Executor):
         if _is_dask(executor):  # checked by module name: dask is imported only if used
             return _instrument_dask(executor, telemetry, worker_telemetry)
@@ -170,6 +173,9 @@ def uninstrument(executor: E) -> E:
         from otelflow.integrations import asyncflow
 
         return asyncflow.uninstrument(executor)  # type: ignore[no-any-return]
+    engine = _engine_integration(executor)
+    if engine is not None:
+        return engine.uninstrument(executor)  # type: ignore[no-any-return]
     d = getattr(executor, "__dict__", None)
     if d is None or _ATTR not in d:
         _log.warning("otelflow: %r is not instrumented; uninstrument() did nothing.", executor)
@@ -179,12 +185,27 @@ def uninstrument(executor: E) -> E:
     return executor
 
 
+def _engine_integration(obj: object) -> Any:
+    """The integration module for an engine object other than an Executor, or None.
+
+    Dispatch by the type's module name, so that no engine is imported until one is used.
+    """
+    if type(obj).__module__.startswith("parsl."):
+        from otelflow.integrations import parsl as parsl_integration
+
+        return parsl_integration
+    return None
+
+
 def is_instrumented(executor: Executor) -> bool:
     """True if :func:`instrument` was applied to ``executor`` (and not undone)."""
     if _is_asyncflow(executor):
         from otelflow.integrations import asyncflow
 
         return asyncflow.is_instrumented(executor)
+    engine = _engine_integration(executor)
+    if engine is not None:
+        return bool(engine.is_instrumented(executor))
     return _ATTR in getattr(executor, "__dict__", {})
 
 

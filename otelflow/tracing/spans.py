@@ -203,6 +203,10 @@ class SpanEmitter:
         if rec.attributes:
             for k, v in rec.attributes.items():
                 attrs.setdefault(k, v)
+        end_attrs = getattr(ev, "attributes", None)
+        if end_attrs:  # known only at the end (TaskTerminal.attributes)
+            for k, v in end_attrs.items():
+                attrs.setdefault(k, v)
         return attrs
 
     def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any, attrs: dict[str, Any]) -> None:
