@@ -25,7 +25,7 @@ from otelflow.errors import ConfigError, EventError, OtelflowError
 if TYPE_CHECKING:
     from otelflow.bus.subscribers import Subscriber
     from otelflow.events import Event, define_event, make_event
-    from otelflow.integrations.futures import instrument, uninstrument
+    from otelflow.integrations.dispatch import instrument, uninstrument
     from otelflow.logs import capture_logging
     from otelflow.run_summary import Summary
     from otelflow.scope import ScopeRef, adopt_scope, block, current_scope, workflow_scope
@@ -38,9 +38,9 @@ _LAZY = {
     "Event": "otelflow.events",
     "define_event": "otelflow.events",
     "make_event": "otelflow.events",
-    "instrument": "otelflow.integrations.futures",
+    "instrument": "otelflow.integrations.dispatch",
     "capture_logging": "otelflow.logs",
-    "uninstrument": "otelflow.integrations.futures",
+    "uninstrument": "otelflow.integrations.dispatch",
     "ScopeRef": "otelflow.scope",
     "adopt_scope": "otelflow.scope",
     "block": "otelflow.scope",

@@ -1,7 +1,11 @@
 """Integrations with execution engines and libraries (optional imports inside).
 
+* :mod:`otelflow.integrations.dispatch` — ``otelflow.instrument(x)``: hands ``x`` to the
+  integration for its engine, told by the module of its class (no engine is imported to tell).
 * :mod:`otelflow.integrations.futures` — ``concurrent.futures`` executors (thread and
-  process pools): :func:`instrument` / :func:`uninstrument`.
+  process pools).
+* :mod:`otelflow.integrations.dask` — a Dask ``distributed.Client`` (scheduler and worker plugins).
+* :mod:`otelflow.integrations.asyncflow` — a RADICAL AsyncFlow ``WorkflowEngine`` (and the TAL drop-in).
 * :mod:`otelflow.integrations.asyncio` — instrumented ``create_task`` and ``gather``.
 * :mod:`otelflow.integrations.logging` — the ``logging`` bridge (``capture_logs``).
 * :mod:`otelflow.integrations.parsl` — a Parsl DataFlowKernel (``otelflow.instrument(dfk)``
@@ -17,13 +21,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from otelflow.integrations.futures import (
-        UpstreamFailedError,
-        instrument,
-        is_instrumented,
-        task_id_of,
-        uninstrument,
-    )
+    from otelflow.integrations.dispatch import instrument, is_instrumented, uninstrument
+    from otelflow.integrations.futures import UpstreamFailedError, task_id_of
 
 __all__ = ["UpstreamFailedError", "instrument", "is_instrumented", "task_id_of", "uninstrument"]
 
@@ -33,6 +32,7 @@ def __getattr__(name: str) -> Any:
     # the executor integration imports the toolkit, so nothing is imported here eagerly.
     if name not in __all__:
         raise AttributeError(f"module 'otelflow.integrations' has no attribute {name!r}")
-    value = getattr(importlib.import_module("otelflow.integrations.futures"), name)
+    home = "dispatch" if name in ("instrument", "is_instrumented", "uninstrument") else "futures"
+    value = getattr(importlib.import_module(f"otelflow.integrations.{home}"), name)
     globals()[name] = value
     return value

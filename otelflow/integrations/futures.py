@@ -112,25 +112,13 @@ def instrument(
             events made inside tasks reach the run directory (one file per worker, flushed
             after each task). False measures tasks only, which is cheaper.
 
-    A ``distributed.Client`` is instrumented by :mod:`otelflow.integrations.dask` instead
-    (see docs/dask.md; ``backend`` does not apply there).
-
-    An AsyncFlow ``WorkflowEngine`` is handed to
-    :func:`otelflow.integrations.asyncflow.instrument` (``backend`` is not used).
+    ``otelflow.instrument()`` (:mod:`otelflow.integrations.dispatch`) hands Dask clients,
+    AsyncFlow engines and Parsl kernels to their own integrations and executors to this one.
 
     Raises:
-        TypeError: ``executor`` is not a ``concurrent.futures.Executor`` or Dask client.
+        TypeError: ``executor`` is not a ``concurrent.futures.Executor``.
     """
-    if _is_asyncflow(executor):
-        from otelflow.integrations import asyncflow
-
-        return asyncflow.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
-    engine = _engine_integration(executor)
-    if engine is not None:  # e.g. a Parsl DataFlowKernel: its own integration module
-        return engine.instrument(executor, telemetry=telemetry, worker_telemetry=worker_telemetry)  # type: ignore[no-any-return]
     if not isinstance(executor, Executor):
-        if _is_dask(executor):  # checked by module name: dask is imported only if used
-            return _instrument_dask(executor, telemetry, worker_telemetry)
         raise TypeError(
             f"otelflow.instrument() takes a concurrent.futures.Executor, not {type(executor).__name__}; "
             "for asyncio use otelflow.integrations.asyncio."
@@ -147,21 +135,6 @@ def instrument(
     return executor
 
 
-def _is_dask(obj: object) -> bool:
-    return any(c.__module__.split(".", 1)[0] in ("distributed", "dask") for c in type(obj).__mro__)
-
-
-def _instrument_dask(client: Any, telemetry: Telemetry | None, worker_telemetry: bool) -> Any:
-    try:
-        from otelflow.integrations.dask import instrument_client
-    except ImportError as exc:
-        raise OtelflowError(
-            f"otelflow.instrument() needs dask.distributed for {type(client).__name__} ({exc}); "
-            "install it with: pip install 'otelflow[dask]'."
-        ) from exc
-    return instrument_client(client, telemetry=telemetry, user_telemetry=worker_telemetry)
-
-
 def uninstrument(executor: E) -> E:
     """Undo :func:`instrument` on ``executor``; returns it.
 
@@ -169,13 +142,6 @@ def uninstrument(executor: E) -> E:
     futures are still handed to the executor. Uninstrumenting an executor that is not
     instrumented logs a warning and does nothing.
     """
-    if _is_asyncflow(executor):
-        from otelflow.integrations import asyncflow
-
-        return asyncflow.uninstrument(executor)  # type: ignore[no-any-return]
-    engine = _engine_integration(executor)
-    if engine is not None:
-        return engine.uninstrument(executor)  # type: ignore[no-any-return]
     d = getattr(executor, "__dict__", None)
     if d is None or _ATTR not in d:
         _log.warning("otelflow: %r is not instrumented; uninstrument() did nothing.", executor)
@@ -185,33 +151,9 @@ def uninstrument(executor: E) -> E:
     return executor
 
 
-def _engine_integration(obj: object) -> Any:
-    """The integration module for an engine object other than an Executor, or None.
-
-    Dispatch by the type's module name, so that no engine is imported until one is used.
-    """
-    if type(obj).__module__.startswith("parsl."):
-        from otelflow.integrations import parsl as parsl_integration
-
-        return parsl_integration
-    return None
-
-
 def is_instrumented(executor: Executor) -> bool:
     """True if :func:`instrument` was applied to ``executor`` (and not undone)."""
-    if _is_asyncflow(executor):
-        from otelflow.integrations import asyncflow
-
-        return asyncflow.is_instrumented(executor)
-    engine = _engine_integration(executor)
-    if engine is not None:
-        return bool(engine.is_instrumented(executor))
     return _ATTR in getattr(executor, "__dict__", {})
-
-
-def _is_asyncflow(obj: object) -> bool:
-    """An AsyncFlow engine, told by its class's module: asyncflow is never imported to check."""
-    return type(obj).__module__.startswith("radical.asyncflow")
 
 
 def task_id_of(future: Future[Any]) -> str | None:
