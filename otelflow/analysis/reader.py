@@ -33,6 +33,7 @@ import msgspec
 from otelflow.errors import OtelflowError
 
 if TYPE_CHECKING:
+    from otelflow.analysis._lines import AnyLine
     from otelflow.analysis._tables import RunData, TaskInfo
 
 __all__ = [
@@ -290,6 +291,9 @@ class Run:
         self._bad: dict[Path, int] = {}
         self._warned = False
         self._decoder = msgspec.json.Decoder()
+        #: Show a progress bar on stderr while :attr:`data` reads the files (needs tqdm;
+        #: the CLI turns it on when stderr is a terminal).
+        self.progress: bool = False
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, run_id={self.run_id!r}, files={len(self.files)})"
@@ -513,6 +517,66 @@ class Run:
 
         return self._stream(keep, _metric_time, ordered, needles)
 
+    def _typed(self) -> Iterator[tuple[AnyLine | None, Line | None]]:
+        """Every line of every file, in file order, decoded into its typed view.
+
+        Yields ``(view, None)`` for a line otelflow's format fits, else ``(None, dict)``
+        (a field of an unexpected type, an unknown section), the dict to be converted
+        leniently by the caller. Torn and undecodable lines are skipped and counted as in
+        :meth:`lines`.
+        """
+        from otelflow.analysis._lines import decoder
+
+        typed = decoder().decode
+        generic = self._decoder.decode
+        bar = _progress_bar(self.files) if self.progress else None
+        try:
+            for path in self.files:
+                try:
+                    f = path.open("rb")
+                except OSError as exc:
+                    _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+                    continue
+                bad = lineno = 0
+                pending = 0
+                with f:
+                    for raw in f:
+                        lineno += 1
+                        if bar is not None:
+                            pending += len(raw)
+                            if pending >= 1 << 22:
+                                bar.update(pending)
+                                pending = 0
+                        try:
+                            yield typed(raw), None
+                            continue
+                        except msgspec.ValidationError:
+                            pass  # well-formed JSON that does not fit: decoded generically below
+                        except msgspec.DecodeError as exc:
+                            if not raw.endswith(b"\n"):
+                                break  # the torn last line of a killed process (see torn_lines)
+                            if raw.isspace():
+                                continue
+                            bad += 1
+                            self._note_bad(path, lineno, str(exc))
+                            continue
+                        try:
+                            obj = generic(raw)
+                        except msgspec.DecodeError:  # pragma: no cover - it parsed a moment ago
+                            obj = None
+                        if not isinstance(obj, dict):
+                            if raw.endswith(b"\n"):
+                                bad += 1
+                                self._note_bad(path, lineno, "not a JSON object")
+                            continue
+                        yield None, obj
+                if bar is not None:
+                    bar.update(pending)
+                self._bad[path] = bad
+        finally:
+            if bar is not None:
+                bar.close()
+
     # -- tables -----------------------------------------------------------------------------
 
     @cached_property
@@ -529,6 +593,21 @@ class Run:
     def tasks(self) -> dict[str, TaskInfo]:
         """Return every task of the run by task id (see :attr:`data`)."""
         return self.data.tasks
+
+
+def _progress_bar(files: list[Path]) -> Any:
+    """A tqdm bar over the files' bytes on stderr, or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size
+        except OSError:
+            pass  # it is skipped (and warned about) when read
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading run", leave=False)
 
 
 def _needles(values: Iterable[str]) -> tuple[bytes, ...]:

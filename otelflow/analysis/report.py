@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -61,20 +62,30 @@ def stats(values: Iterable[float]) -> dict[str, Any]:
 
 
 class _Group:
-    """Counts by state and the three timings of a set of tasks."""
+    """Counts by state and the three timings of a set of tasks.
 
-    __slots__ = ("states", "times")
+    ``keep=False`` keeps only the sums (workflows and blocks need no percentiles), so a
+    10⁶-task run does not hold every timing once more per scope.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("keep", "sums", "states", "times")
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
         self.states: dict[str, int] = {}
-        self.times: tuple[list[float], list[float], list[float]] = ([], [], [])
+        # Packed doubles: 8 bytes a value instead of a list slot plus a float object.
+        self.times: tuple[array[float], array[float], array[float]] = (array("d"), array("d"), array("d"))
+        self.sums = [0.0, 0.0, 0.0]
 
-    def add(self, t: TaskInfo) -> None:
+    def add(self, t: TaskInfo, timings: tuple[float | None, float | None, float | None] | None = None) -> None:
         st = t.state
         self.states[st] = self.states.get(st, 0) + 1
-        for lst, v in zip(self.times, (t.execution_s, t.dependency_wait_s, t.scheduling_wait_s), strict=True):
+        for i, v in enumerate(t.timings() if timings is None else timings):
             if v is not None:
-                lst.append(v)
+                if self.keep:
+                    self.times[i].append(v)
+                else:
+                    self.sums[i] += v
 
     def counts(self) -> dict[str, int]:
         return {"total": sum(self.states.values()), **{s: self.states.get(s, 0) for s in STATES}}
@@ -82,6 +93,8 @@ class _Group:
     def totals(self) -> dict[str, float]:
         """Summed seconds: ``execution_s``, ``dependency_wait_s``, ``scheduling_wait_s``."""
         keys = ("execution_s", "dependency_wait_s", "scheduling_wait_s")
+        if not self.keep:
+            return dict(zip(keys, self.sums, strict=True))
         return {k: math.fsum(lst) for k, lst in zip(keys, self.times, strict=True)}
 
     def stats(self) -> dict[str, Any]:
@@ -142,7 +155,7 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     """
     data = run.data
     tasks = data.tasks
-    overall = _Group()
+    overall = _Group(keep=False)  # its timings are the union of by_name's, joined below
     by_name: dict[str, _Group] = {}
     by_wf: dict[str, _Group] = {}
     by_block: dict[str, _Group] = {}
@@ -150,14 +163,21 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     failed: list[TaskInfo] = []
     error_types: dict[str, int] = {}
     for t in tasks.values():
-        overall.add(t)
-        by_name.setdefault(t.name or "task", _Group()).add(t)
+        tm = t.timings()
+        overall.add(t, tm)
+        g = by_name.get(t.name or "task")
+        if g is None:
+            g = by_name[t.name or "task"] = _Group()
+        g.add(t, tm)
         if t.workflow_id is not None:
-            by_wf.setdefault(t.workflow_id, _Group()).add(t)
+            g = by_wf.get(t.workflow_id)
+            if g is None:
+                g = by_wf[t.workflow_id] = _Group(keep=False)
+            g.add(t, tm)
         bid = t.block_id
         hops = 0
         while bid is not None and hops < 64:  # a task counts in its block and every enclosing one
-            by_block.setdefault(bid, _Group()).add(t)
+            by_block.setdefault(bid, _Group(keep=False)).add(t, tm)
             parent = data.blocks.get(bid)
             bid = parent.parent_block_id if parent is not None else None
             hops += 1
@@ -173,7 +193,7 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     workflows: dict[str, Any] = {}
     for wid in sorted(set(data.workflows) | set(by_wf), key=lambda w: (_start(data.workflows.get(w)), w)):
         sc = data.workflows.get(wid)
-        g = by_wf.get(wid, _Group())
+        g = by_wf.get(wid, _Group(keep=False))
         workflows[wid] = {
             "name": sc.name if sc else None,
             "status": sc.status if sc else None,
@@ -186,7 +206,7 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     blocks: dict[str, Any] = {}
     for bid in sorted(set(data.blocks) | set(by_block), key=lambda b: (_start(data.blocks.get(b)), b)):
         sc = data.blocks.get(bid)
-        g = by_block.get(bid, _Group())
+        g = by_block.get(bid, _Group(keep=False))
         blocks[bid] = {
             "name": sc.name if sc else None,
             "workflow_id": sc.workflow_id if sc else None,
@@ -208,10 +228,13 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     )
     path = critical_path(tasks)
     summary = run.meta.get("summary") if isinstance(run.meta.get("summary"), dict) else {}
+    overall_stats = {
+        k: stats(_joined(g.times[i] for g in by_name.values())) for i, k in enumerate(_WAITS)
+    }
     return {
         "run": _run_header(run, data),
         "tasks": overall.counts(),
-        **overall.stats(),
+        **overall_stats,
         "workflows": workflows,
         "blocks": blocks,
         "by_task_name": by_task_name,
@@ -237,6 +260,13 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
         "resources": {k: v.to_dict() for k, v in sorted(data.resources.items())},
         "dropped": (summary or {}).get("dropped") or {},
     }
+
+
+def _joined(parts: Iterable[array[float]]) -> array[float]:
+    out = array("d")
+    for p in parts:
+        out.extend(p)
+    return out
 
 
 def _start(sc: Any) -> int:
