@@ -49,6 +49,7 @@ _TIME_SLOT = {
     "TaskQueued": "queued",
     "TaskStarted": "started",
 }
+_SLOT_INDEX = {"TaskCreated": 0, "TaskResolved": 1, "TaskSubmitted": 2, "TaskQueued": 3, "TaskStarted": 4}
 _NS = 1e9
 #: Event types (suffixes, so ``dask.WorkerAdded`` counts) that mark a worker joining and
 #: leaving; with them, a worker's uptime is from its first join to its last leave.
@@ -473,10 +474,12 @@ class _Collector:
             if rec.block_id is None and ev.block_id is not None:
                 rec.block_id = intern(ev.block_id)
             if slot is not None:
-                if t is not None:
-                    cur = getattr(rec, slot)
-                    if cur is None or t < cur:
-                        setattr(rec, slot, t)
+                if t is not None and _NONE < t < 2**63:
+                    # Straight into the packed columns: this runs once per lifecycle event.
+                    n, i = rec._n, rec._o + _SLOT_INDEX[typ]
+                    cur = n[i]
+                    if cur == _NONE or t < cur:
+                        n[i] = t
                 if typ == "TaskCreated":
                     if ev.depends_on and not rec.depends_on:
                         rec.depends_on = tuple(ev.depends_on)
@@ -617,10 +620,12 @@ class _Collector:
         if rec.peak_rss_bytes is None:
             rec.peak_rss_bytes = attrs.peak_rss_bytes
         rec.created = _min(rec.created, start)
-        for name, t in sp.events or ():
-            slot = _TIME_SLOT.get(name)
-            if slot is not None and getattr(rec, slot) is None:
-                setattr(rec, slot, t)
+        if sp.events:
+            n, o = rec._n, rec._o
+            for name, t in sp.events:
+                i = _SLOT_INDEX.get(name)
+                if i is not None and n[o + i] == _NONE and _NONE < t < 2**63:
+                    n[o + i] = t
         status = sp.status or attrs.task_status
         if rec.status is None or (rec.status == "incomplete" and status in TERMINAL_STATES):
             if status in TERMINAL_STATES:

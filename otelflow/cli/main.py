@@ -48,24 +48,76 @@ def _dumps(obj: Any) -> str:
 # --- subcommands ---------------------------------------------------------------------------
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _pick_run(args: argparse.Namespace) -> Any:
+    """Open the run named by RUN, --run-id or --latest (at most one of them)."""
     from otelflow.analysis.reader import open_run
+
+    given = [x for x in (args.run, args.run_id) if x is not None]
+    if len(given) > 1 or (given and args.latest):
+        raise CliError("Name the run once: RUN, --run-id RUN or --latest.")
+    if args.run_id is not None and ("/" in args.run_id or args.run_id in (".", "..")):
+        raise CliError(f"--run-id takes a run id (or a unique prefix), not a path: {args.run_id!r}; pass a path as RUN.")
+    run = open_run(args.run if args.run is not None else args.run_id, runs_dir=args.runs_dir)
+    run.progress = _progress_wanted()
+    return run
+
+
+def _progress_wanted() -> bool:
+    """A progress bar only for a person watching: stderr is a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.json and args.format not in (None, "json"):
+        raise CliError("--json is --format json; drop one of them.")
+    return "json" if args.json else (args.format or "text")
+
+
+def _emit(text: str, output: str | None, what: str) -> None:
+    """Write ``text`` to stdout, or to ``output`` (then say so on stderr)."""
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        return
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"Wrote {what} to {output}.", file=sys.stderr)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
     from otelflow.analysis.report import build_report, format_report
 
-    run = open_run(args.run, runs_dir=args.runs_dir)
+    fmt = _output_format(args)
+    run = _pick_run(args)
     report = build_report(run, top=args.top)
-    sys.stdout.write(_dumps(report) + "\n" if args.json else format_report(report))
+    _emit(_dumps(report) + "\n" if fmt == "json" else format_report(report), args.output, "the report")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from otelflow.analysis.compare import compare_runs, format_comparison
     from otelflow.analysis.reader import open_run
+    from otelflow.analysis.regress import slower
 
+    fmt = _output_format(args)
+    if args.fail_if_slower is not None and args.fail_if_slower < 0:
+        raise CliError(f"--fail-if-slower takes a percentage ≥ 0, not {args.fail_if_slower:g}.")
     a = open_run(args.run_a, runs_dir=args.runs_dir)
     b = open_run(args.run_b, runs_dir=args.runs_dir)
+    a.progress = b.progress = _progress_wanted()
     cmp = compare_runs(a, b)
-    sys.stdout.write(_dumps(cmp) + "\n" if args.json else format_comparison(cmp))
+    worse = slower(cmp, args.fail_if_slower) if args.fail_if_slower is not None else []
+    if args.fail_if_slower is not None:
+        cmp["fail_if_slower"] = {"pct": args.fail_if_slower, "slower": [w.to_dict() for w in worse]}
+    _emit(_dumps(cmp) + "\n" if fmt == "json" else format_comparison(cmp), args.output, "the comparison")
+    if worse:
+        limit = f"{args.fail_if_slower:g}%"
+        print(f"{PROG}: {len(worse)} measure(s) of B are more than {limit} slower than A:", file=sys.stderr)
+        for w in worse:
+            print(f"  {w}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -216,15 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", "Summarize a run: counts, timings, workflows, failures, critical path.", _cmd_report)
     p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
+    p.add_argument("--run-id", metavar="RUN", help="the run with this id (or unique id prefix) in the runs directory")
+    p.add_argument("--latest", action="store_true", help="the latest run in the runs directory (the default)")
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--top", type=int, default=10, metavar="N", help="list the N slowest tasks (default 10)")
 
     p = add("compare", "Compare run B against run A (deltas are B − A).", _cmd_compare)
     p.add_argument("run_a", metavar="RUN_A", help="the baseline run (" + _RUN_HELP.split(";", maxsplit=1)[0] + ")")
     p.add_argument("run_b", metavar="RUN_B", help="the run compared with it")
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the comparison to FILE instead of stdout")
+    p.add_argument(
+        "--fail-if-slower",
+        type=float,
+        metavar="PCT",
+        help="exit with status 1, naming each measure, when B's wall time, critical path or a task "
+        "name's mean execution is more than PCT percent slower than A's (baselines under 1 ms are not judged)",
+    )
 
     p = add("plot", "Draw a run's task timeline and concurrency to a PNG (needs matplotlib).", _cmd_plot)
     p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
@@ -284,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name; default ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 2 on any error (after one sentence on stderr).
+        The exit status: 0 on success, 1 when ``compare --fail-if-slower`` found a
+        slowdown, 2 on any error (after one sentence on stderr).
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
