@@ -12,13 +12,13 @@ odd value costs that value, not the line.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import msgspec
 
 __all__ = ["AnyLine", "EventLine", "LogLine", "MetricLine", "SpanAttrs", "SpanLine", "decoder", "lenient"]
 
-_Strs = Union[list[str], None]
+_Strs = list[str] | None
 
 
 class EventLine(msgspec.Struct, tag_field="section", tag="event"):
@@ -104,7 +104,7 @@ class LogLine(msgspec.Struct, tag_field="section", tag="log"):
     """A log line; the tables only count them."""
 
 
-AnyLine = Union[EventLine, SpanLine, MetricLine, LogLine]
+AnyLine = EventLine | SpanLine | MetricLine | LogLine
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 

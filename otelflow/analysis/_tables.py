@@ -20,7 +20,6 @@ The three add up to the task's lifetime, Created → terminal.
 from __future__ import annotations
 
 import gc
-import math
 from array import array
 from dataclasses import dataclass, field
 from sys import intern
@@ -294,10 +293,10 @@ class TaskInfo:
         o = self._o
         created, resolved, submitted, _queued, started, ended = self._n[o : o + 6]
         n = _NONE
-        execution = max(0, ended - started) / _NS if started != n and ended != n else None
-        dependency = max(0, resolved - created) / _NS if created != n and resolved != n else None
+        execution = max(0, ended - started) / _NS if n not in (started, ended) else None
+        dependency = max(0, resolved - created) / _NS if n not in (created, resolved) else None
         ready = resolved if resolved != n else submitted if submitted != n else created
-        scheduling = max(0, started - ready) / _NS if ready != n and started != n else None
+        scheduling = max(0, started - ready) / _NS if n not in (ready, started) else None
         return execution, dependency, scheduling
 
     def to_dict(self) -> dict[str, Any]:

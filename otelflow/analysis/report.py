@@ -22,6 +22,7 @@ from typing import Any
 from otelflow.analysis._tables import STATES, RunData, TaskInfo
 from otelflow.analysis.critical_path import critical_path, format_critical_path
 from otelflow.analysis.reader import Run
+from otelflow.analysis.utilization import failure_groups, format_utilization, utilization
 
 __all__ = ["build_report", "format_duration", "format_report", "stats"]
 
@@ -68,7 +69,7 @@ class _Group:
     10⁶-task run does not hold every timing once more per scope.
     """
 
-    __slots__ = ("keep", "sums", "states", "times")
+    __slots__ = ("keep", "states", "sums", "times")
 
     def __init__(self, keep: bool = True) -> None:
         self.keep = keep
@@ -150,11 +151,14 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
         ``workflows`` and ``blocks`` (by id: name, status, wall ``duration_s``, task
         counts, and summed ``execution_s``, ``dependency_wait_s``, ``scheduling_wait_s``;
         a block includes its nested blocks' tasks), ``by_task_name``,
-        ``workers``, ``failures``, ``slowest``, ``critical_path``, ``events`` (counts by
-        type), ``resources`` and ``dropped``.
+        ``workers``, ``failures``, ``failure_groups`` and ``utilization`` (see
+        :mod:`otelflow.analysis.utilization`), ``slowest``, ``critical_path``, ``events``
+        (counts by type), ``resources`` and ``dropped``.
     """
     data = run.data
     tasks = data.tasks
+    # First, while only the tables are in memory (it sorts every start and end once).
+    util = utilization(data)
     overall = _Group(keep=False)  # its timings are the union of by_name's, joined below
     by_name: dict[str, _Group] = {}
     by_wf: dict[str, _Group] = {}
@@ -254,6 +258,8 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
                 for t in failed[:max_failures]
             ],
         },
+        "failure_groups": failure_groups(data),
+        "utilization": util,
         "slowest": [_task_row(t) for t in slowest],
         "critical_path": path.to_dict() if path is not None else None,
         "events": dict(sorted(data.event_counts.items())),
@@ -473,6 +479,10 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
             {5, 6, 7},
         )
 
+    extra = format_utilization(report)
+    if extra:
+        out.append("")
+        out.append(extra.rstrip("\n"))
     out.append("")
     out.append(format_critical_path(report["critical_path"]).rstrip("\n"))
     return "\n".join(out) + "\n"

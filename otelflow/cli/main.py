@@ -56,7 +56,7 @@ def _pick_run(args: argparse.Namespace) -> Any:
     if len(given) > 1 or (given and args.latest):
         raise CliError("Name the run once: RUN, --run-id RUN or --latest.")
     if args.run_id is not None and ("/" in args.run_id or args.run_id in (".", "..")):
-        raise CliError(f"--run-id takes a run id (or a unique prefix), not a path: {args.run_id!r}; pass a path as RUN.")
+        raise CliError(f"--run-id takes a run id (or unique prefix), not a path: {args.run_id!r}; pass a path as RUN.")
     run = open_run(args.run if args.run is not None else args.run_id, runs_dir=args.runs_dir)
     run.progress = _progress_wanted()
     return run
