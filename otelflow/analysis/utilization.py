@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from typing import Any
 
 from otelflow.analysis._tables import RunData, TaskInfo
@@ -31,7 +32,7 @@ __all__ = ["failure_groups", "format_utilization", "peak_concurrency", "utilizat
 _NS = 1e9
 
 
-def peak_concurrency(tasks: list[TaskInfo] | Any) -> tuple[int, int | None]:
+def peak_concurrency(tasks: Iterable[TaskInfo]) -> tuple[int, int | None]:
     """The most tasks running at once and when that was first reached (ns).
 
     A task ending at the instant another starts does not overlap it.
@@ -43,10 +44,14 @@ def peak_concurrency(tasks: list[TaskInfo] | Any) -> tuple[int, int | None]:
         if s is not None and e is not None:
             starts.append(s)
             ends.append(max(s, e))
-    # Sorted one at a time through a list, then packed again: peak memory is one list.
-    starts = array("q", sorted(starts))
-    ends = array("q", sorted(ends))
-    peak, at, running, j = 0, None, 0, 0
+    if not starts:
+        return 0, None
+    # Sorted one at a time through a list of offsets from the first start (small ints
+    # take 32 bytes, epoch ns 48), then packed again: peak memory is one such list.
+    t0 = min(starts)
+    starts = array("q", sorted(x - t0 for x in starts))
+    ends = array("q", sorted(x - t0 for x in ends))
+    peak, at, running, j = 0, 0, 0, 0
     n_end = len(ends)
     for s in starts:
         while j < n_end and ends[j] <= s:
@@ -55,7 +60,7 @@ def peak_concurrency(tasks: list[TaskInfo] | Any) -> tuple[int, int | None]:
         running += 1
         if running > peak:
             peak, at = running, s
-    return peak, at
+    return peak, at + t0
 
 
 def utilization(data: RunData) -> dict[str, Any]:
@@ -75,12 +80,10 @@ def utilization(data: RunData) -> dict[str, Any]:
     last: int | None = None
     busy: dict[str, list[float]] = {}  # worker -> [tasks, busy seconds]
     total = 0.0
-    ran: list[TaskInfo] = []
     for t in data.tasks.values():
         s, e = t.started, t.ended
         if s is None or e is None:
             continue
-        ran.append(t)
         d = max(0, e - s) / _NS
         total += d
         first = s if first is None or s < first else first
@@ -91,8 +94,7 @@ def utilization(data: RunData) -> dict[str, Any]:
                 w = busy[t.worker] = [0, 0.0]
             w[0] += 1
             w[1] += d
-    peak, peak_at = peak_concurrency(ran)
-    del ran
+    peak, peak_at = peak_concurrency(data.tasks.values())
     span = max(0, last - first) / _NS if first is not None and last is not None else 0.0
     joined: dict[str, int] = {}
     left: dict[str, int] = {}

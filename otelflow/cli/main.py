@@ -132,6 +132,37 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    run = _pick_run(args)
+    fmt = args.format
+    if fmt == "html":
+        from otelflow.analysis.export_html import write_html
+
+        if args.table:
+            raise CliError("--table is for --format csv or parquet.")
+        c = write_html(run, args.output, by=args.by, max_bars=args.max_bars)
+        shown = f"{c['bars']} of {c['tasks']} tasks as bars" if c["bars"] < c["tasks"] else f"{c['tasks']} tasks"
+        print(f"Wrote {args.output} ({shown}, {c['lanes']} lanes, run {run.run_id}).")
+    elif fmt == "chrome":
+        from otelflow.analysis.export_chrome import write_chrome_trace
+
+        if args.table:
+            raise CliError("--table is for --format csv or parquet.")
+        c = write_chrome_trace(run, args.output)
+        print(
+            f"Wrote {args.output} ({c['slices']} task slices on {c['tracks']} worker tracks, {c['flows']} dependency "
+            f"flows, run {run.run_id}); open it in https://ui.perfetto.dev or chrome://tracing."
+        )
+    else:
+        from otelflow.analysis.tables_export import TABLES, write_csv, write_parquet
+
+        tables = list(TABLES) if args.table == "all" else [args.table or "tasks"]
+        write = write_csv if fmt == "csv" else write_parquet
+        paths = write(run, args.output, tables)
+        print(f"Wrote {', '.join(str(p) for p in paths)} (run {run.run_id}).")
+    return 0
+
+
 def _parse_headers(items: Sequence[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for item in items:
@@ -299,6 +330,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind", choices=("timeline", "concurrency", "both"), default="both", help="what to draw (default both)"
     )
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+
+    p = add(
+        "export",
+        "Write a run as an HTML Gantt, a Chrome/Perfetto trace, or CSV/Parquet tables.",
+        _cmd_export,
+    )
+    p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
+    p.add_argument("--run-id", metavar="RUN", help="the run with this id (or unique id prefix) in the runs directory")
+    p.add_argument("--latest", action="store_true", help="the latest run in the runs directory (the default)")
+    p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("html", "chrome", "csv", "parquet"),
+        help="html: a self-contained Gantt page; chrome: trace-event JSON for Perfetto/chrome://tracing; "
+        "csv, parquet: tables (parquet needs pyarrow: pip install 'otelflow[parquet]')",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the file to write (a directory with --table all)"
+    )
+    p.add_argument(
+        "--table",
+        choices=("tasks", "events", "resources", "logs", "all"),
+        help="csv/parquet: which table (default tasks); all writes tasks, events, resources and logs into "
+        "the directory --output",
+    )
+    p.add_argument("--by", choices=("worker", "workflow"), default="worker", help="html: lanes (default worker)")
+    p.add_argument(
+        "--max-bars",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="html: at most N task bars, the longest; the rest show as density strips (default 20000)",
+    )
 
     p = add("replay", "Send a recorded run's spans, with their original ids, to an OTLP endpoint.", _cmd_replay)
     p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
