@@ -199,7 +199,9 @@ function draw() {
       const xr = x(b[1]), xs = x(b[2]), xe = Math.max(x(b[3]), xs + 1);
       if (xs > xr) { ctx.fillStyle = "#D5DBE0"; ctx.fillRect(xr, y + 5, xs - xr, ROW - 10); }
       ctx.fillStyle = D.colors[b[4]]; ctx.fillRect(xs, y + 2, xe - xs, ROW - 4);
-      if (b[5] === "failed") { ctx.strokeStyle = "#C44E52"; ctx.lineWidth = 2; ctx.strokeRect(xs, y + 2, xe - xs, ROW - 4); }
+      if (b[5] === "failed") {
+        ctx.strokeStyle = "#C44E52"; ctx.lineWidth = 2; ctx.strokeRect(xs, y + 2, xe - xs, ROW - 4);
+      }
       drawn++;
     }
   }
@@ -219,7 +221,8 @@ function draw() {
   ctx.strokeStyle = "#ccc"; ctx.fillStyle = "#555"; ctx.lineWidth = 1;
   for (let i = 0; i <= 8; i++) {
     const t = v0 + (v1 - v0) * i / 8, xx = x(t);
-    ctx.beginPath(); ctx.moveTo(xx, TOP - 4); ctx.lineTo(xx, cv.height); ctx.globalAlpha = 0.25; ctx.stroke(); ctx.globalAlpha = 1;
+    ctx.beginPath(); ctx.moveTo(xx, TOP - 4); ctx.lineTo(xx, cv.height);
+    ctx.globalAlpha = 0.25; ctx.stroke(); ctx.globalAlpha = 1;
     ctx.fillText(fmt(t), Math.min(xx, cv.width - 70), 10);
   }
   document.body.dataset.bars = String(drawn);

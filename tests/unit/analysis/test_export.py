@@ -116,9 +116,13 @@ def _chromium(page: Path, tmp_path: Path) -> tuple[str, str, Path]:
         pytest.skip("headless Chromium is not installed (apt-get install -y chromium)")
     common = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
     common += [f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,900"]
-    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    dom = subprocess.run(
+        [*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=False
+    )
     shot = tmp_path / "shot.png"
-    subprocess.run([*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180)
+    subprocess.run(
+        [*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180, check=False
+    )
     return dom.stdout, dom.stderr, shot
 
 
