@@ -103,7 +103,8 @@ def _slice(t: TaskInfo, ts: float, dur: float, tid: int) -> dict[str, Any]:
     }
     if t.error_type:
         args["error_type"] = t.error_type
-    return {"ph": "X", "pid": 1, "tid": tid, "ts": ts, "dur": dur, "name": t.name or "task", "cat": t.state, "args": args}
+    name = t.name or "task"
+    return {"ph": "X", "pid": 1, "tid": tid, "ts": ts, "dur": dur, "name": name, "cat": t.state, "args": args}
 
 
 def _flow(ph: str, fid: int, ts: float, tid: int) -> dict[str, Any]:
