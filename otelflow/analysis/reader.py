@@ -34,6 +34,7 @@ from otelflow.errors import OtelflowError
 
 if TYPE_CHECKING:
     from otelflow.analysis._lines import AnyLine
+    from otelflow.analysis.frame import Frames
     from otelflow.analysis._tables import RunData, TaskInfo
 
 __all__ = [
@@ -593,6 +594,20 @@ class Run:
     def tasks(self) -> dict[str, TaskInfo]:
         """Return every task of the run by task id (see :attr:`data`)."""
         return self.data.tasks
+
+    def to_pandas(self) -> Frames:
+        """The run's tables as pandas DataFrames (needs pandas).
+
+        Returns:
+            A :class:`~otelflow.analysis.frame.Frames` with ``tasks``, ``events``,
+            ``resources`` and ``logs``, each built on first access.
+
+        Raises:
+            PandasDependencyError: pandas is not installed (the message says how to install it).
+        """
+        from otelflow.analysis.frame import Frames
+
+        return Frames(self)
 
 
 def _progress_bar(files: list[Path]) -> Any:
