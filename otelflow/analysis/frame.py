@@ -43,7 +43,7 @@ def _pandas() -> Any:
 def to_pandas(run: Run, table: str) -> Any:
     """One table of ``run`` (``tasks``, ``events``, ``resources`` or ``logs``) as a DataFrame."""
     pd = _pandas()
-    cols = COLUMNS[table] if table in COLUMNS else None
+    cols = COLUMNS.get(table)
     if cols is None:
         raise ValueError(f"Unknown table {table!r}: choose one of {', '.join(TABLES)}.")
     data: dict[str, list[Any]] = {c: [] for c in cols}

@@ -34,8 +34,8 @@ from otelflow.errors import OtelflowError
 
 if TYPE_CHECKING:
     from otelflow.analysis._lines import AnyLine
-    from otelflow.analysis.frame import Frames
     from otelflow.analysis._tables import RunData, TaskInfo
+    from otelflow.analysis.frame import Frames
 
 __all__ = [
     "DEFAULT_RUNS_DIR",

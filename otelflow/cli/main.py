@@ -122,12 +122,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from otelflow.analysis.plots import plot_run
-    from otelflow.analysis.reader import open_run
+    run = _pick_run(args)
+    if args.kind == "dashboard":
+        from otelflow.analysis.dashboard import plot_dashboard
 
-    run = open_run(args.run, runs_dir=args.runs_dir)
-    output = args.output or f"{run.run_id}-timeline.png"
-    path = plot_run(run, output, by=args.by, kind=args.kind)
+        path = plot_dashboard(run, args.output or f"{run.run_id}-dashboard.png")
+    else:
+        from otelflow.analysis.plots import plot_run
+
+        path = plot_run(run, args.output or f"{run.run_id}-timeline.png", by=args.by, kind=args.kind)
     print(f"Wrote {path} ({len(run.tasks())} tasks of run {run.run_id}).")
     return 0
 
@@ -322,12 +325,24 @@ def build_parser() -> argparse.ArgumentParser:
         "name's mean execution is more than PCT percent slower than A's (baselines under 1 ms are not judged)",
     )
 
-    p = add("plot", "Draw a run's task timeline and concurrency to a PNG (needs matplotlib).", _cmd_plot)
+    p = add(
+        "plot", "Draw a run's dashboard (or its task timeline and concurrency) to a PNG (needs matplotlib).", _cmd_plot
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
-    p.add_argument("-o", "--output", metavar="PNG", help="the file to write (default: RUN_ID-timeline.png)")
-    p.add_argument("--by", choices=("worker", "workflow"), default="worker", help="timeline lanes (default worker)")
+    p.add_argument("--run-id", metavar="RUN", help="the run with this id (or unique id prefix) in the runs directory")
+    p.add_argument("--latest", action="store_true", help="the latest run in the runs directory (the default)")
     p.add_argument(
-        "--kind", choices=("timeline", "concurrency", "both"), default="both", help="what to draw (default both)"
+        "-o", "--out", "--output", dest="output", metavar="PNG", help="the file to write (default: RUN_ID-KIND.png)"
+    )
+    p.add_argument(
+        "--kind",
+        choices=("dashboard", "timeline", "concurrency", "both"),
+        default="dashboard",
+        help="dashboard: workflow Gantt, per-stage execution, concurrency, throughput, latency, stage × time "
+        "heatmap, resources (default); timeline, concurrency or both: the per-worker task timeline plots",
+    )
+    p.add_argument(
+        "--by", choices=("worker", "workflow"), default="worker", help="timeline lanes (default worker; not dashboard)"
     )
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
 
