@@ -166,6 +166,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from otelflow.analysis.history import format_history, history
+
+    fmt = _output_format(args)
+    h = history(args.runs_dir, name=args.name, threshold_pct=args.threshold)
+    _emit(_dumps(h) + "\n" if fmt == "json" else format_history(h), args.output, "the history")
+    return 0
+
+
+def _cmd_advise(args: argparse.Namespace) -> int:
+    from otelflow.analysis.advise import advise, format_advice
+
+    fmt = _output_format(args)
+    if args.headroom < 0:
+        raise CliError(f"--headroom takes a percentage ≥ 0, not {args.headroom:g}.")
+    a = advise(args.runs_dir, task=args.task, headroom=args.headroom / 100)
+    _emit(_dumps(a) + "\n" if fmt == "json" else format_advice(a), args.output, "the advice")
+    advised = [v for v in a["tasks"].values() if "refused" not in v]
+    return 0 if advised else 1
+
+
 def _parse_headers(items: Sequence[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for item in items:
@@ -397,6 +418,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per request (default 10)")
     p.add_argument("--batch-size", type=int, default=512, metavar="N", help="spans per request (default 512)")
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+
+    p = add("history", "Runs over time with duration, tasks and failures; flags regressions.", _cmd_history)
+    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
+    p.add_argument("--name", metavar="WORKFLOW", help="only this workflow (its mean duration and its tasks per run)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=20.0,
+        metavar="PCT",
+        help="a run regressed when its duration exceeds the median of the earlier runs' by more than PCT (default 20)",
+    )
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    p = add(
+        "advise",
+        "Recommend CPU and memory requests per task name from the history of runs (exit 1 if none can be made).",
+        _cmd_advise,
+    )
+    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
+    p.add_argument("--task", metavar="NAME", help="only this task name")
+    p.add_argument(
+        "--headroom", type=float, default=20.0, metavar="PCT", help="added to p95 CPU and peak memory (default 20)"
+    )
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     p = add("runs", "List the runs in a runs directory, oldest first.", _cmd_runs)
     p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
