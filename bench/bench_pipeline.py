@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 
-def run_one(n: int, runs_dir: str) -> dict:
+def run_one(n: int, runs_dir: str, **session: object) -> dict:
     import otelflow
 
-    tel = otelflow.start_telemetry(checkpoint_path=runs_dir, resource_poll_interval=0, environ={})
+    tel = otelflow.start_telemetry(checkpoint_path=runs_dir, resource_poll_interval=0, environ={}, **session)
     trk = otelflow.tracker("bench")
     created, submitted, started, completed = trk.created, trk.submitted, trk.started, trk.completed
 
@@ -52,8 +52,17 @@ def run_one(n: int, runs_dir: str) -> dict:
     t_end = time.perf_counter()
     total = t_end - t_first
     event_lines = span_lines = 0
-    for f in Path(tel.run_dir).glob("*.jsonl"):
-        with open(f, "rb") as fh:
+    for f in [*Path(tel.run_dir).glob("*.jsonl"), *Path(tel.run_dir).glob("*.jsonl.zst")]:
+        if f.suffix == ".zst":
+            import zstandard
+
+            fh = zstandard.ZstdDecompressor().stream_reader(open(f, "rb"), read_across_frames=True)
+            import io
+
+            fh = io.BufferedReader(fh)
+        else:
+            fh = open(f, "rb")
+        with fh:
             for line in fh:
                 if line.startswith(b'{"section":"event"'):
                     event_lines += 1

@@ -7,6 +7,7 @@ RSS (from ``wait4``, so only that process counts), plus the run directory's byte
 task on disk.
 
     python bench/bench_report.py --make 1000000 --dir /tmp/run1m    # once (~40 s, ~2.2 GB)
+    python bench/bench_report.py --make 1000000 --dir /tmp/run1mz --compression zstd
     python bench/bench_report.py --dir /tmp/run1m                   # report, 3 repeats
     python bench/bench_report.py --dir /tmp/run1m --cmd plot --cmd export
 """
@@ -24,12 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_run(n: int, runs_dir: Path) -> Path:
+def make_run(n: int, runs_dir: Path, compression: str = "none") -> Path:
     """Record an ``n``-task run into ``runs_dir`` with the real session; return its directory."""
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_pipeline
 
-    result = bench_pipeline.run_one(n, str(runs_dir))
+    result = bench_pipeline.run_one(n, str(runs_dir), jsonl_compression=compression)
     if not result["lossless"]:
         raise SystemExit(f"the recorded run lost lines: {result}")
     runs = sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file())
@@ -57,6 +58,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--make", type=int, metavar="N", help="first record an N-task run into --dir")
     ap.add_argument("--dir", type=Path, help="the runs directory (default: a temporary one with --make)")
+    ap.add_argument("--compression", choices=("none", "zstd"), default="none", help="with --make: the JSONL form")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
         "--cmd",
@@ -68,7 +70,7 @@ def main() -> int:
     runs_dir = args.dir or Path(tempfile.mkdtemp(prefix="otelflow-bench-"))
     runs_dir.mkdir(parents=True, exist_ok=True)
     if args.make:
-        run_dir = make_run(args.make, runs_dir)
+        run_dir = make_run(args.make, runs_dir, args.compression)
         print(f"recorded {args.make} tasks into {run_dir}")
     runs = sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file())
     if not runs:

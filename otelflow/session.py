@@ -194,7 +194,9 @@ class Telemetry:
         self.bus_put = bus.put
         if self.run_dir is not None:
             self._jsonl = JsonlWriter(
-                self.run_dir / run_file_name(self._role, self.node, os.getpid()), s.flush_interval
+                self.run_dir / run_file_name(self._role, self.node, os.getpid(), s.jsonl_compression),
+                s.flush_interval,
+                s.jsonl_compression,
             )
         export_processors = [*self._user_processors, *self._exporters.span_processors]
         if s.console:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -87,7 +87,7 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
         return False
     if (p / "run.json").is_file():
         return True
-    return any(p.glob("*.jsonl"))
+    return any(p.glob("*.jsonl")) or any(p.glob("*.jsonl.zst"))
 
 
 def _read_meta(path: Path) -> tuple[dict[str, Any], str | None]:
@@ -135,7 +135,7 @@ def _info(path: Path) -> RunInfo:
     meta, _ = _read_meta(path)
     start = meta.get("start_time")
     if not isinstance(start, int):
-        mtimes = [f.stat().st_mtime_ns for f in path.glob("*.jsonl")]
+        mtimes = [f.stat().st_mtime_ns for f in _run_files(path)]
         start = max(mtimes) if mtimes else path.stat().st_mtime_ns
     end = meta.get("end_time")
     return RunInfo(
@@ -283,10 +283,10 @@ class Run:
             _log.warning("otelflow: %s; reading the run without its metadata.", problem)
         #: The ``run.json`` metadata (empty if missing or unreadable).
         self.meta: dict[str, Any] = meta
-        #: The run's JSONL files, one per process, sorted by name.
-        self.files: list[Path] = sorted(self.path.glob("*.jsonl"))
-        #: Incomplete last lines (a killed process), one at most per file.
-        self.torn_lines: int = sum(_torn_tail(f) for f in self.files)
+        #: The run's JSONL files (``*.jsonl`` and zstd ``*.jsonl.zst``), one per process, by name.
+        self.files: list[Path] = _run_files(self.path)
+        # Incomplete last lines: plain files are checked now, compressed ones as they are read.
+        self._torn: set[Path] = {f for f in self.files if not _is_zst(f) and _torn_tail(f)}
         #: Lines yielded later than the reorder window allowed (time order not exact).
         self.out_of_order: int = 0
         self._bad: dict[Path, int] = {}
@@ -335,6 +335,14 @@ class Run:
         return t if isinstance(t, int) else None
 
     @property
+    def torn_lines(self) -> int:
+        """Incomplete last lines (a killed process), one at most per file.
+
+        For a compressed file (``*.jsonl.zst``) this is known once the file was read.
+        """
+        return len(self._torn)
+
+    @property
     def bad_lines(self) -> int:
         """Undecodable lines (other than torn last lines) met so far while iterating."""
         return sum(self._bad.values())
@@ -351,14 +359,12 @@ class Run:
         """
         decode = self._decoder.decode
         bad = 0
-        try:
-            f = path.open("rb")
-        except OSError as exc:
-            _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+        f = self._open(path)
+        if f is None:
             return
         with f:
             lineno = 0
-            for raw in f:
+            for raw in self._raw_lines(path, f):
                 lineno += 1
                 if needles is not None and not any(n in raw for n in needles):
                     continue
@@ -389,6 +395,31 @@ class Run:
         # A complete pass counts the file's bad lines exactly once (a filtered pass, which
         # skips lines undecoded, gives a lower bound).
         self._bad[path] = max(bad, self._bad.get(path, 0)) if needles is not None else bad
+
+    def _open(self, path: Path) -> IO[bytes] | None:
+        """Open one run file for reading its lines (decompressing a ``.zst`` one)."""
+        try:
+            if _is_zst(path):
+                return _open_zst(path)
+            return path.open("rb")
+        except OSError as exc:
+            _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+            return None
+
+    def _raw_lines(self, path: Path, f: IO[bytes]) -> Iterator[bytes]:
+        """The lines of an open run file; a compressed file's torn tail is noted here."""
+        if not _is_zst(path):
+            yield from f
+            return
+        for raw, complete in _zst_lines(f):
+            if not complete:
+                # A frame cut short by a killed process, or a damaged one: what came
+                # before it stands, the rest of the file is not read.
+                self._torn.add(path)
+                if raw:
+                    yield raw  # no final newline: the readers treat it as torn
+                return
+            yield raw
 
     def _note_bad(self, path: Path, lineno: int, why: str) -> None:
         if not self._warned:
@@ -533,15 +564,13 @@ class Run:
         bar = _progress_bar(self.files) if self.progress else None
         try:
             for path in self.files:
-                try:
-                    f = path.open("rb")
-                except OSError as exc:
-                    _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+                f = self._open(path)
+                if f is None:
                     continue
                 bad = lineno = 0
                 pending = 0
                 with f:
-                    for raw in f:
+                    for raw in self._raw_lines(path, f):
                         lineno += 1
                         if bar is not None:
                             pending += len(raw)
@@ -608,6 +637,60 @@ class Run:
         from otelflow.analysis.frame import Frames
 
         return Frames(self)
+
+
+def _is_zst(path: Path) -> bool:
+    return path.name.endswith(".zst")
+
+
+def _run_files(path: Path) -> list[Path]:
+    """A run directory's JSONL files, plain and zstd-compressed, sorted by name."""
+    return sorted([*path.glob("*.jsonl"), *path.glob("*.jsonl.zst")])
+
+
+def _open_zst(path: Path) -> IO[bytes]:
+    try:
+        import zstandard  # noqa: F401 - fail here, with the install hint
+    except ImportError as exc:
+        raise OtelflowError(
+            f"{path} is zstd-compressed and reading it needs the zstandard package: pip install 'otelflow[zstd]'."
+        ) from exc
+    return path.open("rb")
+
+
+def _zst_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[bytes, bool]]:
+    """Lines of a file of concatenated zstd frames: ``(line, True)``, then at most one
+    ``(partial, False)`` if the last frame is incomplete or damaged."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    fed = False  # the current frame has input
+    rest = b""
+    while True:
+        data = f.read(chunk)
+        if not data:
+            break
+        while data:
+            try:
+                out = dobj.decompress(data)
+            except zstandard.ZstdError:
+                yield rest, False
+                return
+            fed = True
+            if out:
+                lines = (rest + out).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    yield line + b"\n", True
+            if dobj.eof:
+                data = dobj.unused_data
+                dobj = dctx.decompressobj()
+                fed = False
+            else:
+                data = b""
+    if fed or rest:
+        yield rest, False
 
 
 def _progress_bar(files: list[Path]) -> Any:

@@ -51,9 +51,16 @@ def _sanitize(obj: Any) -> Any:
 class JsonlWriter:
     """Buffered, single-writer JSONL file. Call only from the dispatcher thread."""
 
-    def __init__(self, path: Path | str, flush_interval: float = 0.25) -> None:
+    def __init__(self, path: Path | str, flush_interval: float = 0.25, compression: str = "none") -> None:
+        """Open ``path`` for appending.
+
+        ``compression="zstd"`` writes each flush as one complete zstd frame (needs the
+        ``zstandard`` package: :func:`zstd_compressor`), so the file is a valid zstd stream
+        after every flush and a killed process loses at most its last frame.
+        """
         self.path = Path(path)
         self.flush_interval = flush_interval
+        self._zstd = zstd_compressor() if compression == "zstd" else None
         self._buf = bytearray()
         self._lines = 0
         self._encoder = msgspec.json.Encoder()
@@ -152,10 +159,11 @@ class JsonlWriter:
         if self._fd is None:
             self.lines_lost += lines
             return
+        data: bytes | bytearray = buf if self._zstd is None else self._zstd.compress(buf)
         try:
-            written = os.write(self._fd, buf)
-            while written < len(buf):  # a partial write (rare): write the rest
-                written += os.write(self._fd, buf[written:])
+            written = os.write(self._fd, data)
+            while written < len(data):  # a partial write (rare): write the rest
+                written += os.write(self._fd, data[written:])
             self.lines_written += lines
         except OSError as exc:
             self.lines_lost += lines
@@ -305,10 +313,28 @@ def metric_lines(data: MetricsData) -> list[dict[str, Any]]:
     return out
 
 
-def run_file_name(role: str, host: str, pid: int) -> str:
-    """Name of this process's JSONL file inside the run directory."""
+def run_file_name(role: str, host: str, pid: int, compression: str = "none") -> str:
+    """Name of this process's JSONL file inside the run directory (``.jsonl.zst`` for zstd)."""
     safe_host = "".join(c if c.isalnum() or c in "-_." else "_" for c in host) or "host"
-    return f"{role}-{safe_host}-{pid}.jsonl"
+    return f"{role}-{safe_host}-{pid}.jsonl" + (".zst" if compression == "zstd" else "")
+
+
+def zstd_compressor() -> Any:
+    """A zstd compressor for the JSONL writer (level 3: ~10× smaller at ~300 MB/s).
+
+    Raises:
+        ConfigError: ``zstandard`` is not installed (the message says how to install it).
+    """
+    try:
+        import zstandard
+    except ImportError as exc:
+        from otelflow.errors import ConfigError
+
+        raise ConfigError(
+            "OTELFLOW_JSONL_COMPRESSION=zstd needs the zstandard package, which is not installed: "
+            "pip install 'otelflow[zstd]' (or unset OTELFLOW_JSONL_COMPRESSION)."
+        ) from exc
+    return zstandard.ZstdCompressor(level=3)
 
 
 __all__: Sequence[str] = (
@@ -316,6 +342,7 @@ __all__: Sequence[str] = (
     "JsonlSpanProcessor",
     "JsonlWriter",
     "MetricsItem",
+    "zstd_compressor",
     "SpanItem",
     "metric_lines",
     "run_file_name",
