@@ -24,6 +24,19 @@ import time
 from pathlib import Path
 
 
+def _lines(f: Path):
+    """The lines of a run file, plain or zstd-compressed."""
+    with open(f, "rb") as raw:
+        if f.suffix == ".zst":
+            import io
+
+            import zstandard
+
+            yield from io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+        else:
+            yield from raw
+
+
 def run_one(n: int, runs_dir: str, **session: object) -> dict:
     import otelflow
 
@@ -53,21 +66,11 @@ def run_one(n: int, runs_dir: str, **session: object) -> dict:
     total = t_end - t_first
     event_lines = span_lines = 0
     for f in [*Path(tel.run_dir).glob("*.jsonl"), *Path(tel.run_dir).glob("*.jsonl.zst")]:
-        if f.suffix == ".zst":
-            import zstandard
-
-            fh = zstandard.ZstdDecompressor().stream_reader(open(f, "rb"), read_across_frames=True)
-            import io
-
-            fh = io.BufferedReader(fh)
-        else:
-            fh = open(f, "rb")
-        with fh:
-            for line in fh:
-                if line.startswith(b'{"section":"event"'):
-                    event_lines += 1
-                elif b'"kind":"task"' in line:
-                    span_lines += 1
+        for line in _lines(f):
+            if line.startswith(b'{"section":"event"'):
+                event_lines += 1
+            elif b'"kind":"task"' in line:
+                span_lines += 1
     expected_events = n * 5 + 4  # 4 emitted + 1 derived TaskResolved per task; session/workflow events
     return {
         "n": n,

@@ -111,7 +111,7 @@ _S = TypeVar("_S", bound=msgspec.Struct)
 
 def decoder() -> msgspec.json.Decoder[AnyLine]:
     """A decoder of one line into its typed view."""
-    return msgspec.json.Decoder(AnyLine)  # type: ignore[arg-type]
+    return msgspec.json.Decoder(AnyLine)
 
 
 def _convert(value: Any, typ: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from otelflow.analysis._lines import EventLine, MetricLine, SpanAttrs, SpanLine, lenient
+from otelflow.analysis._lines import EventLine, SpanAttrs, SpanLine
 
 if TYPE_CHECKING:
     from otelflow.analysis.reader import Run
@@ -103,22 +103,23 @@ class TaskInfo:
     attributes.
     """
 
-    __slots__ = (
-        "_n",
-        "_o",
-        "_x",
-        "backend",
-        "block_id",
-        "block_name",
-        "cpu_time_s",
-        "depends_on",
-        "name",
-        "status",
-        "task_id",
-        "worker",
-        "workflow_id",
-        "workflow_name",
-    )
+    if not TYPE_CHECKING:  # the packed fields are properties, which type checkers see as attributes
+        __slots__ = (
+            "_n",
+            "_o",
+            "_x",
+            "backend",
+            "block_id",
+            "block_name",
+            "cpu_time_s",
+            "depends_on",
+            "name",
+            "status",
+            "task_id",
+            "worker",
+            "workflow_id",
+            "workflow_name",
+        )
 
     #: The record's fields, in :meth:`to_dict` order.
     FIELDS = (
@@ -149,14 +150,29 @@ class TaskInfo:
         "workflow_name",
     )
 
-    created = _packed_int(0)
-    resolved = _packed_int(1)
-    submitted = _packed_int(2)
-    queued = _packed_int(3)
-    started = _packed_int(4)
-    ended = _packed_int(5)
-    pid = _packed_int(7)
-    peak_rss_bytes = _packed_int(8)
+    if TYPE_CHECKING:  # what the properties below read and take, for type checkers
+        created: int | None
+        resolved: int | None
+        submitted: int | None
+        queued: int | None
+        started: int | None
+        ended: int | None
+        pid: int | None
+        peak_rss_bytes: int | None
+        links: tuple[str, ...]
+        error_type: str | None
+        error_message: str | None
+        cancel_reason: str | None
+        attributes: dict[str, Any] | None
+    else:
+        created = _packed_int(0)
+        resolved = _packed_int(1)
+        submitted = _packed_int(2)
+        queued = _packed_int(3)
+        started = _packed_int(4)
+        ended = _packed_int(5)
+        pid = _packed_int(7)
+        peak_rss_bytes = _packed_int(8)
 
     def __init__(self, task_id: str, _columns: _Columns | None = None) -> None:
         self.task_id = task_id
@@ -215,23 +231,24 @@ class TaskInfo:
     def _get_x(self, key: str, default: Any = None) -> Any:
         return self._x.get(key, default) if self._x else default
 
-    links = property(
-        lambda self: self._get_x("links", ()),
-        lambda self, v: self._set_x("links", tuple(v) if v else None),
-        doc="Upstream span ids from the task span's links (used when depends_on is unknown).",
-    )
-    error_type = property(lambda self: self._get_x("error_type"), lambda self, v: self._set_x("error_type", v))
-    error_message = property(
-        lambda self: self._get_x("error_message"), lambda self, v: self._set_x("error_message", v)
-    )
-    cancel_reason = property(
-        lambda self: self._get_x("cancel_reason"), lambda self, v: self._set_x("cancel_reason", v)
-    )
-    attributes = property(
-        lambda self: self._get_x("attributes"),
-        lambda self, v: self._set_x("attributes", v),
-        doc="The task's own attributes from TaskCreated, if any.",
-    )
+    if not TYPE_CHECKING:
+        links = property(
+            lambda self: self._get_x("links", ()),
+            lambda self, v: self._set_x("links", tuple(v) if v else None),
+            doc="Upstream span ids from the task span's links (used when depends_on is unknown).",
+        )
+        error_type = property(lambda self: self._get_x("error_type"), lambda self, v: self._set_x("error_type", v))
+        error_message = property(
+            lambda self: self._get_x("error_message"), lambda self, v: self._set_x("error_message", v)
+        )
+        cancel_reason = property(
+            lambda self: self._get_x("cancel_reason"), lambda self, v: self._set_x("cancel_reason", v)
+        )
+        attributes = property(
+            lambda self: self._get_x("attributes"),
+            lambda self, v: self._set_x("attributes", v),
+            doc="The task's own attributes from TaskCreated, if any.",
+        )
 
     def __repr__(self) -> str:
         return f"TaskInfo({self.task_id!r}, name={self.name!r}, state={self.state!r})"
@@ -650,9 +667,9 @@ class _Collector:
                     span_to_task = {r.span_id: r.task_id for r in data.tasks.values() if r.span_id is not None}
                 rec.depends_on = tuple(span_to_task[s] for s in rec.links if s in span_to_task)
             if rec.workflow_name is None and rec.workflow_id in data.workflows:
-                rec.workflow_name = data.workflows[rec.workflow_id].name  # type: ignore[index]
+                rec.workflow_name = data.workflows[rec.workflow_id].name
             if rec.block_name is None and rec.block_id in data.blocks:
-                rec.block_name = data.blocks[rec.block_id].name  # type: ignore[index]
+                rec.block_name = data.blocks[rec.block_id].name
             if rec.name is None:
                 rec.name = "task"
         return data
@@ -693,30 +710,4 @@ def collect(run: Run) -> RunData:
 
 
 def _read(run: Run, c: _Collector, sections: dict[str, int]) -> None:
-    n_event = n_span = n_metric = n_log = 0
-    event, span = c.event, c.span
-    for view, obj in run._typed():
-        if view is None:
-            assert obj is not None
-            section = obj.get("section")
-            key = section if isinstance(section, str) else "?"
-            sections[key] = sections.get(key, 0) + 1
-            if section == "event":
-                event(lenient(obj, EventLine))
-            elif section == "span":
-                span(lenient(obj, SpanLine))
-            continue
-        cls = type(view)
-        if cls is EventLine:
-            n_event += 1
-            event(view)  # type: ignore[arg-type]
-        elif cls is SpanLine:
-            n_span += 1
-            span(view)  # type: ignore[arg-type]
-        elif cls is MetricLine:
-            n_metric += 1
-        else:
-            n_log += 1
-    for key, n in (("event", n_event), ("span", n_span), ("metric", n_metric), ("log", n_log)):
-        if n:
-            sections[key] = sections.get(key, 0) + n
+    run._scan(c.event, c.span, sections)

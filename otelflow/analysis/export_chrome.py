@@ -40,7 +40,7 @@ def write_chrome_trace(run: Run, output: str | os.PathLike[str]) -> dict[str, in
     """
     tasks = run.tasks()
     ran = [t for t in tasks.values() if t.started is not None]
-    origin = min((t.started for t in ran), default=0)  # type: ignore[type-var]
+    origin = min((t.started for t in ran if t.started is not None), default=0)
     end_of_run = run.end_time or run.data.session_end or run.data.last_time or origin
     tids: dict[str, int] = {}
     for t in ran:

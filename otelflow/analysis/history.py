@@ -27,7 +27,8 @@ def _from_summary(info: RunInfo, name: str | None) -> dict[str, Any] | None:
     summary = info.meta.get("summary")
     if not isinstance(summary, dict):
         return None
-    tasks = summary.get("tasks") if isinstance(summary.get("tasks"), dict) else {}
+    raw_tasks = summary.get("tasks")
+    tasks: dict[str, Any] = raw_tasks if isinstance(raw_tasks, dict) else {}
     if name is None:
         dur = (info.end_time - info.start_time) / _NS if info.end_time is not None else summary.get("elapsed_s")
         return {

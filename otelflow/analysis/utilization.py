@@ -98,13 +98,13 @@ def utilization(data: RunData) -> dict[str, Any]:
     span = max(0, last - first) / _NS if first is not None and last is not None else 0.0
     joined: dict[str, int] = {}
     left: dict[str, int] = {}
-    for typ, worker, t in data.worker_events:
-        if t is None:
+    for typ, worker, when in data.worker_events:
+        if when is None:
             continue
         if typ.endswith("WorkerAdded"):
-            joined[worker] = min(joined.get(worker, t), t)
+            joined[worker] = min(joined.get(worker, when), when)
         else:
-            left[worker] = max(left.get(worker, t), t)
+            left[worker] = max(left.get(worker, when), when)
     workers: dict[str, Any] = {}
     uptime_total = 0.0
     for name in sorted(set(busy) | set(joined)):

@@ -342,9 +342,9 @@ __all__: Sequence[str] = (
     "JsonlSpanProcessor",
     "JsonlWriter",
     "MetricsItem",
-    "zstd_compressor",
     "SpanItem",
     "metric_lines",
     "run_file_name",
     "user_span_line",
+    "zstd_compressor",
 )
