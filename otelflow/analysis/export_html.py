@@ -208,7 +208,9 @@ function draw() {
   if (D.agg) {
     const y0 = TOP + lanes.length * ROW + 6, n = D.agg.bins, w = D.span_ms / n;
     let max = 1; D.agg.rows.forEach(r => r.forEach(c => { if (c > max) max = c; }));
+    ctx.font = "9px system-ui,sans-serif";
     D.agg.rows.forEach((r, gi) => {
+      ctx.fillStyle = "#555"; ctx.fillText(D.groups[gi][0].slice(0, 20) + " (all)", 4, y0 + gi * 8 + 4);
       for (let i = 0; i < n; i++) {
         if (!r[i]) continue;
         ctx.fillStyle = "rgba(76,114,176," + (0.15 + 0.85 * r[i] / max).toFixed(3) + ")";
