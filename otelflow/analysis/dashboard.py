@@ -242,13 +242,15 @@ def plot_dashboard(
     values: Sequence[float]
     values, what = (wf_latency, "workflow") if len(wf_latency) >= 5 else (lifetimes, "task (created → end)")
     if values:
-        edges_h, counts = _histogram(values, min(50, max(5, int(math.sqrt(len(values))))))
+        edges_h, counts, log = _histogram(values, min(50, max(5, int(math.sqrt(len(values))))))
         ax.stairs(counts, edges_h, fill=True, color="#64B5CD", edgecolor="white")
+        if log:
+            ax.set_xscale("log")
         mean, median = statistics.fmean(values), statistics.median(values)
         ax.axvline(mean, color="#C44E52", linestyle="--", label=f"mean {mean:.3g} s")
         ax.axvline(median, color="#333333", linestyle=":", label=f"median {median:.3g} s")
         ax.legend(fontsize=8)
-    ax.set_xlabel("seconds")
+    ax.set_xlabel("seconds (log scale)" if values and ax.get_xscale() == "log" else "seconds")
     ax.set_ylabel("count")
     ax.set_title(f"End-to-end latency per {what} (n={len(values)})", fontsize=10, loc="left")
 
@@ -284,14 +286,24 @@ def plot_dashboard(
     return path
 
 
-def _histogram(values: Sequence[float], n: int) -> tuple[list[float], list[int]]:
-    """``n`` equal bins over [min, max] and the count in each (no array copies)."""
+def _histogram(values: Sequence[float], n: int) -> tuple[list[float], list[int], bool]:
+    """``n`` bins over [min, max] and the count in each (no array copies); the bins are
+    log-spaced (third item True) when the values span more than two decades."""
     lo, hi = min(values), max(values)
-    width = (hi - lo) / n or 1.0
+    log = lo > 0 and hi / lo > 100
+    if log:
+        a, b = math.log10(lo), math.log10(hi)
+        width = (b - a) / n or 1.0
+        edges = [10 ** (a + i * width) for i in range(n + 1)]
+    else:
+        a, width = lo, (hi - lo) / n or 1.0
+        edges = [lo + i * width for i in range(n + 1)]
     counts = [0] * n
+    log10 = math.log10
     for v in values:
-        counts[min(n - 1, int((v - lo) / width))] += 1
-    return [lo + i * width for i in range(n + 1)], counts
+        x = log10(v) if log and v > 0 else v
+        counts[max(0, min(n - 1, int((x - a) / width)))] += 1
+    return edges, counts, log
 
 
 def _resources(run: Run, origin: int) -> dict[str, list[tuple[float, float]]]:
