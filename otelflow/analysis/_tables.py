@@ -316,6 +316,15 @@ class TaskInfo:
         scheduling = max(0, started - ready) / _NS if n not in (ready, started) else None
         return execution, dependency, scheduling
 
+    def run_span(self) -> tuple[int, int] | None:
+        """``(started, ended)`` in ns if the task both started and ended, else None (one read
+        of the packed fields instead of two properties)."""
+        o = self._o
+        started, ended = self._n[o + 4 : o + 6]
+        if _NONE in (started, ended):
+            return None
+        return started, ended
+
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (times in ns, waits in seconds)."""
         out: dict[str, Any] = {f: getattr(self, f) for f in self.FIELDS}

@@ -166,8 +166,16 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     workers: dict[str, dict[str, Any]] = {}
     failed: list[TaskInfo] = []
     error_types: dict[str, int] = {}
+    # The `top` slowest, kept while passing (a bounded min-heap), not by a second pass.
+    slow_heap: list[tuple[float, str, TaskInfo]] = []
     for t in tasks.values():
         tm = t.timings()
+        if tm[0] is not None:
+            item = (tm[0], t.task_id, t)
+            if len(slow_heap) < top:
+                heapq.heappush(slow_heap, item)
+            elif item[:2] > slow_heap[0][:2]:
+                heapq.heapreplace(slow_heap, item)
         overall.add(t, tm)
         g = by_name.get(t.name or "task")
         if g is None:
@@ -225,11 +233,7 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
 
     by_task_name = {name: {"tasks": g.counts(), **g.stats()} for name, g in sorted(by_name.items())}
     failed.sort(key=lambda t: (t.ended or 0, t.task_id))
-    slowest = heapq.nlargest(
-        top,
-        (t for t in tasks.values() if t.execution_s is not None),
-        key=lambda t: (t.execution_s, t.task_id),
-    )
+    slowest = [t for _, _, t in sorted(slow_heap, key=lambda x: (x[0], x[1]), reverse=True)]
     path = critical_path(tasks)
     summary = run.meta.get("summary") if isinstance(run.meta.get("summary"), dict) else {}
     overall_stats = {

@@ -40,10 +40,10 @@ def peak_concurrency(tasks: Iterable[TaskInfo]) -> tuple[int, int | None]:
     starts: array[int] = array("q")
     ends: array[int] = array("q")
     for t in tasks:
-        s, e = t.started, t.ended
-        if s is not None and e is not None:
-            starts.append(s)
-            ends.append(max(s, e))
+        se = t.run_span()
+        if se is not None:
+            starts.append(se[0])
+            ends.append(max(se))
     if not starts:
         return 0, None
     # Sorted one at a time through a list of offsets from the first start (small ints
@@ -81,9 +81,10 @@ def utilization(data: RunData) -> dict[str, Any]:
     busy: dict[str, list[float]] = {}  # worker -> [tasks, busy seconds]
     total = 0.0
     for t in data.tasks.values():
-        s, e = t.started, t.ended
-        if s is None or e is None:
+        se = t.run_span()
+        if se is None:
             continue
+        s, e = se
         d = max(0, e - s) / _NS
         total += d
         first = s if first is None or s < first else first
