@@ -104,3 +104,41 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
             continue
         for action in p._actions:
             assert action.help, f"otelflow {name} {action.option_strings or action.dest} has no help"
+
+
+def _report_stderr(run_dir: Path, *, tty: bool) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    argv = [sys.executable, "-m", "otelflow", "report", str(run_dir)]
+    if not tty:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=True)
+        return done.stderr
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal's size
+    try:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=slave, env=env, timeout=120, check=True)
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while data := os.read(master, 65536):
+            chunks.append(data)
+    except OSError:  # EIO: the terminal's other end is closed and everything was read
+        pass
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_stderr_only_when_it_is_a_terminal(run_dir: Path) -> None:
+    pytest.importorskip("tqdm")
+    assert "reading run" in _report_stderr(run_dir, tty=True)
+    assert _report_stderr(run_dir, tty=False) == ""
