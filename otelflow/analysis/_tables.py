@@ -20,6 +20,7 @@ The three add up to the task's lifetime, Created → terminal.
 from __future__ import annotations
 
 import gc
+import re
 from array import array
 from dataclasses import dataclass, field
 from sys import intern
@@ -41,13 +42,6 @@ TERMINAL_STATES = ("completed", "failed", "canceled")
 STATES = ("created", "resolved", "submitted", "queued", "running", *TERMINAL_STATES, "incomplete")
 
 _TERMINAL_EVENTS = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCanceled": "canceled"}
-_TIME_SLOT = {
-    "TaskCreated": "created",
-    "TaskResolved": "resolved",
-    "TaskSubmitted": "submitted",
-    "TaskQueued": "queued",
-    "TaskStarted": "started",
-}
 _SLOT_INDEX = {"TaskCreated": 0, "TaskResolved": 1, "TaskSubmitted": 2, "TaskQueued": 3, "TaskStarted": 4}
 _NS = 1e9
 #: Event types (suffixes, so ``dask.WorkerAdded`` counts) that mark a worker joining and
@@ -56,6 +50,7 @@ _WORKER_EVENTS = ("WorkerAdded", "WorkerRemoved")
 
 
 _NONE = -(2**63)  # "not recorded" in the packed numeric fields of a TaskInfo
+_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
 _PACKED = 9  # created resolved submitted queued started ended span_id pid peak_rss
 _BLANK = array("q", [_NONE] * _PACKED)
 _CHUNK_ROWS = 4096
@@ -205,17 +200,14 @@ class TaskInfo:
 
     @span_id.setter
     def span_id(self, v: str | None) -> None:
-        if v is not None and len(v) == 16:
-            try:
-                n = int(v, 16)
-            except ValueError:
-                n = None
-            if n is not None and f"{n:016x}" == v:  # lower-case hex round-trips
-                n = n - 2**64 if n >= 2**63 else n
-                if n != _NONE:
-                    self._n[self._o + 6] = n
-                    self._set_x("span_id", None)
-                    return
+        if v is not None and _HEX16(v) is not None:  # 16 lower-case hex digits: packed
+            n = int(v, 16)
+            n = n - 2**64 if n >= 2**63 else n
+            if n != _NONE:
+                self._n[self._o + 6] = n
+                if self._x:
+                    self._x.pop("span_id", None)
+                return
         self._n[self._o + 6] = _NONE
         self._set_x("span_id", v)
 
@@ -479,11 +471,12 @@ class _Collector:
         counts[typ] = counts.get(typ, 0) + 1
         t = ev.event_time
         if t is not None:
-            if self.first is None or t < self.first:
+            first, last = self.first, self.last
+            if first is None or t < first:
                 self.first = t
-            if self.last is None or t > self.last:
+            if last is None or t > last:
                 self.last = t
-        slot = _TIME_SLOT.get(typ)
+        slot = _SLOT_INDEX.get(typ)
         terminal = _TERMINAL_EVENTS.get(typ) if slot is None else None
         if slot is not None or terminal is not None:
             tid = ev.task_id
@@ -501,7 +494,7 @@ class _Collector:
             if slot is not None:
                 if t is not None and _NONE < t < 2**63:
                     # Straight into the packed columns: this runs once per lifecycle event.
-                    n, i = rec._n, rec._o + _SLOT_INDEX[typ]
+                    n, i = rec._n, rec._o + slot
                     cur = n[i]
                     if cur == _NONE or t < cur:
                         n[i] = t
@@ -515,8 +508,10 @@ class _Collector:
                         if attrs:
                             rec.attributes = attrs
                 elif typ == "TaskStarted":
-                    rec.worker = rec.worker or _istr(ev.worker)
-                    rec.pid = rec.pid or ev.pid
+                    if rec.worker is None and ev.worker is not None:
+                        rec.worker = intern(ev.worker)
+                    if ev.pid is not None and rec.pid is None:
+                        rec.pid = ev.pid
             else:
                 if (
                     rec.status is None
@@ -622,6 +617,34 @@ class _Collector:
             rec = self.data.tasks[tid] = TaskInfo(tid, self.columns)
         if span_id is not None:
             rec.span_id = span_id
+        n, o = rec._n, rec._o
+        if rec.status in TERMINAL_STATES and n[o] != _NONE and n[o + 4] != _NONE and not sp.links:
+            # Its events already gave the whole lifecycle (the usual case: the span line
+            # comes last): take only what events do not carry.
+            if rec.workflow_name is None:
+                rec.workflow_name = _istr(attrs.workflow_name)
+            if rec.block_name is None:
+                rec.block_name = _istr(attrs.block_name)
+            if rec.worker is None:
+                rec.worker = _istr(attrs.worker)
+            if not rec.depends_on and attrs.depends_on:
+                rec.depends_on = tuple(attrs.depends_on)
+            if rec.cpu_time_s is None:
+                rec.cpu_time_s = attrs.cpu_time_s
+            if rec.peak_rss_bytes is None and attrs.peak_rss_bytes is not None:
+                rec.peak_rss_bytes = attrs.peak_rss_bytes
+            if start is not None and start < n[o]:
+                n[o] = start
+            if sp.events and _NONE in n[o + 1 : o + 3]:  # Resolved/Submitted only in the span
+                for name, t in sp.events:
+                    i = _SLOT_INDEX.get(name)
+                    if i is not None and n[o + i] == _NONE and _NONE < t < 2**63:
+                        n[o + i] = t
+            if rec.status == "failed":
+                rec.error_message = rec.error_message or sp.error_message
+                if attrs.stacktrace:
+                    self.data.stacktraces.setdefault(rec.error_type or "Exception", attrs.stacktrace)
+            return
         if rec.name is None:
             rec.name = _istr(attrs.task_name or sp.name)
         if rec.workflow_id is None:
