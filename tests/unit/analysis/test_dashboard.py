@@ -18,10 +18,11 @@ def _titles(png: Path) -> None:
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_dashboard_small_run(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dashboard_10_task_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = big_run.record(tmp_path / "runs", 10, workflows=2, fail_every=4)
     out = tmp_path / "dash.png"
     assert main(["plot", str(run_dir), "--out", str(out)]) == 0
-    assert f"Wrote {out} (7 tasks of run run-a)." in capsys.readouterr().out
+    assert f"Wrote {out} (10 tasks of run " in capsys.readouterr().out
     _titles(out)
     import matplotlib.image as mpimg
 
