@@ -64,12 +64,25 @@ def run_rhapsody(n: int, runs_dir: str) -> dict:
     }
 
 
-def run_one(n: int, runs_dir: str, path: str = "tracker") -> dict:
+def _lines(f: Path):
+    """The lines of a run file, plain or zstd-compressed."""
+    with open(f, "rb") as raw:
+        if f.suffix == ".zst":
+            import io
+
+            import zstandard
+
+            yield from io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+        else:
+            yield from raw
+
+
+def run_one(n: int, runs_dir: str, path: str = "tracker", **session: object) -> dict:
     if path == "rhapsody":
         return run_rhapsody(n, runs_dir)
     import otelflow
 
-    tel = otelflow.start_telemetry(checkpoint_path=runs_dir, resource_poll_interval=0, environ={})
+    tel = otelflow.start_telemetry(checkpoint_path=runs_dir, resource_poll_interval=0, environ={}, **session)
     trk = otelflow.tracker("bench")
     created, submitted, started, completed = trk.created, trk.submitted, trk.started, trk.completed
     if path == "task":
@@ -96,13 +109,12 @@ def run_one(n: int, runs_dir: str, path: str = "tracker") -> dict:
     t_end = time.perf_counter()
     total = t_end - t_first
     event_lines = span_lines = 0
-    for f in Path(tel.run_dir).glob("*.jsonl"):
-        with open(f, "rb") as fh:
-            for line in fh:
-                if line.startswith(b'{"section":"event"'):
-                    event_lines += 1
-                elif b'"kind":"task"' in line:
-                    span_lines += 1
+    for f in [*Path(tel.run_dir).glob("*.jsonl"), *Path(tel.run_dir).glob("*.jsonl.zst")]:
+        for line in _lines(f):
+            if line.startswith(b'{"section":"event"'):
+                event_lines += 1
+            elif b'"kind":"task"' in line:
+                span_lines += 1
     expected_events = n * 5 + 4  # 4 emitted + 1 derived TaskResolved per task; session/workflow events
     return {
         "n": n,
@@ -142,7 +154,7 @@ def _run_task_path(n: int, tel: Any) -> dict:
             noop()
     summary = tel.stop()
     total = time.perf_counter() - t0
-    span_lines = sum(f.read_bytes().count(b'"kind":"task"') for f in Path(tel.run_dir).glob("*.jsonl"))
+    span_lines = sum(1 for f in Path(tel.run_dir).glob("*.jsonl*") for line in _lines(f) if b'"kind":"task"' in line)
     return {
         "n": n,
         "path": "task",

@@ -224,7 +224,9 @@ class Telemetry:
             self._jsonl = JsonlWriter(None, s.flush_interval, sink=self._forward)
         elif self.run_dir is not None:
             self._jsonl = JsonlWriter(
-                self.run_dir / run_file_name(self._role, self.node, os.getpid()), s.flush_interval
+                self.run_dir / run_file_name(self._role, self.node, os.getpid(), s.jsonl_compression),
+                s.flush_interval,
+                compression=s.jsonl_compression,
             )
         providers = build_providers(
             s,

@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A block preceded by `<!-- not run ... -->` is skipped (it needs something not here); one
 # preceded by `<!-- needs MODULE -->` runs only where MODULE can be imported.
+# Pages whose blocks continue one another (a notebook-style walk): each runs after the ones before.
+CUMULATIVE = {"analysis.md"}
 BLOCK = re.compile(r"^(<!-- (not run|needs ([\w.]+))[^\n]*-->\n)?```python\n(.*?)^```", re.S | re.M)
 
 
 def _examples():
     for doc in DOCS:
+        prelude = ""  # on CUMULATIVE pages, the blocks before this one
         for i, m in enumerate(BLOCK.finditer(doc.read_text())):
             if m.group(2) == "not run":
                 continue
@@ -29,7 +32,9 @@ def _examples():
                 needed = m.group(3)
                 present = importlib.util.find_spec(needed.split(".")[0]) is not None
                 marks.append(pytest.mark.skipif(not present, reason=f"needs {needed}"))
-            yield pytest.param(m.group(4), id=f"{doc.name}-{i}", marks=marks)
+            yield pytest.param(prelude + m.group(4), id=f"{doc.name}-{i}", marks=marks)
+            if doc.name in CUMULATIVE:
+                prelude += m.group(4)
 
 
 EXPECTED = re.compile(r"^print\(.*\)\s+#\s*(.+?)\s*$", re.M)

@@ -60,7 +60,8 @@ def compare_runs(a: Run | dict[str, Any], b: Run | dict[str, Any]) -> dict[str, 
         (delta = B − A, None when either side is missing). Keys: ``a``/``b`` (run ids and
         paths), ``wall_s``, ``tasks`` (by state), ``timings`` (per timing, per statistic),
         ``critical_path_s``, ``by_task_name``, ``by_workflow_name``, ``only_in_a``,
-        ``only_in_b`` (task names).
+        ``only_in_b`` (task names), ``utilization`` (efficiency, peak and average
+        concurrency, worker count, Σ execution).
     """
     ra = a if isinstance(a, dict) else build_report(a)
     rb = b if isinstance(b, dict) else build_report(b)
@@ -109,7 +110,14 @@ def compare_runs(a: Run | dict[str, Any], b: Run | dict[str, Any]) -> dict[str, 
         "by_workflow_name": by_wf,
         "only_in_a": sorted(set(names_a) - set(names_b)),
         "only_in_b": sorted(set(names_b) - set(names_a)),
+        "utilization": _utilization_rows(ra, rb),
     }
+
+
+def _utilization_rows(ra: dict[str, Any], rb: dict[str, Any]) -> dict[str, Any]:
+    ua, ub = ra.get("utilization") or {}, rb.get("utilization") or {}
+    keys = ("efficiency", "peak_concurrency", "avg_concurrency", "worker_count", "busy_s")
+    return {k: _row(ua.get(k), ub.get(k)) for k in keys}
 
 
 def _pct(row: dict[str, Any]) -> str:
@@ -226,4 +234,25 @@ def format_comparison(cmp: dict[str, Any], *, max_rows: int = 30) -> str:
         if not cmp["only_in_a"]:
             out.append("")
         out.append("Only in B: " + ", ".join(cmp["only_in_b"]))
+    out += _format_utilization_rows(cmp.get("utilization"))
     return "\n".join(out) + "\n"
+
+
+def _format_utilization_rows(u: dict[str, Any] | None) -> list[str]:
+    if not u or (u["efficiency"]["a"] is None and u["efficiency"]["b"] is None):
+        return []
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v * 100:.1f}%"
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    e, p, a, w = u["efficiency"], u["peak_concurrency"], u["avg_concurrency"], u["worker_count"]
+    rows = [
+        ["efficiency", pct(e["a"]), pct(e["b"]), "-" if e["delta"] is None else f"{e['delta'] * 100:+.1f} pt"],
+        ["workers", num(w["a"]), num(w["b"]), _int_delta(w["delta"])],
+        ["peak concurrency", num(p["a"]), num(p["b"]), _int_delta(p["delta"])],
+        ["avg concurrency", num(a["a"]), num(a["b"]), "-" if a["delta"] is None else f"{a['delta']:+.2f}"],
+    ]
+    return ["", "Utilization:", *_table(["", "A", "B", "Δ"], rows)]

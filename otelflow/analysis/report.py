@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from otelflow.analysis._tables import PHASE_PREFIX, STATES, RunData, TaskInfo
 from otelflow.analysis.critical_path import critical_path, format_critical_path
 from otelflow.analysis.reader import Run
+from otelflow.analysis.utilization import failure_groups, format_utilization, utilization
 
 __all__ = ["build_report", "format_duration", "format_report", "stats"]
 
@@ -63,21 +65,30 @@ def stats(values: Iterable[float]) -> dict[str, Any]:
 
 
 class _Group:
-    """Counts by state and the timings of a set of tasks."""
+    """Counts by state and the timings of a set of tasks (execution and the four waits).
 
-    __slots__ = ("states", "times")
+    ``keep=False`` keeps only the sums (workflows and blocks need no percentiles), so a
+    10⁶-task run does not hold every timing once more per scope.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("keep", "states", "sums", "times")
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
         self.states: dict[str, int] = {}
-        self.times: tuple[list[float], ...] = ([], [], [], [], [])
+        # Packed doubles: 8 bytes a value instead of a list slot plus a float object.
+        self.times: tuple[array[float], ...] = tuple(array("d") for _ in _TOTALS)
+        self.sums = [0.0] * len(_TOTALS)
 
-    def add(self, t: TaskInfo) -> None:
+    def add(self, t: TaskInfo, timings: tuple[float | None, ...] | None = None) -> None:
         st = t.state
         self.states[st] = self.states.get(st, 0) + 1
-        values = (t.execution_s, t.dependency_wait_s, t.dispatch_wait_s, t.queue_wait_s, t.scheduling_wait_s)
-        for lst, v in zip(self.times, values, strict=True):
+        for i, v in enumerate(t.timings() if timings is None else timings):
             if v is not None:
-                lst.append(v)
+                if self.keep:
+                    self.times[i].append(v)
+                else:
+                    self.sums[i] += v
 
     def counts(self) -> dict[str, int]:
         return {"total": sum(self.states.values()), **{s: self.states.get(s, 0) for s in STATES}}
@@ -85,6 +96,8 @@ class _Group:
     def totals(self) -> dict[str, float]:
         """Summed seconds: ``execution_s``, ``dependency_wait_s``, ``dispatch_wait_s``,
         ``queue_wait_s``, ``scheduling_wait_s``."""
+        if not self.keep:
+            return dict(zip(_TOTALS, self.sums, strict=True))
         return {k: math.fsum(lst) for k, lst in zip(_TOTALS, self.times, strict=True)}
 
     def stats(self) -> dict[str, Any]:
@@ -143,29 +156,47 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
         ``workflows`` and ``blocks`` (by id: name, status, wall ``duration_s``, task
         counts, and summed ``execution_s`` and the four waits;
         a block includes its nested blocks' tasks), ``by_task_name``,
-        ``workers``, ``failures``, ``slowest``, ``phases`` (by task name, stats of each
-        engine-measured ``otelflow.phase.<name>_s`` task attribute, e.g. an Academy action's
-        send, queue, execution and response), ``critical_path``, ``events`` (counts by
-        type), ``resources`` and ``dropped``.
+        ``workers``, ``failures``, ``failure_groups`` and ``utilization`` (see
+        :mod:`otelflow.analysis.utilization`), ``slowest``, ``phases`` (by task name, stats of
+        each engine-measured ``otelflow.phase.<name>_s`` task attribute, e.g. an Academy
+        action's send, queue, execution and response), ``critical_path``, ``events`` (counts
+        by type), ``resources`` and ``dropped``.
     """
     data = run.data
     tasks = data.tasks
-    overall = _Group()
+    # First, while only the tables are in memory (it sorts every start and end once).
+    util = utilization(data)
+    overall = _Group(keep=False)  # its timings are the union of by_name's, joined below
     by_name: dict[str, _Group] = {}
     by_wf: dict[str, _Group] = {}
     by_block: dict[str, _Group] = {}
     workers: dict[str, dict[str, Any]] = {}
     failed: list[TaskInfo] = []
     error_types: dict[str, int] = {}
+    # The `top` slowest, kept while passing (a bounded min-heap), not by a second pass.
+    slow_heap: list[tuple[float, str, TaskInfo]] = []
     for t in tasks.values():
-        overall.add(t)
-        by_name.setdefault(t.name or "task", _Group()).add(t)
+        tm = t.timings()
+        if tm[0] is not None:
+            item = (tm[0], t.task_id, t)
+            if len(slow_heap) < top:
+                heapq.heappush(slow_heap, item)
+            elif item[:2] > slow_heap[0][:2]:
+                heapq.heapreplace(slow_heap, item)
+        overall.add(t, tm)
+        g = by_name.get(t.name or "task")
+        if g is None:
+            g = by_name[t.name or "task"] = _Group()
+        g.add(t, tm)
         if t.workflow_id is not None:
-            by_wf.setdefault(t.workflow_id, _Group()).add(t)
+            g = by_wf.get(t.workflow_id)
+            if g is None:
+                g = by_wf[t.workflow_id] = _Group(keep=False)
+            g.add(t, tm)
         bid = t.block_id
         hops = 0
         while bid is not None and hops < 64:  # a task counts in its block and every enclosing one
-            by_block.setdefault(bid, _Group()).add(t)
+            by_block.setdefault(bid, _Group(keep=False)).add(t, tm)
             parent = data.blocks.get(bid)
             bid = parent.parent_block_id if parent is not None else None
             hops += 1
@@ -181,7 +212,7 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     workflows: dict[str, Any] = {}
     for wid in sorted(set(data.workflows) | set(by_wf), key=lambda w: (_start(data.workflows.get(w)), w)):
         sc = data.workflows.get(wid)
-        g = by_wf.get(wid, _Group())
+        g = by_wf.get(wid, _Group(keep=False))
         workflows[wid] = {
             "name": sc.name if sc else None,
             "status": sc.status if sc else None,
@@ -194,7 +225,7 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
     blocks: dict[str, Any] = {}
     for bid in sorted(set(data.blocks) | set(by_block), key=lambda b: (_start(data.blocks.get(b)), b)):
         sc = data.blocks.get(bid)
-        g = by_block.get(bid, _Group())
+        g = by_block.get(bid, _Group(keep=False))
         blocks[bid] = {
             "name": sc.name if sc else None,
             "workflow_id": sc.workflow_id if sc else None,
@@ -209,17 +240,16 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
 
     by_task_name = {name: {"tasks": g.counts(), **g.stats()} for name, g in sorted(by_name.items())}
     failed.sort(key=lambda t: (t.ended or 0, t.task_id))
-    slowest = heapq.nlargest(
-        top,
-        (t for t in tasks.values() if t.execution_s is not None),
-        key=lambda t: (t.execution_s, t.task_id),
-    )
+    slowest = [t for _, _, t in sorted(slow_heap, key=lambda x: (x[0], x[1]), reverse=True)]
     path = critical_path(tasks)
     summary = run.meta.get("summary") if isinstance(run.meta.get("summary"), dict) else {}
+    overall_stats = {
+        k: stats(_joined(g.times[i] for g in by_name.values())) for i, k in enumerate(_WAITS)
+    }
     return {
         "run": _run_header(run, data),
         "tasks": overall.counts(),
-        **overall.stats(),
+        **overall_stats,
         "workflows": workflows,
         "blocks": blocks,
         "by_task_name": by_task_name,
@@ -239,6 +269,8 @@ def build_report(run: Run, *, top: int = 10, max_failures: int = 20) -> dict[str
                 for t in failed[:max_failures]
             ],
         },
+        "failure_groups": failure_groups(data),
+        "utilization": util,
         "slowest": [_task_row(t) for t in slowest],
         "phases": _phases(tasks.values()),
         "critical_path": path.to_dict() if path is not None else None,
@@ -260,6 +292,13 @@ def _phases(tasks: Iterable[TaskInfo]) -> dict[str, dict[str, Any]]:
                 phase = k[len(PHASE_PREFIX) :].removesuffix("_s")
                 values.setdefault(t.name or "task", {}).setdefault(phase, []).append(float(v))
     return {name: {p: stats(v) for p, v in ph.items()} for name, ph in sorted(values.items())}
+
+
+def _joined(parts: Iterable[array[float]]) -> array[float]:
+    out = array("d")
+    for p in parts:
+        out.extend(p)
+    return out
 
 
 def _start(sc: Any) -> int:
@@ -487,6 +526,10 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
             )
         out += _table(["name", "tasks", *names, "Σ all"], rows, set(range(1, len(names) + 3)))
 
+    extra = format_utilization(report)
+    if extra:
+        out.append("")
+        out.append(extra.rstrip("\n"))
     out.append("")
     out.append(format_critical_path(report["critical_path"]).rstrip("\n"))
     return "\n".join(out) + "\n"

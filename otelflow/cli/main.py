@@ -49,36 +49,143 @@ def _dumps(obj: Any) -> str:
 # --- subcommands ---------------------------------------------------------------------------
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _pick_run(args: argparse.Namespace) -> Any:
+    """Open the run named by RUN, --run-id or --latest (at most one of them)."""
     from otelflow.analysis.reader import open_run
+
+    given = [x for x in (args.run, args.run_id) if x is not None]
+    if len(given) > 1 or (given and args.latest):
+        raise CliError("Name the run once: RUN, --run-id RUN or --latest.")
+    if args.run_id is not None and ("/" in args.run_id or args.run_id in (".", "..")):
+        raise CliError(f"--run-id takes a run id (or unique prefix), not a path: {args.run_id!r}; pass a path as RUN.")
+    run = open_run(args.run if args.run is not None else args.run_id, runs_dir=args.runs_dir)
+    run.progress = _progress_wanted()
+    return run
+
+
+def _progress_wanted() -> bool:
+    """A progress bar only for a person watching: stderr is a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.json and args.format not in (None, "json"):
+        raise CliError("--json is --format json; drop one of them.")
+    return "json" if args.json else (args.format or "text")
+
+
+def _emit(text: str, output: str | None, what: str) -> None:
+    """Write ``text`` to stdout, or to ``output`` (then say so on stderr)."""
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        return
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"Wrote {what} to {output}.", file=sys.stderr)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
     from otelflow.analysis.report import build_report, format_report
 
-    run = open_run(args.run, runs_dir=args.runs_dir)
+    fmt = _output_format(args)
+    run = _pick_run(args)
     report = build_report(run, top=args.top)
-    sys.stdout.write(_dumps(report) + "\n" if args.json else format_report(report))
+    _emit(_dumps(report) + "\n" if fmt == "json" else format_report(report), args.output, "the report")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from otelflow.analysis.compare import compare_runs, format_comparison
     from otelflow.analysis.reader import open_run
+    from otelflow.analysis.regress import slower
 
+    fmt = _output_format(args)
+    if args.fail_if_slower is not None and args.fail_if_slower < 0:
+        raise CliError(f"--fail-if-slower takes a percentage ≥ 0, not {args.fail_if_slower:g}.")
     a = open_run(args.run_a, runs_dir=args.runs_dir)
     b = open_run(args.run_b, runs_dir=args.runs_dir)
+    a.progress = b.progress = _progress_wanted()
     cmp = compare_runs(a, b)
-    sys.stdout.write(_dumps(cmp) + "\n" if args.json else format_comparison(cmp))
+    worse = slower(cmp, args.fail_if_slower) if args.fail_if_slower is not None else []
+    if args.fail_if_slower is not None:
+        cmp["fail_if_slower"] = {"pct": args.fail_if_slower, "slower": [w.to_dict() for w in worse]}
+    _emit(_dumps(cmp) + "\n" if fmt == "json" else format_comparison(cmp), args.output, "the comparison")
+    if worse:
+        limit = f"{args.fail_if_slower:g}%"
+        print(f"{PROG}: {len(worse)} measure(s) of B are more than {limit} slower than A:", file=sys.stderr)
+        for w in worse:
+            print(f"  {w}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from otelflow.analysis.plots import plot_run
-    from otelflow.analysis.reader import open_run
+    run = _pick_run(args)
+    if args.kind == "dashboard":
+        from otelflow.analysis.dashboard import plot_dashboard
 
-    run = open_run(args.run, runs_dir=args.runs_dir)
-    output = args.output or f"{run.run_id}-timeline.png"
-    path = plot_run(run, output, by=args.by, kind=args.kind)
+        path = plot_dashboard(run, args.output or f"{run.run_id}-dashboard.png")
+    else:
+        from otelflow.analysis.plots import plot_run
+
+        path = plot_run(run, args.output or f"{run.run_id}-timeline.png", by=args.by, kind=args.kind)
     print(f"Wrote {path} ({len(run.tasks())} tasks of run {run.run_id}).")
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    run = _pick_run(args)
+    fmt = args.format
+    if fmt == "html":
+        from otelflow.analysis.export_html import write_html
+
+        if args.table:
+            raise CliError("--table is for --format csv or parquet.")
+        c = write_html(run, args.output, by=args.by, max_bars=args.max_bars)
+        shown = f"{c['bars']} of {c['tasks']} tasks as bars" if c["bars"] < c["tasks"] else f"{c['tasks']} tasks"
+        print(f"Wrote {args.output} ({shown}, {c['lanes']} lanes, run {run.run_id}).")
+    elif fmt == "chrome":
+        from otelflow.analysis.export_chrome import write_chrome_trace
+
+        if args.table:
+            raise CliError("--table is for --format csv or parquet.")
+        c = write_chrome_trace(run, args.output)
+        print(
+            f"Wrote {args.output} ({c['slices']} task slices on {c['tracks']} worker tracks, {c['flows']} dependency "
+            f"flows, run {run.run_id}); open it in https://ui.perfetto.dev or chrome://tracing."
+        )
+    else:
+        from otelflow.analysis.tables_export import TABLES, write_csv, write_parquet
+
+        tables = list(TABLES) if args.table == "all" else [args.table or "tasks"]
+        write = write_csv if fmt == "csv" else write_parquet
+        paths = write(run, args.output, tables)
+        print(f"Wrote {', '.join(str(p) for p in paths)} (run {run.run_id}).")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from otelflow.analysis.history import format_history, history
+
+    fmt = _output_format(args)
+    h = history(args.runs_dir, name=args.name, threshold_pct=args.threshold)
+    _emit(_dumps(h) + "\n" if fmt == "json" else format_history(h), args.output, "the history")
+    return 0
+
+
+def _cmd_advise(args: argparse.Namespace) -> int:
+    from otelflow.analysis.advise import advise, format_advice
+
+    fmt = _output_format(args)
+    if args.headroom < 0:
+        raise CliError(f"--headroom takes a percentage ≥ 0, not {args.headroom:g}.")
+    a = advise(args.runs_dir, task=args.task, headroom=args.headroom / 100)
+    _emit(_dumps(a) + "\n" if fmt == "json" else format_advice(a), args.output, "the advice")
+    advised = [v for v in a["tasks"].values() if "refused" not in v]
+    return 0 if advised else 1
 
 
 def _parse_headers(items: Sequence[str]) -> dict[str, str]:
@@ -253,24 +360,83 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", "Summarize a run: counts, timings, workflows, failures, critical path.", _cmd_report)
     p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
+    p.add_argument("--run-id", metavar="RUN", help="the run with this id (or unique id prefix) in the runs directory")
+    p.add_argument("--latest", action="store_true", help="the latest run in the runs directory (the default)")
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--top", type=int, default=10, metavar="N", help="list the N slowest tasks (default 10)")
 
     p = add("compare", "Compare run B against run A (deltas are B − A).", _cmd_compare)
     p.add_argument("run_a", metavar="RUN_A", help="the baseline run (" + _RUN_HELP.split(";", maxsplit=1)[0] + ")")
     p.add_argument("run_b", metavar="RUN_B", help="the run compared with it")
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-
-    p = add("plot", "Draw a run's task timeline and concurrency to a PNG (needs matplotlib).", _cmd_plot)
-    p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
-    p.add_argument("-o", "--output", metavar="PNG", help="the file to write (default: RUN_ID-timeline.png)")
-    p.add_argument("--by", choices=("worker", "workflow"), default="worker", help="timeline lanes (default worker)")
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the comparison to FILE instead of stdout")
     p.add_argument(
-        "--kind", choices=("timeline", "concurrency", "both"), default="both", help="what to draw (default both)"
+        "--fail-if-slower",
+        type=float,
+        metavar="PCT",
+        help="exit with status 1, naming each measure, when B's wall time, critical path or a task "
+        "name's mean execution is more than PCT percent slower than A's (baselines under 1 ms are not judged)",
+    )
+
+    p = add(
+        "plot", "Draw a run's dashboard (or its task timeline and concurrency) to a PNG (needs matplotlib).", _cmd_plot
+    )
+    p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
+    p.add_argument("--run-id", metavar="RUN", help="the run with this id (or unique id prefix) in the runs directory")
+    p.add_argument("--latest", action="store_true", help="the latest run in the runs directory (the default)")
+    p.add_argument(
+        "-o", "--out", "--output", dest="output", metavar="PNG", help="the file to write (default: RUN_ID-KIND.png)"
+    )
+    p.add_argument(
+        "--kind",
+        choices=("dashboard", "timeline", "concurrency", "both"),
+        default="dashboard",
+        help="dashboard: workflow Gantt, per-stage execution, concurrency, throughput, latency, stage × time "
+        "heatmap, resources (default); timeline, concurrency or both: the per-worker task timeline plots",
+    )
+    p.add_argument(
+        "--by", choices=("worker", "workflow"), default="worker", help="timeline lanes (default worker; not dashboard)"
     )
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+
+    p = add(
+        "export",
+        "Write a run as an HTML Gantt, a Chrome/Perfetto trace, or CSV/Parquet tables.",
+        _cmd_export,
+    )
+    p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
+    p.add_argument("--run-id", metavar="RUN", help="the run with this id (or unique id prefix) in the runs directory")
+    p.add_argument("--latest", action="store_true", help="the latest run in the runs directory (the default)")
+    p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("html", "chrome", "csv", "parquet"),
+        help="html: a self-contained Gantt page; chrome: trace-event JSON for Perfetto/chrome://tracing; "
+        "csv, parquet: tables (parquet needs pyarrow: pip install 'otelflow[parquet]')",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the file to write (a directory with --table all)"
+    )
+    p.add_argument(
+        "--table",
+        choices=("tasks", "events", "resources", "logs", "all"),
+        help="csv/parquet: which table (default tasks); all writes tasks, events, resources and logs into "
+        "the directory --output",
+    )
+    p.add_argument("--by", choices=("worker", "workflow"), default="worker", help="html: lanes (default worker)")
+    p.add_argument(
+        "--max-bars",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="html: at most N task bars, the longest; the rest show as density strips (default 20000)",
+    )
 
     p = add("replay", "Send a recorded run's spans, with their original ids, to an OTLP endpoint.", _cmd_replay)
     p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP)
@@ -289,6 +455,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per request (default 10)")
     p.add_argument("--batch-size", type=int, default=512, metavar="N", help="spans per request (default 512)")
     p.add_argument("--runs-dir", metavar="DIR", help=_RUNS_DIR_HELP)
+
+    p = add("history", "Runs over time with duration, tasks and failures; flags regressions.", _cmd_history)
+    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
+    p.add_argument("--name", metavar="WORKFLOW", help="only this workflow (its mean duration and its tasks per run)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=20.0,
+        metavar="PCT",
+        help="a run regressed when its duration exceeds the median of the earlier runs' by more than PCT (default 20)",
+    )
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    p = add(
+        "advise",
+        "Recommend CPU and memory requests per task name from the history of runs (exit 1 if none can be made).",
+        _cmd_advise,
+    )
+    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
+    p.add_argument("--task", metavar="NAME", help="only this task name")
+    p.add_argument(
+        "--headroom", type=float, default=20.0, metavar="PCT", help="added to p95 CPU and peak memory (default 20)"
+    )
+    p.add_argument("--format", choices=("text", "json"), help="text for people (default) or JSON for machines")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     p = add("runs", "List the runs in a runs directory, oldest first.", _cmd_runs)
     p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help=_RUNS_DIR_HELP)
@@ -340,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name; default ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 2 on any error (after one sentence on stderr).
+        The exit status: 0 on success, 1 when ``compare --fail-if-slower`` found a
+        slowdown, 2 on any error (after one sentence on stderr).
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -522,6 +522,16 @@ OTELFLOW_JSONL: Final = _declare(
     group="Run directory and pipeline",
     default="true",
 )
+OTELFLOW_JSONL_COMPRESSION: Final = _declare(
+    "OTELFLOW_JSONL_COMPRESSION",
+    Rule("choice", "none or zstd", choices=("none", "zstd")),
+    "`zstd` writes the JSONL files as `*.jsonl.zst`, one zstd frame per flush (~10× smaller; "
+    "needs `pip install 'otelflow[zstd]'`): a killed process loses at most its last frame and "
+    "`zstdcat FILE | jq` reads them. Every otelflow reader reads both forms.",
+    fields=("jsonl_compression",),
+    group="Run directory and pipeline",
+    default="none",
+)
 OTELFLOW_CONSOLE: Final = _declare(
     "OTELFLOW_CONSOLE",
     _BOOL,

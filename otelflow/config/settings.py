@@ -116,6 +116,7 @@ class Settings:
         checkpoint_interval: Seconds between metric snapshots in the JSONL.
         flush_interval: Longest delay before a JSONL line reaches the disk.
         jsonl: Write the JSONL files.
+        jsonl_compression: ``"none"`` or ``"zstd"`` (``*.jsonl.zst``, one frame per flush).
         console: Print a span tree to stderr at stop.
         queue_size: Most events in flight on the bus.
         queue_full: What ``emit()`` does on a full bus: ``wait`` or ``drop``.
@@ -155,6 +156,7 @@ class Settings:
     checkpoint_interval: float
     flush_interval: float
     jsonl: bool
+    jsonl_compression: str
     console: bool
     queue_size: int
     queue_full: QueueFull
@@ -314,6 +316,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("checkpoint_interval", ev.OTELFLOW_CHECKPOINT_INTERVAL),
         _same("flush_interval", ev.OTELFLOW_FLUSH_INTERVAL),
         _same("jsonl", ev.OTELFLOW_JSONL),
+        _same("jsonl_compression", ev.OTELFLOW_JSONL_COMPRESSION),
         _same("console", ev.OTELFLOW_CONSOLE),
         _same("queue_size", ev.OTELFLOW_QUEUE_SIZE),
         _same("queue_full", ev.OTELFLOW_QUEUE_FULL),
@@ -610,6 +613,7 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         checkpoint_interval=ld.value(parse_float, "checkpoint_interval", ev.OTELFLOW_CHECKPOINT_INTERVAL),
         flush_interval=ld.value(parse_float, "flush_interval", ev.OTELFLOW_FLUSH_INTERVAL),
         jsonl=ld.value(parse_bool, "jsonl", ev.OTELFLOW_JSONL),
+        jsonl_compression=ld.value(parse_choice, "jsonl_compression", ev.OTELFLOW_JSONL_COMPRESSION),
         console=ld.value(parse_bool, "console", ev.OTELFLOW_CONSOLE),
         queue_size=ld.value(parse_int, "queue_size", ev.OTELFLOW_QUEUE_SIZE),
         queue_full=cast(QueueFull, ld.value(parse_choice, "queue_full", ev.OTELFLOW_QUEUE_FULL)),

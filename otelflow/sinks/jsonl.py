@@ -57,6 +57,10 @@ class JsonlWriter:
         sink: Instead of a file, hand each flushed batch of lines (bytes, newline-terminated)
             to this callable — how a worker with no shared disk sends its lines home
             (:func:`otelflow.toolkit.join_run` with ``forward=``). It must not block for long.
+        compression: ``"zstd"`` writes each flush as one complete zstd frame (needs the
+            ``zstandard`` package: :func:`zstd_compressor`), so the file is a valid zstd
+            stream after every flush and a killed process loses at most its last frame.
+            Forwarded lines (``sink``) are never compressed.
     """
 
     def __init__(
@@ -64,10 +68,12 @@ class JsonlWriter:
         path: Path | str | None,
         flush_interval: float = 0.25,
         sink: Callable[[bytes], object] | None = None,
+        compression: str = "none",
     ) -> None:
         self.path = Path(path) if path is not None else Path("<forwarded>")
         self.flush_interval = flush_interval
         self._sink = sink
+        self._zstd = zstd_compressor() if compression == "zstd" and sink is None else None
         self._buf = bytearray()
         self._lines = 0
         self._encoder = msgspec.json.Encoder()
@@ -179,10 +185,11 @@ class JsonlWriter:
         if self._fd is None:
             self.lines_lost += lines
             return
+        data: bytes | bytearray = buf if self._zstd is None else self._zstd.compress(buf)
         try:
-            written = os.write(self._fd, buf)
-            while written < len(buf):  # a partial write (rare): write the rest
-                written += os.write(self._fd, buf[written:])
+            written = os.write(self._fd, data)
+            while written < len(data):  # a partial write (rare): write the rest
+                written += os.write(self._fd, data[written:])
             self.lines_written += lines
         except OSError as exc:
             self.lines_lost += lines
@@ -332,10 +339,28 @@ def metric_lines(data: MetricsData) -> list[dict[str, Any]]:
     return out
 
 
-def run_file_name(role: str, host: str, pid: int) -> str:
-    """Name of this process's JSONL file inside the run directory."""
+def run_file_name(role: str, host: str, pid: int, compression: str = "none") -> str:
+    """Name of this process's JSONL file inside the run directory (``.jsonl.zst`` for zstd)."""
     safe_host = "".join(c if c.isalnum() or c in "-_." else "_" for c in host) or "host"
-    return f"{role}-{safe_host}-{pid}.jsonl"
+    return f"{role}-{safe_host}-{pid}.jsonl" + (".zst" if compression == "zstd" else "")
+
+
+def zstd_compressor() -> Any:
+    """A zstd compressor for the JSONL writer (level 3: ~10× smaller at ~300 MB/s).
+
+    Raises:
+        ConfigError: ``zstandard`` is not installed (the message says how to install it).
+    """
+    try:
+        import zstandard
+    except ImportError as exc:
+        from otelflow.errors import ConfigError
+
+        raise ConfigError(
+            "OTELFLOW_JSONL_COMPRESSION=zstd needs the zstandard package, which is not installed: "
+            "pip install 'otelflow[zstd]' (or unset OTELFLOW_JSONL_COMPRESSION)."
+        ) from exc
+    return zstandard.ZstdCompressor(level=3)
 
 
 __all__: Sequence[str] = (
@@ -347,4 +372,5 @@ __all__: Sequence[str] = (
     "metric_lines",
     "run_file_name",
     "user_span_line",
+    "zstd_compressor",
 )
