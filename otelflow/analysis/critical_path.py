@@ -116,7 +116,7 @@ class CriticalPath:
     def total(self, part: str) -> float:
         """Sum of one part over the steps: ``dependency_wait_s``, ``dispatch_wait_s``,
         ``queue_wait_s``, ``scheduling_wait_s``, ``execution_s`` or ``other_s``."""
-        return sum(getattr(s, part) for s in self.steps)
+        return float(sum(getattr(s, part) for s in self.steps))
 
     def to_dict(self) -> dict[str, Any]:
         """The path as a JSON-ready dict: totals plus one dict per step."""
@@ -254,6 +254,6 @@ def format_critical_path(path: CriticalPath | dict[str, Any] | None, *, max_step
     return "\n".join(lines) + "\n"
 
 
-def _clip(s: Any, n: int) -> str:
-    s = str(s)
+def _clip(value: Any, n: int) -> str:
+    s = str(value)
     return s if len(s) <= n else s[: n - 1] + "…"

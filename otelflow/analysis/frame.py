@@ -32,7 +32,7 @@ class PandasDependencyError(OtelflowError, ImportError):
 
 def _pandas() -> Any:
     try:
-        import pandas  # type: ignore[import-untyped]
+        import pandas
     except ImportError as exc:
         raise PandasDependencyError(
             "DataFrames need pandas, which is not installed: pip install 'otelflow[pandas]'."

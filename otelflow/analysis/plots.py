@@ -129,11 +129,11 @@ def concurrency(
     running: list[int] = []
     waiting: list[int] = []
     r = w = 0
-    for t in sorted(deltas):
-        d = deltas[t]
+    for when in sorted(deltas):
+        d = deltas[when]
         r += d[0]
         w += d[1]
-        times.append((t - origin) / _NS)
+        times.append((when - origin) / _NS)
         running.append(r)
         waiting.append(w)
     return times, running, waiting

@@ -597,14 +597,14 @@ class Run:
         try:
             for path in self.files:
                 if path in self.tal_files:  # RHAPSODY's format: translated line by line, then typed
-                    for obj in self._file_lines(path, None):
-                        section = obj.get("section")
+                    for translated in self._file_lines(path, None):
+                        section = translated.get("section")
                         key = section if isinstance(section, str) else "?"
                         sections[key] = sections.get(key, 0) + 1
                         if section == "event":
-                            on_event(lenient(obj, EventLine))
+                            on_event(lenient(translated, EventLine))
                         elif section == "span":
-                            on_span(lenient(obj, SpanLine))
+                            on_span(lenient(translated, SpanLine))
                     continue
                 f = self._open(path)
                 if f is None:
@@ -644,6 +644,7 @@ class Run:
                             else:
                                 n_other += 1
                             continue
+                        obj: object
                         try:
                             obj = generic(raw)
                         except msgspec.DecodeError:  # pragma: no cover - it parsed a moment ago
@@ -759,7 +760,7 @@ def _zst_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[bytes, bool
 def _progress_bar(files: list[Path]) -> Any:
     """A tqdm bar over the files' bytes on stderr, or None without tqdm."""
     try:
-        from tqdm import tqdm  # type: ignore[import-untyped]
+        from tqdm import tqdm
     except ImportError:
         return None
     total = 0

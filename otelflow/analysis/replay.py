@@ -235,9 +235,10 @@ class _SpanFactory:
         scope = self.scope
         user_scope = line.get("scope")
         if line.get("kind") == "user" and isinstance(user_scope, str) and user_scope:
-            scope = self.user_scopes.get(user_scope)
-            if scope is None:
-                scope = self.user_scopes[user_scope] = self._scope_cls(user_scope)
+            known = self.user_scopes.get(user_scope)
+            if known is None:
+                known = self.user_scopes[user_scope] = self._scope_cls(user_scope)
+            scope = known
         return ReadableSpan(
             name=str(line.get("name") or "span"),
             context=SpanContext(trace_id, span_id, False, flags),

@@ -331,8 +331,8 @@ def _time(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / _NS, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _clip(s: Any, n: int) -> str:
-    s = "-" if s is None else str(s)
+def _clip(value: Any, n: int) -> str:
+    s = "-" if value is None else str(value)
     return s if len(s) <= n else s[: n - 1] + "…"
 
 

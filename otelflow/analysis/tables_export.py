@@ -244,8 +244,8 @@ def write_csv(run: Run, output: str | os.PathLike[str], tables: list[str] | None
 
 def _pyarrow() -> Any:
     try:
-        import pyarrow  # type: ignore[import-untyped]
-        import pyarrow.parquet  # type: ignore[import-untyped]
+        import pyarrow
+        import pyarrow.parquet
     except ImportError as exc:
         raise ExportDependencyError(
             "Parquet export needs pyarrow, which is not installed: pip install 'otelflow[parquet]'."

@@ -274,8 +274,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         return 0
     table = [["RUN ID", "STARTED", "WALL", "STATUS", "TASKS", "FAILED", "SERVICE"]]
     for r in runs:
-        summary = r.meta.get("summary") if isinstance(r.meta.get("summary"), dict) else {}
-        tasks = summary.get("tasks") if isinstance(summary.get("tasks"), dict) else {}
+        meta_summary = r.meta.get("summary")
+        summary: dict[str, Any] = meta_summary if isinstance(meta_summary, dict) else {}
+        meta_tasks = summary.get("tasks")
+        tasks: dict[str, Any] = meta_tasks if isinstance(meta_tasks, dict) else {}
         wall = (r.end_time - r.start_time) / 1e9 if r.end_time is not None else None
         table.append(
             [

@@ -160,9 +160,10 @@ def _define_locked(name: str, schema: tuple[tuple[str, Any, Any], ...]) -> type[
         omit_defaults=False,  # a reader without the schema must see every field's value
     )
     cls.__qualname__ = name
-    _registry[name] = cls
+    event_cls: type[UserEvent] = cls  # type: ignore[assignment]  # defined with bases=(UserEvent,)
+    _registry[name] = event_cls
     _schemas[name] = schema
-    return cls  # type: ignore[return-value]
+    return event_cls
 
 
 def event_class(name: str) -> type[Event]:

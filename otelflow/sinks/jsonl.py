@@ -22,9 +22,11 @@ from typing import Any
 import msgspec
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    HistogramDataPoint,
     MetricExporter,
     MetricExportResult,
     MetricsData,
+    NumberDataPoint,
 )
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import StatusCode
@@ -307,7 +309,7 @@ def metric_lines(data: MetricsData) -> list[dict[str, Any]]:
                 kind = type(metric.data).__name__.lower()
                 for p in metric.data.data_points:
                     point: dict[str, Any] = {"attributes": dict(p.attributes or {})}
-                    if hasattr(p, "bucket_counts"):
+                    if isinstance(p, HistogramDataPoint):
                         point.update(
                             count=p.count,
                             sum=p.sum,
@@ -316,8 +318,10 @@ def metric_lines(data: MetricsData) -> list[dict[str, Any]]:
                             bucket_counts=list(p.bucket_counts),
                             explicit_bounds=list(p.explicit_bounds),
                         )
-                    else:
-                        point["value"] = p.value  # type: ignore[union-attr]
+                    elif isinstance(p, NumberDataPoint):
+                        point["value"] = p.value
+                    else:  # an exponential histogram: no explicit buckets to write
+                        point.update(count=p.count, sum=p.sum, min=p.min, max=p.max)
                     points.append(point)
                 temporality = getattr(metric.data, "aggregation_temporality", None)
                 out.append(
