@@ -14,8 +14,10 @@ Quick use::
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from otelflow import _global
@@ -104,7 +106,7 @@ _log = logging.getLogger("otelflow")
 
 def start_telemetry(
     *,
-    checkpoint_path: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
     resource_poll_interval: float | None = None,
     checkpoint_interval: float | None = None,
     span_processors: Sequence[Any] = (),
@@ -113,7 +115,46 @@ def start_telemetry(
     service_name: str | None = None,
     prometheus_port: int | None = None,
     name: str | None = None,
-    **options: Any,
+    environ: Mapping[str, str] | None = None,
+    # Every other setting (docs/configuration.md); None means "from the environment, else default".
+    enabled: bool | None = None,
+    resource_attributes: Mapping[str, str] | str | None = None,
+    traces_exporter: str | Sequence[str] | None = None,
+    traces_exporters: str | Sequence[str] | None = None,
+    metrics_exporter: str | Sequence[str] | None = None,
+    metrics_exporters: str | Sequence[str] | None = None,
+    logs_exporter: str | Sequence[str] | None = None,
+    logs_exporters: str | Sequence[str] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    otlp_headers: Mapping[str, str] | str | None = None,
+    otlp_traces: Any = None,
+    otlp_metrics: Any = None,
+    otlp_logs: Any = None,
+    prometheus_host: str | None = None,
+    sampler: str | None = None,
+    sampler_arg: float | None = None,
+    metric_export_interval_s: float | None = None,
+    metric_export_timeout_s: float | None = None,
+    bsp_schedule_delay_s: float | None = None,
+    bsp_max_queue_size: int | None = None,
+    bsp_max_export_batch_size: int | None = None,
+    runs_dir: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    flush_interval: float | None = None,
+    jsonl: bool | None = None,
+    jsonl_compression: str | None = None,
+    console: bool | None = None,
+    queue_size: int | None = None,
+    queue_full: str | None = None,
+    set_global_providers: str | bool | None = None,
+    capture_logs: bool | None = None,
+    log_level: str | int | None = None,
+    capture_loggers: str | Sequence[str] | None = None,
+    live_port: int | None = None,
+    live_host: str | None = None,
+    wait_spans: bool | None = None,
+    trace_per: str | None = None,
 ) -> Telemetry:
     """Start telemetry for this process and make it current.
 
@@ -132,7 +173,10 @@ def start_telemetry(
             (``OTEL_EXPORTER_PROMETHEUS_PORT``); 0 picks a free port.
         name: The session span's name, as a trace list shows it; default
             ``session <service name> <run id>``.
-        **options: Any other setting by name (see docs/configuration.md).
+        environ: Read the ``OTEL_*`` / ``OTELFLOW_*`` variables from this mapping instead
+            of ``os.environ`` (``{}``: arguments and defaults only).
+        enabled ... trace_per: Every other setting, by the name docs/configuration.md gives
+            it next to its environment variable; an argument beats the variable.
 
     Returns:
         The running :class:`Telemetry` (also a context manager, sync and async).
@@ -155,19 +199,26 @@ def start_telemetry(
         return existing
     from otelflow.session import Telemetry
 
+    # Every keyword above is a setting except these four, which the Telemetry takes itself.
+    options = {k: v for k, v in locals().items() if k in _SETTING_ARGUMENTS}
     telemetry = Telemetry(
-        checkpoint_path=checkpoint_path,
-        resource_poll_interval=resource_poll_interval,
-        checkpoint_interval=checkpoint_interval,
         span_processors=span_processors,
         metric_readers=metric_readers,
         resource=resource,
-        service_name=service_name,
-        prometheus_port=prometheus_port,
         name=name,
+        environ=dict(environ) if environ is not None else None,
         **options,
     )
     return telemetry.start()
+
+
+_SETTING_ARGUMENTS = frozenset(inspect.signature(start_telemetry).parameters) - {
+    "span_processors",
+    "metric_readers",
+    "resource",
+    "name",
+    "environ",
+}
 
 
 def current_telemetry() -> Telemetry | None:

@@ -191,3 +191,16 @@ def test_a_worker_session_joins_its_parent_and_writes_only_its_own_file(tmp_path
 def test_joining_ids_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="trace_id"):
         otelflow.Telemetry(checkpoint_path=str(tmp_path), trace_id="xyz", environ={})
+
+
+def test_start_telemetry_names_every_setting_as_a_parameter():
+    """No **options: an IDE and mypy see every setting, and none is forgotten."""
+    import inspect
+
+    from otelflow.config.settings import ARGUMENTS
+
+    params = inspect.signature(otelflow.start_telemetry).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert set(ARGUMENTS) <= set(params), sorted(set(ARGUMENTS) - set(params))
+    others = set(params) - set(ARGUMENTS)
+    assert others == {"span_processors", "metric_readers", "resource", "name", "environ"}
