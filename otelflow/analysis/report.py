@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from otelflow.analysis._format import format_duration
 from otelflow.analysis._tables import PHASE_PREFIX, STATES, RunData, TaskInfo
 from otelflow.analysis.critical_path import critical_path, format_critical_path
 from otelflow.analysis.reader import Run
@@ -306,23 +307,6 @@ def _start(sc: Any) -> int:
 
 
 # --- text ------------------------------------------------------------------------------------
-
-
-def format_duration(s: float | None) -> str:
-    """Format seconds for humans: ``-``, ``0s``, ``850µs``, ``12.5ms``, ``3.250s``, ``2m03.5s``, ``1h02m``."""
-    if s is None:
-        return "-"
-    if s == 0:
-        return "0s"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f}µs"
-    if s < 1:
-        return f"{s * 1e3:.1f}ms"
-    if s < 60:
-        return f"{s:.3f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{s % 60:04.1f}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
 
 
 def _time(ns: int | None) -> str:

@@ -20,10 +20,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from otelflow.analysis.reader import Run
 from otelflow.errors import OtelflowError
+
+if TYPE_CHECKING:
+    from otelflow.analysis.reader import Run
 
 __all__ = ["COLUMNS", "TABLES", "ExportDependencyError", "rows", "write_csv", "write_parquet"]
 

@@ -25,6 +25,7 @@ from array import array
 from collections.abc import Iterable
 from typing import Any
 
+from otelflow.analysis._format import format_duration
 from otelflow.analysis._tables import RunData, TaskInfo
 
 __all__ = ["failure_groups", "format_utilization", "peak_concurrency", "utilization"]
@@ -183,8 +184,6 @@ def _pct(v: float | None) -> str:
 
 def format_utilization(report: dict[str, Any], *, max_rows: int = 20) -> str:
     """Render a report's ``utilization`` and ``failure_groups`` sections as text."""
-    from otelflow.analysis.report import format_duration
-
     u = report.get("utilization")
     out: list[str] = []
     if u and u["busy_s"]:
