@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import random
+import reprlib
 import socket
 import sys
 import threading
@@ -37,8 +38,9 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow import _global
+from otelflow import _global, validate
 from otelflow._version import __version__
+from otelflow._warn import warn_visibly
 from otelflow.bus.dispatcher import Call, Dispatcher
 from otelflow.bus.queue import EventBus
 from otelflow.bus.subscribers import Subscriber
@@ -347,13 +349,26 @@ class Telemetry:
                     if scope is not None:
                         setf(event, "workflow_id", scope.workflow_id)
                         setf(event, "block_id", scope.block_id)
+            # A value of the wrong type would be written unchecked (or break the reader):
+            # refuse the event here, where the count and the warning can name the field.
+            why = validate.check_event(event)
+            if why is not None:
+                raise EventError(
+                    f"{event.event_name} was not accepted: {why}. Give each field a value "
+                    "of its declared type (finite numbers, text, plain lists and dicts)"
+                )
             return self.bus_put(event)
         except Exception as exc:  # noqa: BLE001 - emit() never raises into user code
             self._invalid_emits += 1
             key = f"{type(exc).__name__}:{exc}"[:200]
             if key not in self._warned_emit and len(self._warned_emit) < 50:
                 self._warned_emit.add(key)
-                _log.warning("otelflow.emit() ignored an event: %s", exc)
+                warn_visibly(
+                    _log,
+                    "otelflow.emit() ignored an event (counted in summary()['dropped']"
+                    "['invalid_emits']): %s",
+                    validate.clean_text(exc, 1000),
+                )
             return False
 
     def _scope_started(self, scope: Any, ev: Event) -> None:
@@ -514,6 +529,29 @@ class Telemetry:
         """
         with self._state_lock:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
+
+    def invalid_argument(self, what: str, value: object) -> None:
+        """Count a tracker argument that had to be fixed or left out; warn once per argument.
+
+        Counted under ``summary()["dropped"]["invalid_arguments"]``.
+        """
+        self.count_dropped("invalid_arguments")
+        key = f"arg:{what}"
+        if key in self._warned_emit:
+            return
+        self._warned_emit.add(key)
+        try:
+            shown = reprlib.repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__
+            shown = f"<{type(value).__qualname__}>"
+        warn_visibly(
+            _log,
+            "otelflow: a tracker call got %s=%s; %s. Counted in "
+            "summary()['dropped']['invalid_arguments'] (further ones are not warned about).",
+            what,
+            validate.clean_text(shown, 200),
+            _ARG_FIX.get(what, "it was recorded as its text"),
+        )
 
     def _export_failures(self) -> int:
         return self._exporters.failures()
@@ -706,6 +744,16 @@ class Telemetry:
 
 
 _TIMEOUT = object()
+_ARG_FIX = {
+    "task_id": "task ids are strings, so it was recorded as its text",
+    "name": "task names are strings, so it was recorded as its text",
+    "event_time": "event_time is an int of ns since the epoch (time.time_ns()), so 'now' was used",
+    "attributes": "attributes map str to str/int/float/bool, so other entries were recorded as text",
+    "cpu_time_s": "cpu_time_s is a number of seconds >= 0, so it was left out",
+    "peak_rss_bytes": "peak_rss_bytes is an int >= 0, so it was left out",
+    "worker": "worker is a string, so it was recorded as its text",
+    "pid": "pid is an int >= 0, so it was left out",
+}
 
 
 def _as_id(value: str | int | None, name: str, digits: int) -> int | None:
