@@ -51,6 +51,7 @@ from otelflow.events.registry import make_event
 from otelflow.metrics import bridge
 from otelflow.metrics.instruments import METER_NAME
 from otelflow.metrics.recorder import MetricRecorder
+from otelflow.redact import redact_argv
 from otelflow.scope import active_scope
 from otelflow.sinks.exporters import BuiltExporters, build_exporters
 from otelflow.sinks.jsonl import JsonlMetricExporter, JsonlSpanProcessor, JsonlWriter, run_file_name
@@ -712,18 +713,36 @@ class Telemetry:
             "status": status,
             "host": self.node,
             "pid": os.getpid(),
-            "argv": list(sys.argv),
+            "argv": redact_argv(sys.argv),
             "versions": _versions(),
             "config": self.settings.redacted(),
             "summary": summary,
         }
+        problems = self._problems()
+        if problems:
+            meta["problems"] = problems
         path = self.run_dir / "run.json"
         tmp = path.with_suffix(f".tmp{os.getpid()}")
+        data = msgspec.json.encode(meta, enc_hook=repr)
         try:
-            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(meta, enc_hook=repr), indent=2))
+            tmp.write_bytes(msgspec.json.format(data, indent=2))
             os.replace(tmp, path)
         except OSError as exc:
-            _log.warning("otelflow could not write %s: %s", path, exc)
+            _remove(tmp)  # never leave a 0-byte run.tmp<pid> behind
+            # A full disk: overwrite in place, compact and without the summary — the
+            # blocks of the old run.json are reused, so the status still gets there.
+            if not _overwrite(path, _compact(meta)):
+                warn_visibly(_log, "otelflow could not write %s: %s", path, exc)
+
+    def _problems(self) -> list[str]:
+        """What went wrong writing the run, for ``run.json`` (and so for the report)."""
+        j = self._jsonl
+        if j is None or not (j.lines_lost or j.write_errors):
+            return []
+        cause = getattr(j, "last_error", None) or "write errors"
+        if "No space" in cause or "ENOSPC" in cause:
+            return [f"disk full: {j.lines_lost} line(s) lost from {j.path.name}"]
+        return [f"{cause}: {j.lines_lost} line(s) lost from {j.path.name}"]
 
     # -- context managers ---------------------------------------------------------------------
 
@@ -744,6 +763,35 @@ class Telemetry:
 
 
 _TIMEOUT = object()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _compact(meta: dict[str, Any]) -> bytes:
+    small = {k: v for k, v in meta.items() if k not in ("summary", "versions", "config")}
+    return msgspec.json.encode(small, enc_hook=repr)
+
+
+def _overwrite(path: Path, data: bytes) -> bool:
+    """Rewrite ``path`` in place (not atomically): the fallback when a new file cannot be made."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, data)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
 _ARG_FIX = {
     "task_id": "task ids are strings, so it was recorded as its text",
     "name": "task names are strings, so it was recorded as its text",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from otelflow.analysis import safe_io
 from otelflow.errors import OtelflowError
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def _read_meta(path: Path) -> tuple[dict[str, Any], str | None]:
     """Read ``run.json``; return ``({}, reason)`` if it is missing or unreadable."""
     f = path / "run.json"
     try:
-        raw = f.read_bytes()
+        raw = safe_io.read_small(f)  # never blocks on a FIFO; bounded in size
     except FileNotFoundError:
         return {}, None
     except OSError as exc:
@@ -132,17 +133,19 @@ class RunInfo:
 def _info(path: Path) -> RunInfo:
     meta, _ = _read_meta(path)
     start = meta.get("start_time")
-    if not isinstance(start, int):
-        mtimes = [f.stat().st_mtime_ns for f in path.glob("*.jsonl")]
+    files = sorted(path.glob("*.jsonl"))
+    if not isinstance(start, int) or isinstance(start, bool):
+        mtimes = [f.stat().st_mtime_ns for f in files if safe_io.file_problem(f) is None]
         start = max(mtimes) if mtimes else path.stat().st_mtime_ns
     end = meta.get("end_time")
+    service = meta.get("service_name")
     return RunInfo(
         run_id=str(meta.get("run_id") or path.name),
         path=path,
         start_time=start,
-        end_time=end if isinstance(end, int) else None,
-        status=str(meta.get("status") or "unknown"),
-        service_name=meta.get("service_name"),
+        end_time=end if isinstance(end, int) and not isinstance(end, bool) else None,
+        status=safe_io.run_status(meta, files)[0],
+        service_name=service if isinstance(service, str) else None,
         meta=meta,
     )
 
@@ -238,14 +241,17 @@ def open_run(
 
 
 def _torn_tail(path: Path) -> bool:
-    """True if the file's last line is incomplete (no final newline)."""
+    """True if the file's last line is incomplete (no final newline) and looks like a
+    cut-off line, not garbage."""
     try:
-        with path.open("rb") as f:
+        with safe_io.open_regular(path) as f:
             f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
+            size = f.tell()
+            if size == 0:
                 return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            return not tail.endswith(b"\n") and safe_io.torn_or_garbage(tail)
     except OSError:
         return False
 
@@ -281,8 +287,24 @@ class Run:
             _log.warning("otelflow: %s; reading the run without its metadata.", problem)
         #: The ``run.json`` metadata (empty if missing or unreadable).
         self.meta: dict[str, Any] = meta
+        #: ``*.jsonl`` entries that are not readable regular files (name -> why), skipped.
+        self.skipped_files: dict[str, str] = {}
+        files = []
+        for f in sorted(self.path.glob("*.jsonl")):
+            why = safe_io.file_problem(f)
+            if why is None:
+                files.append(f)
+            else:
+                self.skipped_files[f.name] = why
         #: The run's JSONL files, one per process, sorted by name.
-        self.files: list[Path] = sorted(self.path.glob("*.jsonl"))
+        self.files: list[Path] = files
+        self._status, notes = safe_io.run_status(meta, files)
+        #: What is known about problems with the run directory, as report notes.
+        self.notes: list[str] = [
+            *safe_io.meta_notes(problem),
+            *notes,
+            *(f"{name} {why}; skipped" for name, why in self.skipped_files.items()),
+        ]
         #: Incomplete last lines (a killed process), one at most per file.
         self.torn_lines: int = sum(_torn_tail(f) for f in self.files)
         #: Lines yielded later than the reorder window allowed (time order not exact).
@@ -314,20 +336,21 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"completed"``, or ``"unknown"`` without ``run.json``."""
-        return str(self.meta.get("status") or "unknown")
+        """``"running"``, ``"completed"``, ``"ended without stop() (killed?)"`` (``run.json``
+        says running, but its process is gone), or ``"unknown"`` without ``run.json``."""
+        return self._status
 
     @property
     def start_time(self) -> int | None:
         """Start of the run in ns since the epoch, from ``run.json``."""
         t = self.meta.get("start_time")
-        return t if isinstance(t, int) else None
+        return t if isinstance(t, int) and not isinstance(t, bool) else None
 
     @property
     def end_time(self) -> int | None:
         """End of the run in ns since the epoch; None while it runs or if unknown."""
         t = self.meta.get("end_time")
-        return t if isinstance(t, int) else None
+        return t if isinstance(t, int) and not isinstance(t, bool) else None
 
     @property
     def bad_lines(self) -> int:
@@ -347,9 +370,10 @@ class Run:
         decode = self._decoder.decode
         bad = 0
         try:
-            f = path.open("rb")
+            f = safe_io.open_regular(path)  # never blocks on a FIFO swapped in since __init__
         except OSError as exc:
             _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+            self.skipped_files.setdefault(path.name, f"cannot be read ({exc})")
             return
         with f:
             lineno = 0
@@ -363,8 +387,13 @@ class Run:
                     try:
                         obj = decode(raw)
                     except msgspec.DecodeError:
+                        if not safe_io.torn_or_garbage(raw):  # garbage, not a torn write
+                            bad += 1
+                            self._note_bad(path, lineno, "undecodable bytes")
                         break
                     if not isinstance(obj, dict):
+                        bad += 1
+                        self._note_bad(path, lineno, "not a JSON object")
                         break
                 elif raw.isspace():
                     continue
@@ -379,6 +408,11 @@ class Run:
                         bad += 1
                         self._note_bad(path, lineno, "not a JSON object")
                         continue
+                why = safe_io.line_problem(obj)
+                if why is not None:
+                    bad += 1
+                    self._note_bad(path, lineno, why)
+                    continue
                 if keep is None or keep(obj):
                     yield obj
         # A complete pass counts the file's bad lines exactly once (a filtered pass, which

@@ -74,7 +74,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from otelflow.analysis.reader import open_run
 
     run = open_run(args.run, runs_dir=args.runs_dir)
-    output = args.output or f"{run.run_id}-timeline.png"
+    from otelflow.analysis.safe_io import safe_file_stem
+
+    # run_id comes from run.json: a crafted one must not name a path outside the cwd.
+    output = args.output or f"{safe_file_stem(run.run_id)}-timeline.png"
     path = plot_run(run, output, by=args.by, kind=args.kind)
     print(f"Wrote {path} ({len(run.tasks())} tasks of run {run.run_id}).")
     return 0

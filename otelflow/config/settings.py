@@ -51,7 +51,8 @@ SetGlobalProviders = Literal["auto", "true", "false"]
 REDACTED: Final = "<redacted>"
 """What :meth:`Settings.redacted` writes in place of a secret."""
 
-_SECONDS_POSITIVE: Final = Rule("float", "a number of seconds > 0", low=0.0, low_inclusive=False)
+_EXPORT_SECONDS: Final = Rule("float", "a number of seconds from 0.1 to 86400 (one day)", low=0.1, high=86_400.0)
+_TIMEOUT_SECONDS: Final = Rule("float", "a number of seconds from 0.001 to 3600", low=0.001, high=3600.0)
 _OTLP_SETTINGS: Final = Rule("str", "an OtlpSettings instance")
 _DEFAULT_OTLP_BASE: Final[Mapping[str, str]] = {
     "grpc": "http://localhost:4317",
@@ -550,11 +551,11 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         sampler=sampler,
         sampler_arg=sampler_arg,
         metric_export_interval_s=_first(
-            ld.arg(parse_float, "metric_export_interval_s", rule=_SECONDS_POSITIVE),
+            ld.arg(parse_float, "metric_export_interval_s", rule=_EXPORT_SECONDS),
             ld.seconds(ev.OTEL_METRIC_EXPORT_INTERVAL, default=True),
         ),
         metric_export_timeout_s=_first(
-            ld.arg(parse_float, "metric_export_timeout_s", rule=_SECONDS_POSITIVE),
+            ld.arg(parse_float, "metric_export_timeout_s", rule=_TIMEOUT_SECONDS),
             ld.seconds(ev.OTEL_METRIC_EXPORT_TIMEOUT, default=True),
         ),
         runs_dir=_first(

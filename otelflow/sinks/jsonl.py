@@ -79,6 +79,7 @@ class JsonlWriter:
         self.lines_lost = 0
         self.sanitized = 0
         self.write_errors = 0
+        self.last_error: str | None = None
         self._closed = False
         self._fd: int | None = None
         if sink is not None:
@@ -198,6 +199,7 @@ class JsonlWriter:
 
     def _fail(self, exc: OSError) -> None:
         self.write_errors += 1
+        self.last_error = str(exc)
         if self.write_errors == 1:
             warn_visibly(
                 _log,
