@@ -254,6 +254,8 @@ class Telemetry:
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        recorder.depth_fn = lambda: len(bus.queue)
+        recorder.throttled_fn = lambda: bus.throttled_ns / 1e9
         self._dispatcher.start()
         self._write_run_json(status="running")
         if self.is_main:
