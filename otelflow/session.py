@@ -142,6 +142,7 @@ class Telemetry:
         self.resource: Resource | None = None
         self._recorder: MetricRecorder | None = None
         self._atexit_registered = False
+        self._signals: Any = None  # a SignalFinalizer with handle_signals=True
         self.bus_put: Callable[[Any], bool] = _noop_put
 
     # -- state --------------------------------------------------------------------------------
@@ -281,6 +282,12 @@ class Telemetry:
         if not self._atexit_registered:
             atexit.register(self._atexit)
             self._atexit_registered = True
+        if s.handle_signals and self.is_main:
+            from otelflow.signals import SignalFinalizer
+
+            finalizer = SignalFinalizer(self)
+            if finalizer.install():
+                self._signals = finalizer
 
     def _make_resource(self) -> Resource:
         # Resource.create() reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; our
@@ -599,6 +606,8 @@ class Telemetry:
             if self._atexit_registered:
                 atexit.unregister(self._atexit)
                 self._atexit_registered = False
+            if self._signals is not None:
+                self._signals.uninstall()
             self._stopped.set()
         return self.summary()
 

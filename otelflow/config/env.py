@@ -453,6 +453,16 @@ OTELFLOW_CONSOLE: Final = _declare(
     group="Run directory and pipeline",
     default="false",
 )
+OTELFLOW_HANDLE_SIGNALS: Final = _declare(
+    "OTELFLOW_HANDLE_SIGNALS",
+    _BOOL,
+    "On SIGTERM or SIGHUP, stop the telemetry (drain, write `run.json`) and then hand the "
+    "signal on to the handler that was there before (the default one ends the process). "
+    "Off, a terminated run reads as \"ended without stop() (killed?)\".",
+    fields=("handle_signals",),
+    group="Run directory and pipeline",
+    default="false",
+)
 OTELFLOW_QUEUE_SIZE: Final = _declare(
     "OTELFLOW_QUEUE_SIZE",
     Rule("int", "an integer from 1024 to 16777216", low=1024, high=16_777_216),

@@ -114,6 +114,7 @@ class Settings:
         flush_interval: Longest delay before a JSONL line reaches the disk.
         jsonl: Write the JSONL files.
         console: Print a span tree to stderr at stop.
+        handle_signals: Stop the telemetry on SIGTERM/SIGHUP, then hand the signal on.
         queue_size: Most events in flight on the bus.
         queue_full: What ``emit()`` does on a full bus: ``wait`` or ``drop``.
         set_global_providers: ``auto``, ``true`` or ``false``.
@@ -146,6 +147,7 @@ class Settings:
     set_global_providers: SetGlobalProviders
     capture_logs: bool
     log_level: int
+    handle_signals: bool = False
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -290,6 +292,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("flush_interval", ev.OTELFLOW_FLUSH_INTERVAL),
         _same("jsonl", ev.OTELFLOW_JSONL),
         _same("console", ev.OTELFLOW_CONSOLE),
+        _same("handle_signals", ev.OTELFLOW_HANDLE_SIGNALS),
         _same("queue_size", ev.OTELFLOW_QUEUE_SIZE),
         _same("queue_full", ev.OTELFLOW_QUEUE_FULL),
         _same("set_global_providers", ev.OTELFLOW_SET_GLOBAL_PROVIDERS, "also True or False"),
@@ -578,4 +581,5 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         ),
         capture_logs=ld.value(parse_bool, "capture_logs", ev.OTELFLOW_CAPTURE_LOGS),
         log_level=ld.value(parse_log_level, "log_level", ev.OTELFLOW_LOG_LEVEL),
+        handle_signals=ld.value(parse_bool, "handle_signals", ev.OTELFLOW_HANDLE_SIGNALS),
     )
