@@ -9,6 +9,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
+
 import otelflow
 from otelflow.analysis import open_run
 from tests.reliability.conftest import run_child, write_script
@@ -105,37 +107,39 @@ def test_threads_asyncio_tasks_and_processes_emitting_at_once(tmp_path: Path):
     assert sum(t.status == "completed" for t in tasks.values()) == total
 
 
-def test_stop_racing_emission_loses_nothing_silently(tmp_path: Path):
-    for round_ in range(5):
-        tel = otelflow.start_telemetry(checkpoint_path=tmp_path / str(round_), resource_poll_interval=0, environ={})
-        tr = otelflow.tracker("race")
-        go = threading.Event()
-        attempted = [0] * 4
+@pytest.mark.parametrize("round_", range(5))
+def test_stop_racing_emission_loses_nothing_silently(tmp_path: Path, round_: int):
+    tel = otelflow.start_telemetry(checkpoint_path=tmp_path, resource_poll_interval=0, environ={})
+    tr = otelflow.tracker("race")
+    busy = [threading.Event() for _ in range(4)]
+    attempted = [0] * 4
 
-        def produce(k: int) -> None:
-            go.wait()
-            i = 0
-            while tel.active or i < 100:
-                t = tr.created(f"{k}-{i}", "r")
-                tr.completed(t)
-                i += 1
-                if not tel.active:
-                    break
-            attempted[k] = i
+    def produce(k: int) -> None:
+        i = 0
+        while True:
+            active = tel.active
+            tr.completed(tr.created(f"{k}-{i}", "r"))
+            i += 1
+            if i == 500:
+                busy[k].set()
+            if not active:
+                break
+        attempted[k] = i
 
-        threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        go.set()
-        summary = tel.stop()
-        for t in threads:
-            t.join()
-        # Every accepted event is on disk; anything that raced in after stop() is either
-        # not accepted (the tracker is a no-op once stopped) or counted as dropped.
-        run = open_run(tel.run_dir)
-        lines = list(run.lines(ordered=False))
-        assert run.bad_lines == 0
-        created = sum(1 for ln in lines if ln.get("type") == "TaskCreated")
-        assert created == summary["tasks"]["created"]
-        assert created <= sum(attempted)
-        assert summary["dropped"]["internal_errors"] == 0
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for ev in busy:
+        assert ev.wait(60)  # every producer is in full flow: stop() races all four
+    summary = tel.stop()
+    for t in threads:
+        t.join(60)
+    # Every accepted event is on disk; what raced in after stop() was either refused (the
+    # tracker is a no-op once stopped) or counted as dropped — never half-written.
+    run = open_run(tel.run_dir)
+    lines = list(run.lines(ordered=False))
+    assert run.bad_lines == 0 and run.torn_lines == 0
+    created = sum(1 for ln in lines if ln.get("type") == "TaskCreated")
+    assert created == summary["tasks"]["created"] >= 2000
+    assert created <= sum(attempted)
+    assert summary["dropped"]["internal_errors"] == 0
