@@ -804,7 +804,7 @@ def _overwrite(path: Path, data: bytes) -> bool:
         os.close(fd)
 
 _ARG_FIX = {
-    "task_id": "task ids are strings, so it was recorded as its text",
+    "task_id": "task ids are strings (a step for task id None is not recorded), so it was recorded as its text",
     "name": "task names are strings, so it was recorded as its text",
     "event_time": "event_time is an int of ns since the epoch (time.time_ns()), so 'now' was used",
     "attributes": "attributes map str to str/int/float/bool, so other entries were recorded as text",

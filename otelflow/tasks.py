@@ -136,8 +136,8 @@ class TaskTracker:
         if tel is None:
             return task_id if type(task_id) is str else validate.clean_id(task_id)
         # The common case costs two type checks; anything else is fixed and counted.
-        if type(task_id) is not str or not task_id.isascii():
-            task_id = _fix_id(tel, task_id)
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            task_id = _fix_id(tel, task_id) or self.new_task_id()
         if type(name) is not str or not name.isascii():
             name = _fix_name(tel, name)
         if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
@@ -188,7 +188,10 @@ class TaskTracker:
         tel = self._tel()
         if tel is None:
             return task_id if type(task_id) is str else validate.clean_id(task_id)
-        if type(task_id) is not str or not task_id.isascii():
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            if task_id is None or task_id == "":  # no task to record it for: refused, counted
+                tel.invalid_argument("task_id", task_id)
+                return ""
             task_id = _fix_id(tel, task_id)
         if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
             event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
@@ -366,7 +369,7 @@ def _fix(tel: Telemetry | None, what: str, bad: object, fixed: Any) -> Any:
 
 def _fix_id(tel: Telemetry, task_id: object) -> str:
     clean = validate.clean_id(task_id)
-    if type(task_id) is str and clean == task_id:
+    if type(task_id) is str and clean == task_id and clean:
         return clean  # non-ASCII but valid text: nothing to count
     if type(task_id) is not int:  # an int id is a common, harmless choice: not counted
         tel.invalid_argument("task_id", task_id)
