@@ -197,7 +197,33 @@ _line_values = st.one_of(
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 _keys = st.sampled_from(
-    ["section", "type", "task_id", "task_name", "event_time", "start_time", "end_time", "time", "kind", "name", "status", "attributes", "depends_on", "span_id", "trace_id", "parent_span_id", "workflow_id", "block_id", "points", "events", "links", "cpu_time_s", "worker", "error_type", "session_id"]
+    [
+        "section",
+        "type",
+        "task_id",
+        "task_name",
+        "event_time",
+        "start_time",
+        "end_time",
+        "time",
+        "kind",
+        "name",
+        "status",
+        "attributes",
+        "depends_on",
+        "span_id",
+        "trace_id",
+        "parent_span_id",
+        "workflow_id",
+        "block_id",
+        "points",
+        "events",
+        "links",
+        "cpu_time_s",
+        "worker",
+        "error_type",
+        "session_id",
+    ]
 )
 _lines = st.dictionaries(_keys, _line_values, max_size=8)
 _realistic = st.fixed_dictionaries(
