@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("otelflow")
 _TICK_EVERY = 1024
 #: Default longest time (s) an accepted event waits on the bus for the dispatcher: with
-#: the 0.25 s flush interval, a line is on disk within ~0.45 s of being accepted.
-MAX_LAG_S = 0.2
+#: the 0.25 s flush interval, a line is on disk within ~0.35 s of being accepted.
+MAX_LAG_S = 0.1
 
 
 class Call:
