@@ -89,11 +89,15 @@ class EventBus:
         return self._put_slow(item)
 
     def offer(self, item: Any) -> bool:
-        """Enqueue ``item`` if there is room, else drop and count it: never waits."""
-        if len(self.queue) < self.limit and not self._closed:
+        """Enqueue ``item`` if there is room, else drop and count it: never waits.
+
+        Room is ``maxsize``, not the time bound :attr:`limit`: what cannot wait (a log
+        record) is dropped only at the hard bound, not whenever producers are throttled.
+        """
+        if len(self.queue) < self.maxsize and not self._closed:
             self._append(item)
             return True
-        return self._drop(f"the bus is full ({self.limit} items)")
+        return self._drop(f"the bus is full ({self.maxsize} items)")
 
     def set_limit(self, items: int) -> None:
         """Set the bound in force (dispatcher thread): clamped to [1024, ``maxsize``]."""
