@@ -25,7 +25,7 @@ def has_handler(logger: logging.Logger) -> bool:
     return False
 
 
-def warn_visibly(logger: logging.Logger, msg: str, *args: object) -> None:
+def warn_visibly(logger: logging.Logger, msg: str, *args: object, exc_info: BaseException | None = None) -> None:
     """``logger.warning(msg, *args)``, shown on stderr when no logging is configured.
 
     Respects the level: with otelflow's warnings switched off, nothing is shown.
@@ -33,7 +33,8 @@ def warn_visibly(logger: logging.Logger, msg: str, *args: object) -> None:
     if not logger.isEnabledFor(logging.WARNING):
         return
     if has_handler(logger) or logging.lastResort is None:
-        logger.warning(msg, *args)
+        logger.warning(msg, *args, exc_info=exc_info)
         return
-    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, msg, args, None)
+    info = (type(exc_info), exc_info, exc_info.__traceback__) if exc_info is not None else None
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, msg, args, info)
     logging.lastResort.handle(record)

@@ -616,7 +616,7 @@ class Telemetry:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - stop() must always close the run
-            _log.warning("otelflow: %s failed during stop(): %s: %s", what, type(exc).__name__, exc)
+            warn_visibly(_log, "otelflow: %s failed during stop(): %s: %s", what, type(exc).__name__, exc)
             return None
 
     def _stop_running(self, deadline: float) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from otelflow._warn import warn_visibly
 from otelflow.events.model import Event, ResourceUpdate
 from otelflow.sinks.jsonl import MetricsItem, SpanItem, metric_lines, user_span_line
 
@@ -198,7 +199,8 @@ class Dispatcher:
         key = f"{type(exc).__name__}:{type(item).__name__}"
         if key not in self._warned and len(self._warned) < 100:
             self._warned.add(key)
-            _log.warning(
+            warn_visibly(
+                _log,
                 "otelflow could not process a %s: %s: %s. It was skipped and counted in "
                 "summary()['dropped']['internal_errors']; please report this.",
                 type(item).__name__,

@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from otelflow._warn import warn_visibly
 from otelflow.events.model import TaskStarted
 
 _log = logging.getLogger("otelflow")
@@ -158,7 +159,8 @@ class EventBus:
             warn = not self._warned
             self._warned = True
         if warn:
-            _log.warning(
+            warn_visibly(
+                _log,
                 "otelflow dropped an event because %s; drops are counted in summary()"
                 " — raise OTELFLOW_QUEUE_SIZE or use OTELFLOW_QUEUE_FULL=wait.",
                 why,

@@ -160,3 +160,28 @@ def test_run_json_is_never_left_as_a_temporary_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", real_replace)
     assert not list(tel.run_dir.glob("run.tmp*"))
     assert json.loads((tel.run_dir / "run.json").read_text())["status"] == "completed"
+
+
+def test_drops_and_rejected_values_are_warned_about_on_stderr_without_logging(tmp_path):
+    script = write_script(
+        tmp_path,
+        """
+        import sys, otelflow
+        tel = otelflow.start_telemetry(checkpoint_path=sys.argv[1], resource_poll_interval=0,
+                                       queue_size=1024, queue_full="drop")
+        Tick = otelflow.define_event("app.Tick", n=int)
+        tr = otelflow.tracker("x")
+        tr.completed(tr.created(None, "t"), cpu_time_s="0.5")
+        otelflow.emit("app.Tick", n="notint")
+        for i in range(200_000):
+            otelflow.emit(Tick(n=i))
+        s = tel.stop()
+        print("DROPPED", s["dropped"]["events"] > 0)
+        """,
+    )
+    res = run_child(script, str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    assert "DROPPED True" in res.stdout
+    assert res.stderr.count("otelflow dropped an event") == 1
+    assert "cpu_time_s='0.5'" in res.stderr
+    assert "Expected `int`, got `str`" in res.stderr
