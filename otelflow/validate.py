@@ -179,9 +179,79 @@ def problem(value: object, depth: int = 0) -> str | None:
     return None  # other types are caught by the type check (msgspec.convert)
 
 
+_NONE = type(None)
+_EXACT: dict[type, tuple[type, ...]] = {
+    msgspec.inspect.IntType: (int,),
+    msgspec.inspect.FloatType: (float, int),
+    msgspec.inspect.StrType: (str,),
+    msgspec.inspect.BoolType: (bool,),
+    msgspec.inspect.NoneType: (_NONE,),
+}
+_Plan = tuple[tuple[str, frozenset[type]], ...]
+_plans: dict[type, _Plan | None] = {}
+
+
+def _exact_types(info: msgspec.inspect.Type) -> frozenset[type] | None:
+    """The exact Python types a scalar field accepts, or None for anything else."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        out: set[type] = set()
+        for t in info.types:
+            sub = _exact_types(t)
+            if sub is None:
+                return None
+            out |= sub
+        return frozenset(out)
+    exact = _EXACT.get(type(info))
+    if exact is None:
+        return None
+    plain = not any(getattr(info, c, None) is not None for c in ("ge", "gt", "le", "lt", "min_length", "max_length"))
+    return frozenset(exact) if plain else None
+
+
+def _plan(cls: type) -> _Plan | None:
+    """Per event class: (field, exact types) for every field, or None if a field is not a
+    plain scalar (then :func:`check_event` takes the full path)."""
+    try:
+        info = msgspec.inspect.type_info(cls)
+    except Exception:  # noqa: BLE001 - not inspectable: always the full check
+        return None
+    plan = []
+    for field in getattr(info, "fields", ()):
+        exact = _exact_types(field.type)
+        if exact is None:
+            return None
+        plan.append((field.name, exact))
+    return tuple(plan)
+
+
 def check_event(event: msgspec.Struct) -> str | None:
     """Why ``event`` must not be accepted, or None: every field has its declared type
-    and can be written to JSON as it is. About 2 µs; used by ``emit()`` only."""
+    and can be written to JSON as it is. Used by ``emit()`` only.
+
+    Events whose fields are all plain scalars (most user events) are checked by exact
+    type, ~0.5 µs; others (lists, dicts, literals) take the full check, a few µs.
+    """
+    cls = type(event)
+    plan = _plans.get(cls, False)
+    if plan is False:
+        plan = _plans[cls] = _plan(cls)
+    if plan is not None:
+        for name, exact in plan:  # type: ignore[union-attr]
+            v = getattr(event, name)
+            t = type(v)
+            if t not in exact:
+                break
+            if t is str:
+                if not v.isascii():
+                    break
+            elif t is float and not math.isfinite(v):
+                break
+        else:
+            return None
+    return _full_check(event)
+
+
+def _full_check(event: msgspec.Struct) -> str | None:
     why = problem(event)
     if why is not None:
         return why
