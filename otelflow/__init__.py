@@ -145,6 +145,7 @@ def start_telemetry(
     jsonl: bool | None = None,
     jsonl_compression: str | None = None,
     console: bool | None = None,
+    handle_signals: bool | None = None,
     queue_size: int | None = None,
     queue_full: str | None = None,
     set_global_providers: str | bool | None = None,

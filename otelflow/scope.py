@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import Token
@@ -224,7 +225,11 @@ class _ScopeContext:
         self._kind = kind
         self._name = name
         self._id = scope_id
+        # One entry per active entry of this object: it may be entered from several
+        # threads or tasks at once (a module-level `wf = workflow_scope("x")`), so each
+        # exit takes its own entry — the one whose scope is current in its context.
         self._state: list[tuple[Scope, Token[Scope | None], object | None]] = []
+        self._lock = threading.Lock()
 
     # -- context manager ----------------------------------------------------------------
     def __enter__(self) -> str:
@@ -263,7 +268,8 @@ class _ScopeContext:
                     parent_block_id=parent.block_id if parent is not None else None,
                 )
             tel.scope_started(scope, ev)
-        self._state.append((scope, token, otel_token))
+        with self._lock:
+            self._state.append((scope, token, otel_token))
         return sid
 
     def __exit__(
@@ -272,7 +278,10 @@ class _ScopeContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        scope, token, otel_token = self._state.pop()
+        entry = self._take_entry()
+        if entry is None:
+            return  # exited more often than entered: nothing to close
+        scope, token, otel_token = entry
         failed = exc_type is not None and not issubclass(exc_type, GeneratorExit)
         tel = _global.current()
         if tel is not None and tel.active:
@@ -299,6 +308,17 @@ class _ScopeContext:
             _scope.reset(token)
         except ValueError:  # exited in another context (e.g. a generator); restore parent
             _scope.set(scope.parent)
+
+    def _take_entry(self) -> tuple[Scope, Token[Scope | None], object | None] | None:
+        current = _scope.get()
+        with self._lock:
+            state = self._state
+            for i in range(len(state) - 1, -1, -1):
+                if state[i][0] is current:
+                    return state.pop(i)
+            # Not current here (exited from another context, e.g. a generator): the
+            # latest entry, as before.
+            return state.pop() if state else None
 
     async def __aenter__(self) -> str:
         return self.__enter__()

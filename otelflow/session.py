@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import random
+import reprlib
 import socket
 import sys
 import threading
@@ -35,8 +36,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otelflow import _global, _otel_compat
+from otelflow import _global, _otel_compat, validate
 from otelflow._version import __version__
+from otelflow._warn import warn_visibly
 from otelflow.bus.dispatcher import Call, Dispatcher
 from otelflow.bus.queue import EventBus
 from otelflow.bus.subscribers import Subscriber
@@ -46,6 +48,7 @@ from otelflow.events.model import Event, SessionEnded, SessionStarted, new_event
 from otelflow.events.registry import make_event
 from otelflow.metrics.recorder import MetricRecorder
 from otelflow.providers import build_providers, make_resource, sample_ratio
+from otelflow.redact import redact_argv
 from otelflow.run_summary import Summary, build_summary, dropped_counts
 from otelflow.runinfo import new_run_id, versions, write_run_json
 from otelflow.scope import active_scope
@@ -154,6 +157,7 @@ class Telemetry:
         self.resource: Resource | None = None
         self._recorder: MetricRecorder | None = None
         self._atexit_registered = False
+        self._signals: Any = None  # a SignalFinalizer with handle_signals=True
         self.bus_put: Callable[[Any], bool] = _noop_put
 
     # -- state --------------------------------------------------------------------------------
@@ -265,6 +269,8 @@ class Telemetry:
             bus, self._tree, recorder, self._jsonl, idle_wait=min(0.05, s.flush_interval / 2)
         )
         recorder.dropped_fn = lambda: bus.dropped
+        recorder.depth_fn = lambda: len(bus)
+        recorder.throttled_fn = lambda: bus.throttled_ns / 1e9
         # Subscribed before the dispatcher starts, so that they see SessionStarted too.
         if s.logs_exporters:
             from otelflow.logs.export import LogExport
@@ -298,6 +304,12 @@ class Telemetry:
         if not self._atexit_registered:
             atexit.register(self._atexit)
             self._atexit_registered = True
+        if s.handle_signals and self.is_main:
+            from otelflow.signals import SignalFinalizer
+
+            finalizer = SignalFinalizer(self)
+            if finalizer.install():
+                self._signals = finalizer
 
     def _start_monitor(self, interval: float) -> None:
         try:
@@ -349,13 +361,26 @@ class Telemetry:
                     if scope is not None:
                         setf(event, "workflow_id", scope.workflow_id)
                         setf(event, "block_id", scope.block_id)
+            # A value of the wrong type would be written unchecked (or break the reader):
+            # refuse the event here, where the count and the warning can name the field.
+            why = validate.check_event(event)
+            if why is not None:
+                raise EventError(
+                    f"{event.event_name} was not accepted: {why}. Give each field a value "
+                    "of its declared type (finite numbers, text, plain lists and dicts)"
+                )
             return self.bus_put(event)
         except Exception as exc:  # noqa: BLE001 - emit() never raises into user code
             self._invalid_emits += 1
             key = f"{type(exc).__name__}:{exc}"[:200]
             if key not in self._warned_emit and len(self._warned_emit) < 50:
                 self._warned_emit.add(key)
-                _log.warning("otelflow.emit() ignored an event: %s", exc)
+                warn_visibly(
+                    _log,
+                    "otelflow.emit() ignored an event (counted in summary()['dropped']"
+                    "['invalid_emits']): %s",
+                    validate.clean_text(exc, 1000),
+                )
             return False
 
     def scope_started(self, scope: Any, ev: Event) -> None:
@@ -548,6 +573,29 @@ class Telemetry:
         with self._state_lock:
             self._extra_drops[what] = self._extra_drops.get(what, 0) + n
 
+    def invalid_argument(self, what: str, value: object) -> None:
+        """Count a tracker argument that had to be fixed or left out; warn once per argument.
+
+        Counted under ``summary()["dropped"]["invalid_arguments"]``.
+        """
+        self.count_dropped("invalid_arguments")
+        key = f"arg:{what}"
+        if key in self._warned_emit:
+            return
+        self._warned_emit.add(key)
+        try:
+            shown = reprlib.repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__
+            shown = f"<{type(value).__qualname__}>"
+        warn_visibly(
+            _log,
+            "otelflow: a tracker call got %s=%s; %s. Counted in "
+            "summary()['dropped']['invalid_arguments'] (further ones are not warned about).",
+            what,
+            validate.clean_text(shown, 200),
+            _ARG_FIX.get(what, "it was recorded as its text"),
+        )
+
     def _export_failures(self) -> int:
         logs = self._log_export.failures() if self._log_export is not None else 0
         return self._exporters.failures() + logs
@@ -592,6 +640,8 @@ class Telemetry:
             if self._atexit_registered:
                 atexit.unregister(self._atexit)
                 self._atexit_registered = False
+            if self._signals is not None:
+                self._signals.uninstall()
             self._stopped.set()
         return self.summary()
 
@@ -600,7 +650,7 @@ class Telemetry:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - stop() must always close the run
-            _log.warning("otelflow: %s failed during stop(): %s: %s", what, type(exc).__name__, exc)
+            warn_visibly(_log, "otelflow: %s failed during stop(): %s: %s", what, type(exc).__name__, exc)
             return None
 
     def _stop_running(self, deadline: float) -> None:
@@ -711,12 +761,25 @@ class Telemetry:
             "status": status,
             "host": self.node,
             "pid": os.getpid(),
-            "argv": list(sys.argv),
+            "argv": redact_argv(sys.argv),
             "versions": versions(),
             "config": self.settings.redacted(),
             "summary": summary,
         }
+        problems = self._problems()
+        if problems:
+            meta["problems"] = problems
         write_run_json(self.run_dir, meta)
+
+    def _problems(self) -> list[str]:
+        """What went wrong writing the run, for ``run.json`` (and so for the report)."""
+        j = self._jsonl
+        if j is None or not (j.lines_lost or j.write_errors):
+            return []
+        cause = getattr(j, "last_error", None) or "write errors"
+        if "No space" in cause or "ENOSPC" in cause:
+            return [f"disk full: {j.lines_lost} line(s) lost from {j.path.name}"]
+        return [f"{cause}: {j.lines_lost} line(s) lost from {j.path.name}"]
 
     # -- context managers ---------------------------------------------------------------------
 
@@ -737,6 +800,18 @@ class Telemetry:
 
 
 _TIMEOUT = object()
+
+
+_ARG_FIX = {
+    "task_id": "task ids are strings (a step for task id None is not recorded), so it was recorded as its text",
+    "name": "task names are strings, so it was recorded as its text",
+    "event_time": "event_time is an int of ns since the epoch (time.time_ns()), so 'now' was used",
+    "attributes": "attributes map str to str/int/float/bool, so other entries were recorded as text",
+    "cpu_time_s": "cpu_time_s is a number of seconds >= 0, so it was left out",
+    "peak_rss_bytes": "peak_rss_bytes is an int >= 0, so it was left out",
+    "worker": "worker is a string, so it was recorded as its text",
+    "pid": "pid is an int >= 0, so it was left out",
+}
 
 
 def _as_id(value: str | int | None, name: str, digits: int) -> int | None:

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
-from otelflow import _global
+from otelflow import _global, validate
 from otelflow._task_context import enter_task, exit_task
+from otelflow.errors import ConfigError
 from otelflow.events.model import (
     TaskCanceled,
     TaskCompleted,
@@ -57,6 +58,7 @@ __all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
+_T_MIN, _T_MAX = validate.TIME_MIN_NS, validate.TIME_MAX_NS
 
 
 class _ProcessTag:
@@ -135,7 +137,19 @@ class TaskTracker:
             task_id = self.new_task_id()
         tel = self._tel()
         if tel is None:
-            return task_id
+            return task_id if type(task_id) is str else validate.clean_id(task_id)
+        # The common case costs two type checks; anything else is fixed and counted.
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            task_id = _fix_id(tel, task_id) or self.new_task_id()
+        if type(name) is not str or not name.isascii():
+            name = _fix_name(tel, name)
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        if attributes is not None:
+            given = attributes
+            attributes, fixed = validate.clean_attributes(given)
+            if fixed:
+                _fix(tel, "attributes", given, None)
         scope = active_scope()
         if scope is None:
             wf = blk = None
@@ -172,10 +186,18 @@ class TaskTracker:
         )
         return task_id
 
-    def _step(self, cls: Any, task_id: str, event_time: int | None, **extra: Any) -> None:
+    def _step(self, cls: Any, task_id: str, event_time: int | None, **extra: Any) -> str:
+        """Put one lifecycle event on the bus; return the (checked) task id it carries."""
         tel = self._tel()
         if tel is None:
-            return
+            return task_id if type(task_id) is str else validate.clean_id(task_id)
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            if task_id is None or task_id == "":  # no task to record it for: refused, counted
+                tel.invalid_argument("task_id", task_id)
+                return ""
+            task_id = _fix_id(tel, task_id)
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
         name, wf, blk = self._ctx.get(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
@@ -191,6 +213,7 @@ class TaskTracker:
                 **extra,
             )
         )
+        return task_id
 
     def resolved(self, task_id: str, event_time: int | None = None) -> None:
         """Record that all of the task's dependencies are satisfied."""
@@ -213,6 +236,8 @@ class TaskTracker:
         pid: int | None = None,
     ) -> None:
         """Record that the task began running (pass the worker-side time if you have it)."""
+        if (worker is not None and type(worker) is not str) or (pid is not None and type(pid) is not int):
+            worker, pid = _fix_worker(self._tel(), worker, pid)
         self._step(TaskStarted, task_id, event_time, worker=worker, pid=pid)
 
     def completed(
@@ -229,7 +254,11 @@ class TaskTracker:
         ``attributes`` are span attributes known only now (e.g. the result came from a
         cache); they add to those given to :meth:`created`.
         """
-        self._step(
+        if cpu_time_s is not None or peak_rss_bytes is not None:
+            cpu_time_s, peak_rss_bytes = _fix_usage(self._tel(), cpu_time_s, peak_rss_bytes)
+        if attributes is not None:
+            attributes = _clean_attributes(self._tel(), attributes)
+        tid = self._step(
             TaskCompleted,
             task_id,
             event_time,
@@ -237,7 +266,7 @@ class TaskTracker:
             peak_rss_bytes=peak_rss_bytes,
             attributes=attributes,
         )
-        self._ctx.pop(task_id, None)
+        self._ctx.pop(tid, None)
 
     def failed(
         self,
@@ -268,8 +297,16 @@ class TaskTracker:
                 except Exception:  # noqa: BLE001 - a broken __str__
                     message = "<unprintable>"
         else:
-            etype = str(error)
-        self._step(
+            etype = validate.clean_text(error, 256)
+        if type(message) is not str or not message.isascii():
+            message = validate.clean_text(message) if message is not None else None
+        if stacktrace is not None and (type(stacktrace) is not str or not stacktrace.isascii()):
+            stacktrace = validate.clean_text(stacktrace, 1 << 20)
+        if cpu_time_s is not None or peak_rss_bytes is not None:
+            cpu_time_s, peak_rss_bytes = _fix_usage(self._tel(), cpu_time_s, peak_rss_bytes)
+        if attributes is not None:
+            attributes = _clean_attributes(self._tel(), attributes)
+        tid = self._step(
             TaskFailed,
             task_id,
             event_time,
@@ -280,12 +317,14 @@ class TaskTracker:
             stacktrace=stacktrace,
             attributes=attributes,
         )
-        self._ctx.pop(task_id, None)
+        self._ctx.pop(tid, None)
 
     def canceled(self, task_id: str, event_time: int | None = None, *, reason: str | None = None) -> None:
         """Record that the task was canceled."""
-        self._step(TaskCanceled, task_id, event_time, reason=reason)
-        self._ctx.pop(task_id, None)
+        if reason is not None and (type(reason) is not str or not reason.isascii()):
+            reason = validate.clean_text(reason)
+        tid = self._step(TaskCanceled, task_id, event_time, reason=reason)
+        self._ctx.pop(tid, None)
 
     def record_outcome(self, task_id: str, outcome: Outcome) -> None:
         """Record a task measured where it ran: ``TaskStarted`` and its terminal step.
@@ -334,11 +373,64 @@ def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
     if not depends_on:
         return ()
     if isinstance(depends_on, str):
-        return (depends_on,)
+        return (depends_on if depends_on.isascii() else validate.clean_id(depends_on),)
     try:
-        return tuple(d if isinstance(d, str) else str(d) for d in depends_on)
+        return tuple(d if type(d) is str and d.isascii() else validate.clean_id(d) for d in depends_on)
     except TypeError:  # not iterable: record it as one id rather than raise into the engine
-        return (str(depends_on),)
+        return (validate.clean_id(depends_on),)
+
+
+def _clean_attributes(tel: Telemetry | None, given: Any) -> Any:
+    """``given`` as span attributes JSON and OTel can hold; a fix is counted (and warned once)."""
+    attributes, fixed = validate.clean_attributes(given)
+    if fixed:
+        _fix(tel, "attributes", given, None)
+    return attributes
+
+
+def _fix(tel: Telemetry | None, what: str, bad: object, fixed: Any) -> Any:
+    """Count (and warn once about) a tracker argument that had to be fixed or left out."""
+    if tel is not None:
+        tel.invalid_argument(what, bad)
+    return fixed
+
+
+def _fix_id(tel: Telemetry, task_id: object) -> str:
+    clean = validate.clean_id(task_id)
+    if type(task_id) is str and clean == task_id and clean:
+        return clean  # non-ASCII but valid text: nothing to count
+    if type(task_id) is not int:  # an int id is a common, harmless choice: not counted
+        tel.invalid_argument("task_id", task_id)
+    return clean
+
+
+def _fix_name(tel: Telemetry, name: object) -> str:
+    if name is None:
+        return "task"
+    clean = validate.clean_text(name)
+    if clean != name or type(name) is not str:
+        tel.invalid_argument("name", name)
+    return clean
+
+
+def _fix_worker(tel: Telemetry | None, worker: object, pid: object) -> tuple[str | None, int | None]:
+    if worker is not None and type(worker) is not str:
+        worker = _fix(tel, "worker", worker, validate.clean_text(worker, 256))
+    if pid is not None and type(pid) is not int:
+        pid = _fix(tel, "pid", pid, validate.clean_count(pid))
+    return worker, pid  # type: ignore[return-value]
+
+
+def _fix_usage(tel: Telemetry | None, cpu: object, rss: object) -> tuple[float | None, int | None]:
+    """CPU seconds and peak RSS checked: a wrong one is left out (the step is still kept)."""
+    cpu_ok = validate.clean_seconds(cpu) if cpu is not None else None
+    if cpu is not None and (cpu_ok is None or isinstance(cpu, str | bool)):
+        _fix(tel, "cpu_time_s", cpu, None)
+        cpu_ok = None
+    rss_ok = validate.clean_count(rss) if rss is not None else None
+    if rss is not None and rss_ok is None:
+        _fix(tel, "peak_rss_bytes", rss, None)
+    return cpu_ok, rss_ok
 
 
 _default_tracker = TaskTracker(backend="inline")
@@ -370,6 +462,11 @@ def task(
     canceled. While it runs, the task span is the current OTel span, so spans made
     inside are its children. Use as ``@otelflow.task`` or ``@otelflow.task(name="x")``.
     """
+
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(
+            f"@otelflow.task(name=...) takes a non-empty string, not {name!r}; e.g. name={str(name)!r}."
+        )
 
     def decorate(fn: F) -> F:
         task_name = name or fn.__qualname__

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from otelflow.analysis import tal
+from otelflow.analysis import safe_io, tal
 from otelflow.errors import OtelflowError
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def _read_meta(path: Path) -> tuple[dict[str, Any], str | None]:
     """Read ``run.json``; return ``({}, reason)`` if it is missing or unreadable."""
     f = path / "run.json"
     try:
-        raw = f.read_bytes()
+        raw = safe_io.read_small(f)  # never blocks on a FIFO; bounded in size
     except FileNotFoundError:
         return {}, None
     except OSError as exc:
@@ -135,17 +135,19 @@ class RunInfo:
 def _info(path: Path) -> RunInfo:
     meta, _ = _read_meta(path)
     start = meta.get("start_time")
-    if not isinstance(start, int):
-        mtimes = [f.stat().st_mtime_ns for f in _run_files(path)]
+    files = _run_files(path)
+    if not isinstance(start, int) or isinstance(start, bool):
+        mtimes = [f.stat().st_mtime_ns for f in files if safe_io.file_problem(f) is None]
         start = max(mtimes) if mtimes else path.stat().st_mtime_ns
     end = meta.get("end_time")
+    service = meta.get("service_name")
     return RunInfo(
         run_id=str(meta.get("run_id") or path.name),
         path=path,
         start_time=start,
-        end_time=end if isinstance(end, int) else None,
-        status=str(meta.get("status") or "unknown"),
-        service_name=meta.get("service_name"),
+        end_time=end if isinstance(end, int) and not isinstance(end, bool) else None,
+        status=safe_io.run_status(meta, files)[0],
+        service_name=service if isinstance(service, str) else None,
         meta=meta,
     )
 
@@ -249,14 +251,17 @@ def open_run(
 
 
 def _torn_tail(path: Path) -> bool:
-    """True if the file's last line is incomplete (no final newline)."""
+    """True if the file's last line is incomplete (no final newline) and looks like a
+    cut-off line, not garbage."""
     try:
-        with path.open("rb") as f:
+        with safe_io.open_regular(path) as f:
             f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
+            size = f.tell()
+            if size == 0:
                 return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            return not tail.endswith(b"\n") and safe_io.torn_or_garbage(tail)
     except OSError:
         return False
 
@@ -300,9 +305,25 @@ class Run:
             _log.warning("otelflow: %s; reading the run without its metadata.", problem)
         #: The ``run.json`` metadata (empty if missing or unreadable).
         self.meta: dict[str, Any] = meta
+        #: ``*.jsonl`` entries that are not readable regular files (name -> why), skipped.
+        self.skipped_files: dict[str, str] = {}
+        readable = []
+        for f in files:
+            why = safe_io.file_problem(f)
+            if why is None:
+                readable.append(f)
+            else:
+                self.skipped_files[f.name] = why
         #: The run's JSONL files (``*.jsonl`` and zstd ``*.jsonl.zst``), one per process, by name
         #: (or the one TAL checkpoint file).
-        self.files: list[Path] = files
+        self.files: list[Path] = readable
+        self._status, notes = safe_io.run_status(meta, readable)
+        #: What is known about problems with the run directory, as report notes.
+        self.notes: list[str] = [
+            *safe_io.meta_notes(problem),
+            *notes,
+            *(f"{name} {why}; skipped" for name, why in self.skipped_files.items()),
+        ]
         # Incomplete last lines: plain files are checked now, compressed ones as they are read.
         self._torn: set[Path] = {f for f in self.files if not _is_zst(f) and _torn_tail(f)}
         #: Lines yielded later than the reorder window allowed (time order not exact).
@@ -337,20 +358,21 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"completed"``, or ``"unknown"`` without ``run.json``."""
-        return str(self.meta.get("status") or "unknown")
+        """``"running"``, ``"completed"``, ``"ended without stop() (killed?)"`` (``run.json``
+        says running, but its process is gone), or ``"unknown"`` without ``run.json``."""
+        return self._status
 
     @property
     def start_time(self) -> int | None:
         """Start of the run in ns since the epoch, from ``run.json``."""
         t = self.meta.get("start_time")
-        return t if isinstance(t, int) else None
+        return t if isinstance(t, int) and not isinstance(t, bool) else None
 
     @property
     def end_time(self) -> int | None:
         """End of the run in ns since the epoch; None while it runs or if unknown."""
         t = self.meta.get("end_time")
-        return t if isinstance(t, int) else None
+        return t if isinstance(t, int) and not isinstance(t, bool) else None
 
     @property
     def torn_lines(self) -> int:
@@ -395,8 +417,13 @@ class Run:
                     try:
                         obj = decode(raw)
                     except msgspec.DecodeError:
+                        if not safe_io.torn_or_garbage(raw):  # garbage, not a torn write
+                            bad += 1
+                            self._note_bad(path, lineno, "undecodable bytes")
                         break
                     if not isinstance(obj, dict):
+                        bad += 1
+                        self._note_bad(path, lineno, "not a JSON object")
                         break
                 elif raw.isspace():
                     continue
@@ -411,6 +438,11 @@ class Run:
                         bad += 1
                         self._note_bad(path, lineno, "not a JSON object")
                         continue
+                why = safe_io.line_problem(obj) if translate is None else None  # TAL: its own names
+                if why is not None:
+                    bad += 1
+                    self._note_bad(path, lineno, why)
+                    continue
                 if translate is not None:
                     for out in translate(obj):
                         if keep is None or keep(out):
@@ -422,14 +454,19 @@ class Run:
         self._bad[path] = max(bad, self._bad.get(path, 0)) if needles is not None else bad
 
     def _open(self, path: Path) -> IO[bytes] | None:
-        """Open one run file for reading its lines (decompressing a ``.zst`` one)."""
+        """Open one run file for reading its lines (a ``.zst`` one is decompressed as read).
+
+        Only a regular file is opened, so a FIFO swapped in since the run was listed can
+        never block the reader."""
         try:
             if _is_zst(path):
-                return _open_zst(path)
-            return path.open("rb")
+                _need_zstd(path)
+            f: IO[bytes] = safe_io.open_regular(path)
         except OSError as exc:
             _log.warning("otelflow: could not open %s: %s; skipping it.", path, exc)
+            self.skipped_files.setdefault(path.name, f"cannot be read ({exc})")
             return None
+        return f
 
     def _raw_lines(self, path: Path, f: IO[bytes]) -> Iterator[bytes]:
         """The lines of an open run file; a compressed file's torn tail is noted here."""
@@ -712,14 +749,13 @@ def _run_files(path: Path) -> list[Path]:
     return sorted([*path.glob("*.jsonl"), *path.glob("*.jsonl.zst")])
 
 
-def _open_zst(path: Path) -> IO[bytes]:
+def _need_zstd(path: Path) -> None:
     try:
         import zstandard  # noqa: F401 - fail here, with the install hint
     except ImportError as exc:
         raise OtelflowError(
             f"{path} is zstd-compressed and reading it needs the zstandard package: pip install 'otelflow[zstd]'."
         ) from exc
-    return path.open("rb")
 
 
 def _zst_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[bytes, bool]]:

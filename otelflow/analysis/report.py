@@ -123,6 +123,7 @@ def _run_header(run: Run, data: RunData) -> dict[str, Any]:
         "torn_lines": run.torn_lines,
         "bad_lines": run.bad_lines,
         "out_of_order_lines": run.out_of_order,
+        "notes": list(getattr(run, "notes", ())),
     }
 
 
@@ -356,9 +357,11 @@ def format_report(report: dict[str, Any], *, max_rows: int = 20) -> str:
     )
     if r.get("trace_id"):
         out.append(f"  trace id {r['trace_id']} (paste it into Jaeger, Tempo or Grafana)")
-    notes = []
+    notes = list(r.get("notes") or ())
     if r["torn_lines"]:
-        notes.append(f"{r['torn_lines']} torn last line(s) skipped (a process was killed)")
+        disk_full = any("disk full" in n for n in notes)
+        cause = "the disk was full" if disk_full else "a process was killed or is still writing"
+        notes.append(f"{r['torn_lines']} torn last line(s) skipped ({cause})")
     if r["bad_lines"]:
         notes.append(f"{r['bad_lines']} undecodable line(s) skipped")
     if r.get("out_of_order_lines"):

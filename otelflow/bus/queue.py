@@ -12,6 +12,18 @@ time), the ``queue_full`` policy applies:
 * ``"drop"``: the item is dropped.
 
 Drops are counted, reported in ``summary()`` and the run's JSONL, and warned about once.
+
+The bound is also one of *time*: the dispatcher measures how many items it handles per
+second and lowers :attr:`EventBus.limit` (never below 1024, never above ``maxsize``) so
+that what the bus holds is at most ``max_lag`` seconds of its work. An accepted event
+therefore reaches the JSONL file within ``max_lag`` plus the flush interval, even in a
+flood — that is the crash promise.
+
+Throttling never counts as task time: an event stamped "now" (its ``event_time`` equals
+its ``emit_time``) that had to wait is re-stamped when it is accepted if it is a
+``TaskStarted`` (the task starts after otelflow's wait), and keeps its time otherwise (a
+task ends before otelflow's wait). The same holds for a start the producer measured itself
+less than a millisecond before putting it.
 """
 
 from __future__ import annotations
@@ -21,6 +33,11 @@ import threading
 import time
 from collections import deque
 from typing import Any
+
+import msgspec
+
+from otelflow._warn import warn_visibly
+from otelflow.events.model import TaskStarted
 
 _log = logging.getLogger("otelflow")
 
@@ -39,6 +56,7 @@ class EventBus:
         "_max_wait",
         "_warned",
         "dropped",
+        "limit",
         "maxsize",
         "policy",
         "queue",
@@ -50,6 +68,9 @@ class EventBus:
         self.queue: deque[Any] = deque()
         self._append = self.queue.append
         self.maxsize = maxsize
+        #: The bound in force now: ``maxsize``, or less while the dispatcher is slow
+        #: (see :meth:`set_limit`). The fast path compares against it.
+        self.limit = maxsize
         self.policy = policy
         self._low_water = maxsize * 3 // 4
         self._max_wait = max_wait
@@ -63,13 +84,17 @@ class EventBus:
 
     def put(self, item: Any) -> bool:
         """Enqueue ``item``. O(1), thread-safe, never raises. Returns False if it was dropped."""
-        if len(self.queue) < self.maxsize and not self._closed:
+        if len(self.queue) < self.limit and not self._closed:
             self._append(item)
             return True
         return self._put_slow(item)
 
     def offer(self, item: Any) -> bool:
-        """Enqueue ``item`` if there is room, else drop and count it: never waits."""
+        """Enqueue ``item`` if there is room, else drop and count it: never waits.
+
+        Room is ``maxsize``, not the time bound :attr:`limit`: what cannot wait (a log
+        record) is dropped only at the hard bound, not whenever producers are throttled.
+        """
         if len(self.queue) < self.maxsize and not self._closed:
             self._append(item)
             return True
@@ -93,6 +118,12 @@ class EventBus:
             self.queue.clear()
             self.dropped += n
         return n
+
+    def set_limit(self, items: int) -> None:
+        """Set the bound in force (dispatcher thread): clamped to [1024, ``maxsize``]."""
+        limit = max(min(1024, self.maxsize), min(self.maxsize, items))
+        self.limit = limit
+        self._low_water = limit * 3 // 4
 
     def on_consumer_thread(self) -> bool:
         """True when called from the dispatcher thread itself."""
@@ -133,6 +164,7 @@ class EventBus:
                 self.throttled_ns += time.monotonic_ns() - start
             if self._closed:
                 return self._drop("the telemetry was stopped")
+            _restamp(item)
             self._append(item)
             return True
         if threading.get_ident() == self._consumer_ident:
@@ -146,7 +178,8 @@ class EventBus:
             warn = not self._warned
             self._warned = True
         if warn:
-            _log.warning(
+            warn_visibly(
+                _log,
                 "otelflow dropped an event because %s; drops are counted in summary()"
                 " — raise OTELFLOW_QUEUE_SIZE or use OTELFLOW_QUEUE_FULL=wait.",
                 why,
@@ -164,3 +197,15 @@ class EventBus:
 
     def __len__(self) -> int:
         return len(self.queue)
+
+
+def _restamp(item: Any) -> None:
+    """After a throttled wait: a task start stamped "now" moves to now, so otelflow's own
+    wait is never counted as the task's execution time."""
+    # Stamped by the producer just before it put the event (a worker-side time measured
+    # long before is kept as it is).
+    if type(item) is TaskStarted and item.event_time >= item.emit_time - 1_000_000:
+        now = time.time_ns()
+        setf = msgspec.structs.force_setattr
+        setf(item, "event_time", now)
+        setf(item, "emit_time", now)

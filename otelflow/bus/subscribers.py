@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from otelflow._warn import warn_visibly
 from otelflow.errors import ConfigError
 from otelflow.events.model import Event
 
@@ -76,7 +77,8 @@ class Subscriber:
         if self._dead or len(self._queue) >= self.maxsize:
             self.dropped += 1
             if self.dropped == 1:
-                _log.warning(
+                warn_visibly(
+                    _log,
                     "otelflow subscriber %s is not keeping up (%d events waiting); its further "
                     "events are dropped and counted in summary()['dropped'].",
                     _name(self.callback),
@@ -134,7 +136,8 @@ class Subscriber:
     def _error(self, exc: BaseException) -> None:
         self.errors += 1
         if self.errors == 1:
-            _log.warning(
+            warn_visibly(
+                _log,
                 "otelflow subscriber %s raised %s: %s; the pipeline goes on and further "
                 "errors are counted in summary().",
                 _name(self.callback),
@@ -153,7 +156,8 @@ class Subscriber:
             self._queue.clear()
             self.dropped += left
             if left:
-                _log.warning(
+                warn_visibly(
+                    _log,
                     "otelflow subscriber %s did not finish in time at stop(); %d events were "
                     "not delivered to it.",
                     _name(self.callback),

@@ -123,15 +123,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from otelflow.analysis.safe_io import safe_file_stem
+
     run = _pick_run(args)
     if args.kind == "dashboard":
         from otelflow.analysis.dashboard import plot_dashboard
 
-        path = plot_dashboard(run, args.output or f"{run.run_id}-dashboard.png")
+        # run_id comes from run.json: a crafted one must not name a path outside the cwd.
+        path = plot_dashboard(run, args.output or f"{safe_file_stem(run.run_id)}-dashboard.png")
     else:
         from otelflow.analysis.plots import plot_run
 
-        path = plot_run(run, args.output or f"{run.run_id}-timeline.png", by=args.by, kind=args.kind)
+        path = plot_run(run, args.output or f"{safe_file_stem(run.run_id)}-timeline.png", by=args.by, kind=args.kind)
     print(f"Wrote {path} ({len(run.tasks())} tasks of run {run.run_id}).")
     return 0
 

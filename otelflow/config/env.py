@@ -104,12 +104,17 @@ class EnvVar:
 # ---------------------------------------------------------------------------------------
 
 _BOOL = Rule("bool", "true or false (also 1/0, yes/no, on/off, any case)")
-_MILLIS = Rule("float", "a number of milliseconds > 0", low=0.0, low_inclusive=False)
+# Every number has a sane range: an absurd value (1e300 s, 1e-9 s) is a typo, and would
+# overflow a timer or make a background thread spin; it is refused with a ConfigError.
+_MILLIS = Rule("float", "a number of milliseconds from 1 to 3600000 (one hour)", low=1.0, high=3_600_000.0)
+_EXPORT_MILLIS = Rule(
+    "float", "a number of milliseconds from 100 to 86400000 (one day)", low=100.0, high=86_400_000.0
+)
 _URL = Rule("url", "an http:// or https:// URL with a host")
 _PROTOCOL = Rule("choice", "grpc or http/protobuf", choices=("grpc", "http/protobuf"))
 _HEADERS = Rule("headers", "comma-separated key=value pairs with URL-encoded values")
 _COMPRESSION = Rule("choice", "gzip or none", choices=("gzip", "none"))
-_SECONDS_POSITIVE = Rule("float", "a number of seconds > 0", low=0.0, low_inclusive=False)
+_CHECKPOINT_SECONDS = Rule("float", "a number of seconds from 0.1 to 86400 (one day)", low=0.1, high=86_400.0)
 
 GROUPS: Final[tuple[str, ...]] = (
     "General",
@@ -418,7 +423,7 @@ OTELFLOW_TRACE_PER: Final = _declare(
 
 OTEL_METRIC_EXPORT_INTERVAL: Final = _declare(
     "OTEL_METRIC_EXPORT_INTERVAL",
-    _MILLIS,
+    _EXPORT_MILLIS,
     "Milliseconds between metric exports to OTLP and console exporters.",
     fields=("metric_export_interval_s",),
     group="Metric export",
@@ -492,7 +497,9 @@ OTELFLOW_RUN_ID: Final = _declare(
 )
 OTELFLOW_RESOURCE_POLL_INTERVAL: Final = _declare(
     "OTELFLOW_RESOURCE_POLL_INTERVAL",
-    Rule("float", "a number of seconds >= 0", low=0.0),
+    Rule(
+        "float", "0 (off), or a number of seconds from 0.01 to 86400 (one day)", low=0.01, high=86_400.0, or_zero=True
+    ),
     "Seconds between CPU, memory and GPU samples; `0` turns the resource monitor off.",
     fields=("resource_poll_interval",),
     group="Run directory and pipeline",
@@ -500,7 +507,7 @@ OTELFLOW_RESOURCE_POLL_INTERVAL: Final = _declare(
 )
 OTELFLOW_CHECKPOINT_INTERVAL: Final = _declare(
     "OTELFLOW_CHECKPOINT_INTERVAL",
-    _SECONDS_POSITIVE,
+    _CHECKPOINT_SECONDS,
     "Seconds between metric snapshots written to the JSONL file.",
     fields=("checkpoint_interval",),
     group="Run directory and pipeline",
@@ -508,7 +515,7 @@ OTELFLOW_CHECKPOINT_INTERVAL: Final = _declare(
 )
 OTELFLOW_FLUSH_INTERVAL: Final = _declare(
     "OTELFLOW_FLUSH_INTERVAL",
-    Rule("float", "a number of seconds > 0 and <= 60", low=0.0, low_inclusive=False, high=60.0),
+    Rule("float", "a number of seconds from 0.01 to 60", low=0.01, high=60.0),
     "Longest delay, in seconds, before a JSONL line reaches the disk.",
     fields=("flush_interval",),
     group="Run directory and pipeline",
@@ -540,9 +547,19 @@ OTELFLOW_CONSOLE: Final = _declare(
     group="Run directory and pipeline",
     default="false",
 )
+OTELFLOW_HANDLE_SIGNALS: Final = _declare(
+    "OTELFLOW_HANDLE_SIGNALS",
+    _BOOL,
+    "On SIGTERM or SIGHUP, stop the telemetry (drain, write `run.json`) and then hand the "
+    "signal on to the handler that was there before (the default one ends the process). "
+    "Off, a terminated run reads as \"ended without stop() (killed?)\".",
+    fields=("handle_signals",),
+    group="Run directory and pipeline",
+    default="false",
+)
 OTELFLOW_QUEUE_SIZE: Final = _declare(
     "OTELFLOW_QUEUE_SIZE",
-    Rule("int", "an integer >= 1024", low=1024),
+    Rule("int", "an integer from 1024 to 16777216", low=1024, high=16_777_216),
     "Most events in flight on the bus between `emit()` and the dispatcher.",
     fields=("queue_size",),
     group="Run directory and pipeline",

@@ -55,6 +55,7 @@ class Rule:
         low_inclusive: Whether ``low`` itself is allowed.
         high: Largest allowed number (inclusive), or None.
         pattern: Regular expression a ``str`` value must match in full, or None.
+        or_zero: Also accept exactly 0 (an "off" value below ``low``).
     """
 
     kind: Kind
@@ -64,6 +65,7 @@ class Rule:
     low_inclusive: bool = True
     high: float | None = None
     pattern: str | None = None
+    or_zero: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -125,6 +127,8 @@ def parse_bool(value: object, src: Source, rule: Rule) -> bool:
 
 
 def _check_range(number: float, value: object, src: Source, rule: Rule) -> None:
+    if rule.or_zero and number == 0:
+        return
     if rule.low is not None and (number < rule.low or (number == rule.low and not rule.low_inclusive)):
         src.fail(value, rule.expected)
     if rule.high is not None and number > rule.high:

@@ -51,8 +51,9 @@ SetGlobalProviders = Literal["auto", "true", "false"]
 REDACTED: Final = "<redacted>"
 """What :meth:`Settings.redacted` writes in place of a secret."""
 
-_SECONDS_POSITIVE: Final = Rule("float", "a number of seconds > 0", low=0.0, low_inclusive=False)
 _BSP_SECONDS: Final = Rule("float", "a number of seconds from 0.001 to 600", low=0.001, high=600.0)
+_EXPORT_SECONDS: Final = Rule("float", "a number of seconds from 0.1 to 86400 (one day)", low=0.1, high=86_400.0)
+_TIMEOUT_SECONDS: Final = Rule("float", "a number of seconds from 0.001 to 3600", low=0.001, high=3600.0)
 _OTLP_SETTINGS: Final = Rule("str", "an OtlpSettings instance")
 _DEFAULT_OTLP_BASE: Final[Mapping[str, str]] = {
     "grpc": "http://localhost:4317",
@@ -118,6 +119,7 @@ class Settings:
         jsonl: Write the JSONL files.
         jsonl_compression: ``"none"`` or ``"zstd"`` (``*.jsonl.zst``, one frame per flush).
         console: Print a span tree to stderr at stop.
+        handle_signals: Stop the telemetry on SIGTERM/SIGHUP, then hand the signal on.
         queue_size: Most events in flight on the bus.
         queue_full: What ``emit()`` does on a full bus: ``wait`` or ``drop``.
         set_global_providers: ``auto``, ``true`` or ``false``.
@@ -170,6 +172,7 @@ class Settings:
     live_host: str = "127.0.0.1"
     wait_spans: bool = False
     trace_per: str = "session"
+    handle_signals: bool = False
 
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict for ``run.json``, with secrets hidden.
@@ -318,6 +321,7 @@ ARGUMENTS: Final[Mapping[str, Argument]] = {
         _same("jsonl", ev.OTELFLOW_JSONL),
         _same("jsonl_compression", ev.OTELFLOW_JSONL_COMPRESSION),
         _same("console", ev.OTELFLOW_CONSOLE),
+        _same("handle_signals", ev.OTELFLOW_HANDLE_SIGNALS),
         _same("queue_size", ev.OTELFLOW_QUEUE_SIZE),
         _same("queue_full", ev.OTELFLOW_QUEUE_FULL),
         _same("set_global_providers", ev.OTELFLOW_SET_GLOBAL_PROVIDERS, "also True or False"),
@@ -589,11 +593,11 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         sampler=sampler,
         sampler_arg=sampler_arg,
         metric_export_interval_s=_first(
-            ld.arg(parse_float, "metric_export_interval_s", rule=_SECONDS_POSITIVE),
+            ld.arg(parse_float, "metric_export_interval_s", rule=_EXPORT_SECONDS),
             ld.seconds(ev.OTEL_METRIC_EXPORT_INTERVAL, default=True),
         ),
         metric_export_timeout_s=_first(
-            ld.arg(parse_float, "metric_export_timeout_s", rule=_SECONDS_POSITIVE),
+            ld.arg(parse_float, "metric_export_timeout_s", rule=_TIMEOUT_SECONDS),
             ld.seconds(ev.OTEL_METRIC_EXPORT_TIMEOUT, default=True),
         ),
         bsp_schedule_delay_s=_first(
@@ -632,6 +636,7 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
         live_host=ld.value(parse_str, "live_host", ev.OTELFLOW_LIVE_HOST),
         wait_spans=ld.value(parse_bool, "wait_spans", ev.OTELFLOW_WAIT_SPANS),
         trace_per=ld.value(parse_choice, "trace_per", ev.OTELFLOW_TRACE_PER),
+        handle_signals=ld.value(parse_bool, "handle_signals", ev.OTELFLOW_HANDLE_SIGNALS),
     )
 
 

@@ -8,6 +8,8 @@ cross process boundaries (spawn included) even though the class is created at ru
 
 from __future__ import annotations
 
+import copy
+import functools
 import keyword
 import re
 import threading
@@ -25,6 +27,9 @@ __all__ = ["UserEvent", "define_event", "event_class", "make_event"]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NO_DEFAULT = object()
+# Keys every JSONL event line already has: a field of that name would write a duplicate
+# key, and readers would lose the event.
+_LINE_KEYS = frozenset(("type", "section", "trace_id", "span_id"))
 
 _lock = threading.Lock()
 _registry: dict[str, type[Event]] = {cls.__struct_config__.tag: cls for cls in BUILTIN_EVENTS}  # type: ignore[misc]
@@ -74,19 +79,24 @@ def define_event(name: str, /, **fields: Any) -> type[UserEvent]:
     Example:
         >>> Checkpoint = define_event("ml.Checkpoint", epoch=int, loss=(float, 0.0))
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise EventError(
             f"Event name {name!r} is not valid: use 'namespace.Name' with a namespace "
             "and dot-separated identifiers, e.g. 'ml.Checkpoint'."
         )
     schema: list[tuple[str, Any, Any]] = []
     for field, spec in fields.items():
+        if field in _LINE_KEYS:
+            raise EventError(
+                f"Field {field!r} of event {name!r} is reserved: every event line has the "
+                f"keys {', '.join(sorted(_LINE_KEYS))}; choose another name (e.g. {field + '_'!r})."
+            )
         if field in Event.BASE_FIELDS:
             raise EventError(
                 f"Field {field!r} of event {name!r} is reserved for every event "
                 f"(reserved: {', '.join(sorted(Event.BASE_FIELDS))}); choose another name."
             )
-        if not _FIELD_RE.match(field) or keyword.iskeyword(field):
+        if not _FIELD_RE.fullmatch(field) or keyword.iskeyword(field):
             raise EventError(
                 f"Field {field!r} of event {name!r} is not valid: field names are "
                 "identifiers that start with a letter."
@@ -127,8 +137,16 @@ def _check_type(name: str, field: str, typ: Any, default: Any) -> None:
             "to JSON; use str, int, float, bool, X | None, list, dict or tuple of those."
         ) from exc
     if default is not _NO_DEFAULT:
+        from otelflow.validate import problem
+
+        why = problem(default)
+        if why is not None:
+            raise EventError(
+                f"Default {default!r} for field {field!r} of event {name!r} cannot be written "
+                f"to JSON: {why}."
+            )
         try:
-            msgspec.convert(default, typ, strict=False)
+            msgspec.convert(default, typ)
         except (msgspec.ValidationError, TypeError) as exc:
             raise EventError(
                 f"Default {default!r} for field {field!r} of event {name!r} does not match "
@@ -147,8 +165,19 @@ def _define(name: str, schema: tuple[tuple[str, Any, Any], ...]) -> type[UserEve
 def _define_locked(name: str, schema: tuple[tuple[str, Any, Any], ...]) -> type[UserEvent]:
     # Required fields first is not needed: every field is keyword-only.
     struct_fields = [
-        (f, t) if d is _NO_DEFAULT else (f, t, d) for f, t, d in schema
+        (f, t) if d is _NO_DEFAULT else (f, t, _default(d)) for f, t, d in schema
     ]
+    try:
+        cls = _defstruct(name, struct_fields)
+    except (TypeError, ValueError) as exc:  # what msgspec refuses that the checks above let by
+        raise EventError(f"Event {name!r} cannot be defined: {exc}.") from exc
+    cls.__qualname__ = name
+    _registry[name] = cls
+    _schemas[name] = schema
+    return cls
+
+
+def _defstruct(name: str, struct_fields: list[Any]) -> type[UserEvent]:
     cls = msgspec.defstruct(
         name.rsplit(".", 1)[1],
         struct_fields,
@@ -159,11 +188,15 @@ def _define_locked(name: str, schema: tuple[tuple[str, Any, Any], ...]) -> type[
         tag=name,
         omit_defaults=False,  # a reader without the schema must see every field's value
     )
-    cls.__qualname__ = name
     event_cls: type[UserEvent] = cls  # type: ignore[assignment]  # defined with bases=(UserEvent,)
-    _registry[name] = event_cls
-    _schemas[name] = schema
     return event_cls
+
+
+def _default(value: Any) -> Any:
+    """A field default: mutable containers get a fresh copy per event (a default factory)."""
+    if isinstance(value, (list, dict, set, bytearray)) and value:
+        return msgspec.field(default_factory=functools.partial(copy.deepcopy, value))
+    return value
 
 
 def event_class(name: str) -> type[Event]:

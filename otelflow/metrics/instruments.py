@@ -37,6 +37,8 @@ TASKS_RUNNING = "otelflow.tasks.running"
 TASKS_QUEUED = "otelflow.tasks.queued"
 WORKFLOWS_ACTIVE = "otelflow.workflows.active"
 EVENTS_DROPPED = "otelflow.telemetry.events_dropped"
+QUEUE_DEPTH = "otelflow.telemetry.queue_depth"
+THROTTLED = "otelflow.telemetry.throttled"
 
 # Histograms: (name, unit, description).
 TASK_DURATION = ("otelflow.task.duration", "s", "Task execution time, started to terminal state.")

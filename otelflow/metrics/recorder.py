@@ -59,6 +59,8 @@ class MetricRecorder:
         self.io_totals: dict[tuple[str, str, str], int] = {}
         self.incomplete_tasks = 0
         self.dropped_fn: Any = None  # set by the session: () -> int
+        self.depth_fn: Any = None  # set by the session: () -> items on the bus now
+        self.throttled_fn: Any = None  # set by the session: () -> seconds producers waited
 
     # -- writers (dispatcher thread) ------------------------------------------------------------
 
@@ -195,6 +197,14 @@ class MetricRecorder:
             inst.EVENTS_DROPPED, [self._dropped_cb], unit="{event}",
             description="Events otelflow dropped (bus full or telemetry stopped).",
         )  # fmt: skip
+        meter.create_observable_gauge(
+            inst.QUEUE_DEPTH, [self._own_cb("depth_fn")], unit="{event}",
+            description="Events on otelflow's bus now, waiting for its dispatcher.",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            inst.THROTTLED, [self._own_cb("throttled_fn")], unit="s",
+            description="Seconds producers waited because otelflow's bus was full.",
+        )  # fmt: skip
         for scope, gauges in (("node", inst.NODE_GAUGES), ("process", inst.PROCESS_GAUGES), ("gpu", inst.GPU_GAUGES)):
             for name, unit, desc, field in gauges:
                 meter.create_observable_gauge(
@@ -232,6 +242,13 @@ class MetricRecorder:
 
     def _workflows_cb(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {inst.WORKFLOW_NAME: w}) for w, n in list(self.active_workflows.items())]
+
+    def _own_cb(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            fn = getattr(self, attr)
+            return [Observation(fn())] if fn is not None else []
+
+        return callback
 
     def _dropped_cb(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.dropped_fn() if self.dropped_fn else 0)]

@@ -31,7 +31,9 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import StatusCode
 
+from otelflow._warn import warn_visibly
 from otelflow.events.model import Event, now_ns
+from otelflow.validate import json_safe
 
 _log = logging.getLogger("otelflow")
 _COMMA = ord(",")
@@ -85,6 +87,7 @@ class JsonlWriter:
         self.lines_lost = 0
         self.sanitized = 0
         self.write_errors = 0
+        self.last_error: str | None = None
         self._closed = False
         self._fd: int | None = None
         if sink is not None:
@@ -104,17 +107,11 @@ class JsonlWriter:
         pos = len(buf)
         try:
             self._encoder.encode_into(ev, buf, -1)
-        except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+        except Exception:  # noqa: BLE001 - also RecursionError, UnicodeEncodeError
             del buf[pos:]
-            self._note_sanitized(ev)
-            try:
-                self._safe_encoder.encode_into(ev, buf, -1)
-            except Exception:
+            if not self._encode_sanitized(ev, buf):
                 del buf[start:]  # never leave a partial line to swallow the next one
-                raise
-        except Exception:
-            del buf[start:]
-            raise
+                return
         if len(buf) > pos + 2:
             buf[pos] = _COMMA  # '{' of the event object → ',' joins it to the header
         else:  # an empty object: close the header instead
@@ -131,21 +128,33 @@ class JsonlWriter:
         pos = len(buf)
         try:
             self._encoder.encode_into(obj, buf, -1)
-        except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+        except Exception:  # noqa: BLE001 - also RecursionError, UnicodeEncodeError
             del buf[pos:]
-            self._note_sanitized(obj)
-            try:
-                self._safe_encoder.encode_into(obj, buf, -1)
-            except Exception:
-                del buf[pos:]
-                raise
-        except Exception:
-            del buf[pos:]
-            raise
+            if not self._encode_sanitized(obj, buf):
+                return
         buf += b"\n"
         self._lines += 1
         if len(buf) >= _FLUSH_BYTES:
             self.flush()
+
+    def _encode_sanitized(self, obj: Any, buf: bytearray) -> bool:
+        """Append ``obj`` with unserializable values as their repr, or as plain JSON data
+        (surrogates replaced, deep nesting cut); False (the line is lost, and counted)
+        if even that fails. Leaves ``buf`` as it found it on failure."""
+        pos = len(buf)
+        self._note_sanitized(obj)
+        try:
+            self._safe_encoder.encode_into(obj, buf, -1)
+            return True
+        except Exception:  # noqa: BLE001
+            del buf[pos:]
+        try:
+            self._encoder.encode_into(json_safe(obj), buf, -1)
+            return True
+        except Exception:  # noqa: BLE001
+            del buf[pos:]
+            self.lines_lost += 1
+            return False
 
     def _note_sanitized(self, obj: Any) -> None:
         self.sanitized += 1
@@ -199,8 +208,10 @@ class JsonlWriter:
 
     def _fail(self, exc: OSError) -> None:
         self.write_errors += 1
+        self.last_error = str(exc)
         if self.write_errors == 1:
-            _log.warning(
+            warn_visibly(
+                _log,
                 "otelflow could not write the run file %s: %s. Telemetry lines are being "
                 "dropped and counted; free disk space or point OTELFLOW_RUNS_DIR "
                 "(checkpoint_path=) at a writable directory. The workflow goes on.",

@@ -269,6 +269,7 @@ class ExportGuard:
                 own = now + self.flush_s
                 self.deadline = own if deadline is None else min(own, deadline)
                 self.closing = True
+                self._window_s = max(0.0, self.deadline - now)
             window_end = self.deadline
             assert window_end is not None
             give_up_now = first and (self.down or self.rejected is not None or (self._exporting and self._trouble))
@@ -306,8 +307,13 @@ class ExportGuard:
         return f"{self.address[0]}:{self.address[1]}" if self.address else self.endpoint
 
     def _window_closed(self) -> None:
-        if self._exporting and not self._detail:
-            self._detail = f"no answer within the {self.flush_s:g} s shutdown flush window"
+        if self._exporting:
+            if not self._detail:
+                window = getattr(self, "_window_s", self.flush_s)
+                self._detail = f"no answer within the {window:.3g} s shutdown flush window"
+            # Report it now, before stop() returns: an HTTP export blocked reading a
+            # socket is not interrupted by abort(), and would report only after (or never).
+            self._failed()
         self.abort()
 
     def abort(self) -> None:

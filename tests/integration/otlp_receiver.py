@@ -371,6 +371,9 @@ class HttpReceiver(_Receiver):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
+                if receiver._stopping.is_set():  # stopped: a kept-alive connection dies too
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 path = self.path.split("?")[0]

@@ -60,6 +60,8 @@ METRICS: dict[str, frozenset[str]] = {
     "otelflow_gpu_memory_used_bytes": frozenset({"node", "gpu"}),
     "otelflow_gpu_memory_total_bytes": frozenset({"node", "gpu"}),
     "otelflow_telemetry_events_dropped_total": frozenset(),
+    "otelflow_telemetry_queue_depth": frozenset(),
+    "otelflow_telemetry_throttled_seconds_total": frozenset(),
     "target_info": frozenset({"service_name", "service_version", "service_instance_id", "host_name"}),
 }
 #: Histogram base name -> labels; each is exposed as _bucket (plus "le"), _sum and _count.

@@ -171,16 +171,18 @@ def test_closed_bus_drops_and_counts():
 
 def test_unserializable_attribute_is_sanitized_not_fatal(capture, caplog_otelflow):
     Weird = otelflow.define_event("test.Weird", payload=str)
-    assert otelflow.emit(Weird(payload=object()))  # wrong type at run time: written as repr
+    assert not otelflow.emit(Weird(payload=object()))  # wrong type at run time: refused, counted
     trk = otelflow.tracker()
     tid = trk.created(None, "attrs", attributes={"obj": object()})  # type: ignore[dict-item]
     trk.started(tid)
     trk.completed(tid)
     summary = capture.telemetry.stop()
-    assert summary["dropped"]["sanitized_values"] >= 2
-    weird = next(e for e in capture.lines("event") if e["type"] == "test.Weird")
-    assert weird["payload"].startswith("<object object")
-    assert "repr()" in caplog_otelflow.text
+    assert summary["dropped"]["invalid_emits"] == 1
+    assert summary["dropped"]["invalid_arguments"] == 1
+    assert not [e for e in capture.lines("event") if e["type"] == "test.Weird"]
+    created = next(e for e in capture.lines("event") if e["type"] == "TaskCreated")
+    assert created["attributes"]["obj"].startswith("<object object")
+    assert "Expected `str`, got `object`" in caplog_otelflow.text
 
 
 def test_summary_reports_drops_and_throttling_after_stop(tmp_path):
