@@ -420,8 +420,9 @@ class Telemetry:
             sub.stop(time.monotonic())
         return sub
 
-    def _add_subscriber(self, sub: Subscriber) -> None:
-        """Add an internal subscriber (also while starting, before the first event)."""
+    def add_subscriber(self, sub: Subscriber) -> None:
+        """Add a ready-made :class:`~otelflow.bus.subscribers.Subscriber` (the log exporter, the
+        live view), also while starting, before the first event. Users call :meth:`subscribe`."""
         if self._dispatcher is not None:
             self._dispatcher.add_subscriber(sub)
 
@@ -545,7 +546,7 @@ class Telemetry:
             export_failures_by_signal=self._exporters.failures_by_signal(),
         )
 
-    def _count_log_drop(self) -> None:
+    def count_log_drop(self) -> None:
         """A captured log record was not accepted (flood or full bus): count it."""
         with self._log_drop_lock:
             self._log_drops += 1

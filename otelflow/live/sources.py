@@ -75,7 +75,7 @@ def attach(telemetry: Telemetry | None = None, maxlen: int = 100_000) -> EventHu
 
 def tap(telemetry: Telemetry, hub: EventHub) -> None:
     """Put every event ``telemetry`` dispatches from now on into ``hub``."""
-    telemetry._add_subscriber(_HubTap(hub))  # type: ignore[arg-type]
+    telemetry.add_subscriber(_HubTap(hub))  # type: ignore[arg-type]
 
 
 class RunFollower:

@@ -259,15 +259,15 @@ class CaptureHandler(logging.Handler):
         _last.record, _last.target = weakref.ref(record), tel
         token = _in_capture.set(True)
         try:
-            if len(bus.queue) >= bus.maxsize // 2:  # half the bus stays for lifecycle events
-                tel._count_log_drop()
+            if len(bus) >= bus.maxsize // 2:  # half the bus stays for lifecycle events
+                tel.count_log_drop()
                 return
             ev = to_event(record, tel)
             if bus.offer(ev):  # never waits: a full bus drops and counts
                 self.captured += 1
                 tel._logs_captured += 1  # a worker flushes after a task that logged
             else:
-                tel._count_log_drop()
+                tel.count_log_drop()
         except Exception:  # noqa: BLE001 - logging must never break the caller
             self.errors += 1
         finally:

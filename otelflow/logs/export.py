@@ -151,7 +151,7 @@ class LogExport:
             provider.add_log_record_processor(sdk.SimpleProcessor(console))
         export = cls(sdk, provider, exporters, guard)
         export.subscriber = Subscriber(export.emit, (LogRecord,), maxsize=10_000)
-        tel._add_subscriber(export.subscriber)
+        tel.add_subscriber(export.subscriber)
         return export
 
     def emit(self, ev: Event) -> None:
