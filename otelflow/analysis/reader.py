@@ -691,6 +691,11 @@ class Run:
                                 bad += 1
                                 self._note_bad(path, lineno, "not a JSON object")
                             continue
+                        why = safe_io.line_problem(obj)  # a field of the wrong type: skipped, counted
+                        if why is not None:
+                            bad += 1
+                            self._note_bad(path, lineno, why)
+                            continue
                         section = obj.get("section")
                         key = section if isinstance(section, str) else "?"
                         sections[key] = sections.get(key, 0) + 1
