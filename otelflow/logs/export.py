@@ -26,7 +26,7 @@ import msgspec
 from otelflow import _otel_compat
 from otelflow.events.model import Event, LogRecord
 from otelflow.sinks._export_logs import install_log_filter, uninstall_log_filter
-from otelflow.sinks.exporters import collector_address, safe_url
+from otelflow.sinks.exporters import collector_address, otlp_exporter_kwargs, safe_url
 from otelflow.sinks.resilience import ExportGuard
 
 if TYPE_CHECKING:
@@ -92,18 +92,7 @@ def _guarded(sdk: Any, guard: ExportGuard) -> Any:
 
 
 def _otlp_exporter(cfg: OtlpSettings) -> Any:
-    kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
-    if cfg.protocol == "grpc":
-        from grpc import Compression
-
-        kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
-        if cfg.insecure is not None:
-            kwargs["insecure"] = cfg.insecure
-    else:
-        from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-
-        kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
-    return _otel_compat.otlp_log_exporter(cfg.protocol, **kwargs)
+    return _otel_compat.otlp_log_exporter(cfg.protocol, **otlp_exporter_kwargs(cfg))
 
 
 class LogExport:

@@ -20,6 +20,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from otelflow._warn import warn_visibly
+
 if TYPE_CHECKING:
     from otelflow.sinks.resilience import ExportGuard
 
@@ -106,34 +108,13 @@ def uninstall_log_filter() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _has_handler(logger: logging.Logger) -> bool:
-    """Whether a record of ``logger`` reaches a handler other than a ``NullHandler``."""
-    current: logging.Logger | None = logger
-    while current is not None:
-        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
-            return True
-        if not current.propagate:
-            return False
-        current = current.parent
-    return False
-
-
 def _warn_visibly(msg: str, *args: object) -> None:
     """``_log.warning``, shown on stderr even when the application configured no logging.
 
-    otelflow's logger carries a ``NullHandler`` (the library convention), which also
-    keeps Python's last-resort stderr handler away. The OTel exporters' own messages,
-    which this module silences, would have reached stderr that way; so does this one,
-    unless logging is configured (then it goes where the application sends warnings) or
-    otelflow's warnings are switched off by level.
+    The OTel exporters' own messages, which this module silences, would have reached
+    stderr through Python's last-resort handler; so does this one (see :mod:`otelflow._warn`).
     """
-    if not _log.isEnabledFor(logging.WARNING):
-        return
-    if _has_handler(_log) or logging.lastResort is None:
-        _log.warning(msg, *args)
-        return
-    record = _log.makeRecord(_log.name, logging.WARNING, __file__, 0, msg, args, None)
-    logging.lastResort.handle(record)
+    warn_visibly(_log, msg, *args)
 
 
 class ExportHealth:

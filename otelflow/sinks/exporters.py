@@ -130,40 +130,42 @@ def _stop_http_server(server: Any, timeout: float = 2.0) -> None:
         stopper.join(0.02)
 
 
-def _otlp_span_exporter(cfg: OtlpSettings) -> Any:
+def otlp_exporter_kwargs(cfg: OtlpSettings) -> dict[str, Any]:
+    """Keyword arguments for any of the official OTLP exporters (span, metric, log) of one
+    signal: endpoint, headers, timeout, compression (gRPC's or HTTP's enum), TLS choice."""
     kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
+    gzip = cfg.compression == "gzip"
     if cfg.protocol == "grpc":
         from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
+        kwargs["compression"] = Compression.Gzip if gzip else Compression.NoCompression
         if cfg.insecure is not None:
             kwargs["insecure"] = cfg.insecure
-        return OTLPSpanExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+    else:
+        from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+
+        kwargs["compression"] = HttpCompression.Gzip if gzip else HttpCompression.NoCompression
+    return kwargs
+
+
+def _otlp_span_exporter(cfg: OtlpSettings) -> Any:
+    if cfg.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(**otlp_exporter_kwargs(cfg))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
-    return HttpSpanExporter(**kwargs)
+    return HttpSpanExporter(**otlp_exporter_kwargs(cfg))
 
 
 def _otlp_metric_exporter(cfg: OtlpSettings) -> Any:
-    kwargs: dict[str, Any] = {"endpoint": cfg.endpoint, "headers": dict(cfg.headers) or None, "timeout": cfg.timeout_s}
     if cfg.protocol == "grpc":
-        from grpc import Compression
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
-        if cfg.insecure is not None:
-            kwargs["insecure"] = cfg.insecure
-        return OTLPMetricExporter(**kwargs)
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
+        return OTLPMetricExporter(**otlp_exporter_kwargs(cfg))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-    kwargs["compression"] = HttpCompression.Gzip if cfg.compression == "gzip" else HttpCompression.NoCompression
-    return HttpMetricExporter(**kwargs)
+    return HttpMetricExporter(**otlp_exporter_kwargs(cfg))
 
 
 def safe_url(url: str) -> str:
