@@ -33,6 +33,10 @@ _TICK_EVERY = 1024
 #: Default longest time (s) an accepted event waits on the bus for the dispatcher: with
 #: the 0.25 s flush interval, a line is on disk within ~0.35 s of being accepted.
 MAX_LAG_S = 0.1
+#: The rate (items/s) assumed until the first batch is measured: a slow machine's, so the
+#: bus starts small. Starting at the full bound let a flood producer queue ~0.5 s of work
+#: before the first measurement, and a SIGKILL then lost tasks older than the 0.5 s promise.
+_START_RATE = 50_000
 
 
 class Call:
@@ -68,6 +72,7 @@ class Dispatcher:
         self._idle_wait = idle_wait
         self._max_lag = max_lag
         self._rate = 0.0  # items per second while busy (moving average)
+        bus.set_limit(int(_START_RATE * max_lag))  # raised as soon as a batch is measured
         self._exit = False
         self.internal_errors = 0
         self._warned: set[str] = set()
