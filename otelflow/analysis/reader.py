@@ -630,18 +630,23 @@ class Run:
         typed = decoder().decode
         generic = self._decoder.decode
         n_event = n_span = n_metric = n_other = 0
+
+        def loose(obj: dict[str, Any]) -> None:
+            """A line decoded as a plain dict (odd types, a TAL line): counted and converted leniently."""
+            section = obj.get("section")
+            key = section if isinstance(section, str) else "?"
+            sections[key] = sections.get(key, 0) + 1
+            if section == "event":
+                on_event(lenient(obj, EventLine))
+            elif section == "span":
+                on_span(lenient(obj, SpanLine))
+
         bar = _progress_bar(self.files) if self.progress else None
         try:
             for path in self.files:
                 if path in self.tal_files:  # RHAPSODY's format: translated line by line, then typed
                     for translated in self._file_lines(path, None):
-                        section = translated.get("section")
-                        key = section if isinstance(section, str) else "?"
-                        sections[key] = sections.get(key, 0) + 1
-                        if section == "event":
-                            on_event(lenient(translated, EventLine))
-                        elif section == "span":
-                            on_span(lenient(translated, SpanLine))
+                        loose(translated)
                     continue
                 f = self._open(path)
                 if f is None:
@@ -696,13 +701,7 @@ class Run:
                             bad += 1
                             self._note_bad(path, lineno, why)
                             continue
-                        section = obj.get("section")
-                        key = section if isinstance(section, str) else "?"
-                        sections[key] = sections.get(key, 0) + 1
-                        if section == "event":
-                            on_event(lenient(obj, EventLine))
-                        elif section == "span":
-                            on_span(lenient(obj, SpanLine))
+                        loose(obj)
                 if bar is not None:
                     bar.update(pending)
                 self._bad[path] = bad
