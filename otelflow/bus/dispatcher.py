@@ -195,9 +195,15 @@ class Dispatcher:
                 sub.offer(ev)
         derived = tree.derived
         if derived:
+            # TaskResolved events the tree derived, its state already applied: written and
+            # fanned out after the event that caused them.
             tree.derived = []
-            for d in derived:
-                self._event(d)
+            for d, d_header in derived:
+                if jsonl is not None:
+                    jsonl.write_event(d, d_header)
+                if subs:
+                    for sub in subs:
+                        sub.offer(d)
 
     def _internal_error(self, exc: BaseException, item: Any) -> None:
         self.internal_errors += 1

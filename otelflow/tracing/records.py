@@ -25,8 +25,10 @@ class ScopeRec:
         "span_id",
         "start",
         "status",
+        "task_header",
         "trace_hex",
         "trace_id",
+        "workflow",
         "workflow_name",
     )
 
@@ -50,6 +52,11 @@ class ScopeRec:
         # The trace it belongs to (the session's, or its workflow's with a trace per workflow).
         self.trace_id: int = parent.trace_id if parent is not None else 0
         self.trace_hex: str = parent.trace_hex if parent is not None else ""
+        # Cached for the per-task path (set by the trace tree once the trace is known): the
+        # enclosing workflow (itself for a workflow; None outside any), and the start of the
+        # JSONL event-line header of a task in this scope, up to its span id.
+        self.workflow: ScopeRec | None = None
+        self.task_header = b""
 
 
 class TaskRec:

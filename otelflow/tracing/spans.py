@@ -151,7 +151,7 @@ class SpanEmitter:
             )
 
     def task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
-        events = [("TaskCreated", rec.created)]
+        events: list[tuple[str, int]] = [("TaskCreated", rec.created)]
         if rec.resolved:
             events.append(("TaskResolved", rec.resolved))
         if rec.submitted:
@@ -160,17 +160,32 @@ class SpanEmitter:
             events.append(("TaskQueued", rec.queued))
         if rec.started:
             events.append(("TaskStarted", rec.started))
-        events.append(("Task" + status.capitalize(), end))
+        events.append((_TERMINAL_EVENT.get(status) or "Task" + status.capitalize(), end))
         return events
 
     def task_attributes(self, rec: TaskRec, status: str, ev: Any, end: int) -> dict[str, Any]:
+        # The lifecycle times and waits inline (as _add_waits): this runs once per task.
+        created = rec.created
+        resolved, submitted, queued, started = rec.resolved, rec.submitted, rec.queued, rec.started
         attrs: dict[str, Any] = {
             "otelflow.task.id": rec.id,
             "otelflow.task.name": rec.name,
             "otelflow.task.status": status,
-            "otelflow.task.started": bool(rec.started),
+            "otelflow.task.started": started != 0,
+            "otelflow.task.created_time": created,
         }
-        _add_waits(attrs, rec, end)
+        if resolved:
+            attrs["otelflow.task.resolved_time"] = resolved
+            attrs["otelflow.task.dependency_wait_s"] = max(0, resolved - created) / 1e9
+        if submitted:
+            attrs["otelflow.task.submitted_time"] = submitted
+        if queued:
+            attrs["otelflow.task.queued_time"] = queued
+        if started:
+            ready = resolved or submitted or created
+            hand = dispatched_at(ready, submitted, queued, started)
+            attrs["otelflow.task.dispatch_wait_s"] = (hand - ready) / 1e9
+            attrs["otelflow.task.queue_wait_s"] = max(0, started - hand) / 1e9
         wf = rec.workflow
         if wf is not None:
             attrs["otelflow.workflow.id"] = wf.id
@@ -200,10 +215,12 @@ class SpanEmitter:
             rss = getattr(ev, "peak_rss_bytes", None)
             if rss is not None:
                 attrs["otelflow.task.peak_rss_bytes"] = rss
+            end_attrs = getattr(ev, "attributes", None)
+        else:
+            end_attrs = None
         if rec.attributes:
             for k, v in rec.attributes.items():
                 attrs.setdefault(k, v)
-        end_attrs = getattr(ev, "attributes", None)
         if end_attrs:  # known only at the end (TaskTerminal.attributes)
             for k, v in end_attrs.items():
                 attrs.setdefault(k, v)
@@ -211,21 +228,24 @@ class SpanEmitter:
 
     def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any, attrs: dict[str, Any]) -> None:
         assert self.jsonl is not None
+        scope = rec.scope
+        started = rec.started
+        failed = type(ev) is TaskFailed
         self.jsonl.write_struct(
             SpanLine(
-                trace_id=rec.scope.trace_hex if rec.trace_id == rec.scope.trace_id else f"{rec.trace_id:032x}",
+                trace_id=scope.trace_hex if rec.trace_id == scope.trace_id else f"{rec.trace_id:032x}",
                 span_id=f"{rec.span_id:016x}",
                 parent_span_id=rec.parent_hex,
                 name=rec.name,
                 kind="task",
-                start_time=task_span_start(rec, end),
+                start_time=(started if started < end else end) if started else end,
                 end_time=end,
                 status=status,
                 attributes=attrs,
                 events=self.task_events(rec, end, status),
-                links=self._link_texts(rec),
-                error_message=ev.error_message if type(ev) is TaskFailed else None,
-                error_stacktrace=ev.stacktrace if type(ev) is TaskFailed else None,
+                links=self._link_texts(rec) if rec.deps else [],
+                error_message=ev.error_message if failed else None,
+                error_stacktrace=ev.stacktrace if failed else None,
             )
         )
 
@@ -409,6 +429,9 @@ class SpanEmitter:
                 refusing,
                 trace_id=rec.trace_id,
             )
+
+
+_TERMINAL_EVENT = {"completed": "TaskCompleted", "failed": "TaskFailed", "canceled": "TaskCanceled"}
 
 
 def task_span_start(rec: TaskRec, end: int) -> int:

@@ -107,7 +107,11 @@ class TraceTree:
         self.session = ScopeRec("session", session_id, "session", session_span_id, None, now_ns())
         self.session.trace_id = trace_id
         self.session.trace_hex = self.trace_hex
-        self.derived: list[Event] = []
+        self.session.task_header = _prefix(self.trace_hex).encode()
+        # TaskResolved events the tree derived (its state already applied), each with its
+        # JSONL line header: the dispatcher writes and fans them out after the event that
+        # caused them.
+        self.derived: list[tuple[TaskResolved, bytes]] = []
         # Recently finished task ids, so late events for them are recognised (bounded).
         # Their final status, so a task created after its upstream failed is never resolved.
         self._recent_done: OrderedDict[str, str] = OrderedDict()
@@ -165,20 +169,17 @@ class TraceTree:
         rec.parent_id = scope.span_id
         rec.parent_hex = scope.span_hex
         rec.trace_id = scope.trace_id
-        trace_hex = scope.trace_hex
-        if self.trace_per_workflow and scope is self.session and ev.workflow_id:
-            # A task of a workflow entered in another process: its workflow's trace.
-            rec.trace_id = workflow_trace_id(self.trace_id, ev.workflow_id)
-            trace_hex = f"{rec.trace_id:032x}"
+        header = scope.task_header
+        rec.remote_ids = None
+        if scope is self.session and (ev.workflow_id or ev.block_id):
+            # Scope ids from another process (a task inside a pool task): kept for attributes.
+            rec.remote_ids = (ev.workflow_id, ev.block_id)
+            if self.trace_per_workflow and ev.workflow_id:
+                # A task of a workflow entered in another process: its workflow's trace.
+                rec.trace_id = workflow_trace_id(self.trace_id, ev.workflow_id)
+                header = _prefix(f"{rec.trace_id:032x}").encode()
         rec.dep_traces = None
-        # Scope ids from another process (a task inside a pool task): kept for attributes.
-        rec.remote_ids = (
-            (ev.workflow_id, ev.block_id) if scope is self.session and (ev.workflow_id or ev.block_id) else None
-        )
-        wf: ScopeRec | None = scope
-        while wf is not None and wf.kind == "block":
-            wf = wf.parent
-        rec.workflow = wf if wf is not None and wf.kind == "workflow" else None
+        rec.workflow = wf = scope.workflow
         rec.backend = backend
         rec.attributes = attributes
         rec.created = ev.event_time
@@ -189,9 +190,8 @@ class TraceTree:
         rec.pending = 0
         rec.ready = 0  # the latest end of the upstream tasks that completed so far
         rec.worker = None
-        wf_name = rec.workflow.name if rec.workflow is not None else None
-        rec.counts = self.recorder.task_counts(rec.name, wf_name, backend)
-        rec.header = (_prefix(trace_hex) + f'{sid:016x}"').encode()
+        rec.counts = self.recorder.task_counts(rec.name, wf.name if wf is not None else None, backend)
+        rec.header = header + f'{sid:016x}"'.encode()
         self.tasks[tid] = rec
         return rec
 
@@ -254,17 +254,27 @@ class TraceTree:
         return rec.header
 
     def _derive_resolved(self, rec: TaskRec, when: int) -> None:
+        """Resolve ``rec`` at ``when`` (as a TaskResolved event would) and queue that event."""
         wf = rec.workflow
+        scope = rec.scope
+        rec.resolved = when
+        rec.pending = 0
+        if rec.state < RESOLVED:  # noqa: PLR1730 - a comparison is cheaper than max() per task
+            rec.state = RESOLVED
+        rec.counts[1] += 1
         self.derived.append(
-            TaskResolved(
-                event_id=new_event_id(),
-                event_time=when,
-                emit_time=now_ns(),
-                session_id=self.session_id,
-                workflow_id=wf.id if wf is not None else None,
-                block_id=rec.scope.id if rec.scope.kind == "block" else None,
-                task_id=rec.id,
-                task_name=rec.name,
+            (
+                TaskResolved(
+                    event_id=new_event_id(),
+                    event_time=when,
+                    emit_time=now_ns(),
+                    session_id=self.session_id,
+                    workflow_id=wf.id if wf is not None else None,
+                    block_id=scope.id if scope.kind == "block" else None,
+                    task_id=rec.id,
+                    task_name=rec.name,
+                ),
+                rec.header,
             )
         )
 
@@ -414,10 +424,14 @@ class TraceTree:
                 self.workflow_links_omitted += 1
         if kind == "workflow":
             rec.workflow_name = name
+            rec.workflow = rec
             self.recorder.workflow_started(rec)
+        else:
+            rec.workflow = parent.workflow
+        rec.task_header = _prefix(rec.trace_hex).encode()
         parent.open += 1
         self.scopes[sid] = rec
-        return (_prefix(rec.trace_hex) + rec.span_hex + '"').encode()
+        return rec.task_header + (rec.span_hex + '"').encode()
 
     def _scope_ended(self, ev: WorkflowEnded | BlockEnded) -> bytes:
         sid = ev.block_id if type(ev) is BlockEnded else ev.workflow_id
