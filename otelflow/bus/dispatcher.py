@@ -68,6 +68,7 @@ class Dispatcher:
         self.recorder = recorder
         self.jsonl = jsonl
         self.subscribers: tuple[Subscriber, ...] = ()
+        self._routes = tree.routes
         self._sub_lock = threading.Lock()
         self._idle_wait = idle_wait
         self._max_lag = max_lag
@@ -159,7 +160,19 @@ class Dispatcher:
                 self._internal_error(exc, None)
 
     def _handle(self, item: Any) -> None:
-        if isinstance(item, Event):
+        route = self._routes.get(type(item))
+        if route is not None:  # a task or scope event: the hot path, inlined
+            header = route(item)
+            jsonl = self.jsonl
+            if jsonl is not None:
+                jsonl.write_event(item, header)
+            subs = self.subscribers
+            if subs:
+                for sub in subs:
+                    sub.offer(item)
+            if self.tree.derived:
+                self._write_derived(jsonl, subs)
+        elif isinstance(item, Event):
             self._event(item)
         elif type(item) is SpanItem:
             if self.jsonl is not None:
@@ -193,17 +206,21 @@ class Dispatcher:
         if subs:
             for sub in subs:
                 sub.offer(ev)
+        if tree.derived:
+            self._write_derived(jsonl, subs)
+
+    def _write_derived(self, jsonl: JsonlWriter | None, subs: tuple[Subscriber, ...]) -> None:
+        """Write and fan out the TaskResolved events the tree derived (its state already
+        applied), after the event that caused them."""
+        tree = self.tree
         derived = tree.derived
-        if derived:
-            # TaskResolved events the tree derived, its state already applied: written and
-            # fanned out after the event that caused them.
-            tree.derived = []
-            for d, d_header in derived:
-                if jsonl is not None:
-                    jsonl.write_event(d, d_header)
-                if subs:
-                    for sub in subs:
-                        sub.offer(d)
+        tree.derived = []
+        for d, d_header in derived:
+            if jsonl is not None:
+                jsonl.write_event(d, d_header)
+            if subs:
+                for sub in subs:
+                    sub.offer(d)
 
     def _internal_error(self, exc: BaseException, item: Any) -> None:
         self.internal_errors += 1
