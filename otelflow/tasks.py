@@ -44,11 +44,10 @@ from otelflow.events.model import (
     TaskResolved,
     TaskStarted,
     TaskSubmitted,
-    new_event_id,
     now_ns,
 )
+from otelflow.events.model import _ids as _event_ids
 from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
-from otelflow.scope import active_scope
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -59,6 +58,8 @@ __all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
 _T_MIN, _T_MAX = validate.TIME_MIN_NS, validate.TIME_MAX_NS
+_get_scope = _global.scope_var.get  # the innermost workflow/block scope (otelflow.scope)
+_get_current_span = otel_trace.get_current_span
 
 
 class _ProcessTag:
@@ -112,6 +113,9 @@ class TaskTracker:
         """Return a fresh task id, unique within this process."""
         return f"{self._prefix}{_ProcessTag.value}-{next(self._counter)}"
 
+    # Every step below inlines the common case (telemetry running, a str id, no event time
+    # or a plausible one) and leaves anything else to the module's _fix_* helpers.
+
     def created(
         self,
         task_id: str | None = None,
@@ -134,9 +138,9 @@ class TaskTracker:
             The task id.
         """
         if task_id is None:
-            task_id = self.new_task_id()
-        tel = self._tel()
-        if tel is None:
+            task_id = f"{self._prefix}{_ProcessTag.value}-{next(self._counter)}"
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
             return task_id if type(task_id) is str else validate.clean_id(task_id)
         # The common case costs two type checks; anything else is fixed and counted.
         if type(task_id) is not str or not task_id.isascii() or not task_id:
@@ -150,27 +154,18 @@ class TaskTracker:
             attributes, fixed = validate.clean_attributes(given)
             if fixed:
                 _fix(tel, "attributes", given, None)
-        scope = active_scope()
+        scope = _get_scope()
         if scope is None:
             wf = blk = None
         else:
-            wf = scope.workflow.id if scope.workflow is not None else None
+            wf_scope = scope.workflow
+            wf = wf_scope.id if wf_scope is not None else None
             blk = scope.id if scope.kind == "block" else None
-        # Inside a running task (or a user span) the current span is not the scope's own:
-        # the new task hangs under it. One context lookup; no string unless it differs.
-        parent = None
-        span_ctx = otel_trace.get_current_span().get_span_context()
-        if (
-            span_ctx.is_valid
-            and span_ctx.trace_id == tel.trace_id_int
-            and (scope is None or span_ctx.span_id != scope.span_id)
-        ):
-            parent = f"{span_ctx.span_id:016x}"
         self._ctx[task_id] = (name, wf, blk)
         t = now_ns()
         tel.bus_put(
             TaskCreated(
-                event_id=new_event_id(),
+                event_id=_event_ids._prefix | next(_event_ids._counter),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -178,31 +173,31 @@ class TaskTracker:
                 block_id=blk,
                 task_id=task_id,
                 task_name=name,
-                depends_on=_as_ids(depends_on),
+                depends_on=_as_ids(depends_on) if depends_on else (),
                 backend=self.backend,
                 attributes=attributes,
-                parent_span_id=parent,
+                parent_span_id=_parent_span(tel, scope),
             )
         )
         return task_id
 
-    def _step(self, cls: Any, task_id: str, event_time: int | None, **extra: Any) -> str:
-        """Put one lifecycle event on the bus; return the (checked) task id it carries."""
-        tel = self._tel()
-        if tel is None:
-            return task_id if type(task_id) is str else validate.clean_id(task_id)
+    def _step(self, cls: Any, task_id: str, event_time: int | None) -> None:
+        """Put one plain lifecycle event (no fields of its own) on the bus."""
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            return
         if type(task_id) is not str or not task_id.isascii() or not task_id:
-            if task_id is None or task_id == "":  # no task to record it for: refused, counted
-                tel.invalid_argument("task_id", task_id)
-                return ""
-            task_id = _fix_id(tel, task_id)
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
         if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
             event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
         name, wf, blk = self._ctx.get(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
             cls(
-                event_id=new_event_id(),
+                event_id=_event_ids._prefix | next(_event_ids._counter),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -210,10 +205,37 @@ class TaskTracker:
                 block_id=blk,
                 task_id=task_id,
                 task_name=name,
-                **extra,
             )
         )
-        return task_id
+
+    def _terminal(self, tel: Telemetry, cls: Any, task_id: str, event_time: int | None, **fields: Any) -> None:
+        """Put a terminal event on the bus and forget the task's context (failed, canceled)."""
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        name, wf, blk = self._ctx.pop(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            cls(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                **fields,
+            )
+        )
+
+    def _forget(self, task_id: object) -> None:
+        """A terminal step with no telemetry running: only forget the task's context."""
+        self._ctx.pop(task_id if type(task_id) is str else validate.clean_id(task_id), None)
 
     def resolved(self, task_id: str, event_time: int | None = None) -> None:
         """Record that all of the task's dependencies are satisfied."""
@@ -236,9 +258,34 @@ class TaskTracker:
         pid: int | None = None,
     ) -> None:
         """Record that the task began running (pass the worker-side time if you have it)."""
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            return
         if (worker is not None and type(worker) is not str) or (pid is not None and type(pid) is not int):
-            worker, pid = _fix_worker(self._tel(), worker, pid)
-        self._step(TaskStarted, task_id, event_time, worker=worker, pid=pid)
+            worker, pid = _fix_worker(tel, worker, pid)
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        name, wf, blk = self._ctx.get(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            TaskStarted(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                worker=worker,
+                pid=pid,
+            )
+        )
 
     def completed(
         self,
@@ -254,19 +301,38 @@ class TaskTracker:
         ``attributes`` are span attributes known only now (e.g. the result came from a
         cache); they add to those given to :meth:`created`.
         """
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            self._forget(task_id)
+            return
         if cpu_time_s is not None or peak_rss_bytes is not None:
-            cpu_time_s, peak_rss_bytes = _fix_usage(self._tel(), cpu_time_s, peak_rss_bytes)
+            cpu_time_s, peak_rss_bytes = _fix_usage(tel, cpu_time_s, peak_rss_bytes)
         if attributes is not None:
-            attributes = _clean_attributes(self._tel(), attributes)
-        tid = self._step(
-            TaskCompleted,
-            task_id,
-            event_time,
-            cpu_time_s=cpu_time_s,
-            peak_rss_bytes=peak_rss_bytes,
-            attributes=attributes,
+            attributes = _clean_attributes(tel, attributes)
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        name, wf, blk = self._ctx.pop(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            TaskCompleted(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                cpu_time_s=cpu_time_s,
+                peak_rss_bytes=peak_rss_bytes,
+                attributes=attributes,
+            )
         )
-        self._ctx.pop(tid, None)
 
     def failed(
         self,
@@ -285,46 +351,37 @@ class TaskTracker:
         ``stacktrace`` (bounded to 8 KiB) defaults to the exception's own traceback.
         ``attributes`` as for :meth:`completed`.
         """
-        if stacktrace is None and isinstance(error, BaseException):
-            stacktrace = format_stacktrace(error)
-        elif stacktrace is not None:
-            stacktrace = bound_stacktrace(str(stacktrace))
-        if isinstance(error, BaseException):
-            etype = error_type_name(error)
-            if message is None:
-                try:
-                    message = str(error)
-                except Exception:  # noqa: BLE001 - a broken __str__
-                    message = "<unprintable>"
-        else:
-            etype = validate.clean_text(error, 256)
-        if type(message) is not str or not message.isascii():
-            message = validate.clean_text(message) if message is not None else None
-        if stacktrace is not None and (type(stacktrace) is not str or not stacktrace.isascii()):
-            stacktrace = validate.clean_text(stacktrace, 1 << 20)
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            self._forget(task_id)
+            return
+        etype, message, stacktrace = _error_fields(error, message, stacktrace)
         if cpu_time_s is not None or peak_rss_bytes is not None:
-            cpu_time_s, peak_rss_bytes = _fix_usage(self._tel(), cpu_time_s, peak_rss_bytes)
+            cpu_time_s, peak_rss_bytes = _fix_usage(tel, cpu_time_s, peak_rss_bytes)
         if attributes is not None:
-            attributes = _clean_attributes(self._tel(), attributes)
-        tid = self._step(
+            attributes = _clean_attributes(tel, attributes)
+        self._terminal(
+            tel,
             TaskFailed,
             task_id,
             event_time,
             error_type=etype,
-            error_message=(message or "")[:_MAX_MESSAGE],
+            error_message=message,
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
             stacktrace=stacktrace,
             attributes=attributes,
         )
-        self._ctx.pop(tid, None)
 
     def canceled(self, task_id: str, event_time: int | None = None, *, reason: str | None = None) -> None:
         """Record that the task was canceled."""
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            self._forget(task_id)
+            return
         if reason is not None and (type(reason) is not str or not reason.isascii()):
             reason = validate.clean_text(reason)
-        tid = self._step(TaskCanceled, task_id, event_time, reason=reason)
-        self._ctx.pop(tid, None)
+        self._terminal(tel, TaskCanceled, task_id, event_time, reason=reason)
 
     def record_outcome(self, task_id: str, outcome: Outcome) -> None:
         """Record a task measured where it ran: ``TaskStarted`` and its terminal step.
@@ -378,6 +435,55 @@ def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
         return tuple(d if type(d) is str and d.isascii() else validate.clean_id(d) for d in depends_on)
     except TypeError:  # not iterable: record it as one id rather than raise into the engine
         return (validate.clean_id(depends_on),)
+
+
+def _parent_span(tel: Telemetry, scope: Any) -> str | None:
+    """The current span's id (hex) when a task made now hangs under it rather than its scope.
+
+    Inside a running task (or a user span) the current span is not the scope's own: the
+    new task hangs under it. One context lookup; no string unless it differs.
+    """
+    span_ctx = _get_current_span().get_span_context()
+    if (
+        span_ctx.is_valid
+        and span_ctx.trace_id == tel.trace_id_int
+        and (scope is None or span_ctx.span_id != scope.span_id)
+    ):
+        return f"{span_ctx.span_id:016x}"
+    return None
+
+
+def _error_fields(
+    error: BaseException | str, message: str | None, stacktrace: str | None
+) -> tuple[str, str, str | None]:
+    """A failure's ``(error_type, error_message, stacktrace)`` as a ``TaskFailed`` holds them."""
+    if stacktrace is None and isinstance(error, BaseException):
+        stacktrace = format_stacktrace(error)
+    elif stacktrace is not None:
+        stacktrace = bound_stacktrace(str(stacktrace))
+    if isinstance(error, BaseException):
+        etype = error_type_name(error)
+        if message is None:
+            try:
+                message = str(error)
+            except Exception:  # noqa: BLE001 - a broken __str__
+                message = "<unprintable>"
+    else:
+        etype = validate.clean_text(error, 256)
+    if type(message) is not str or not message.isascii():
+        message = validate.clean_text(message) if message is not None else None
+    if stacktrace is not None and (type(stacktrace) is not str or not stacktrace.isascii()):
+        stacktrace = validate.clean_text(stacktrace, 1 << 20)
+    return etype, (message or "")[:_MAX_MESSAGE], stacktrace
+
+
+def _check_id(tel: Telemetry, task_id: object) -> str | None:
+    """A later step's task id that is not a plain ASCII str: fixed, or None (refused, counted)
+    when there is no task to record it for."""
+    if task_id is None or task_id == "":
+        tel.invalid_argument("task_id", task_id)
+        return None
+    return _fix_id(tel, task_id)
 
 
 def _clean_attributes(tel: Telemetry | None, given: Any) -> Any:
