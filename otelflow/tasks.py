@@ -33,7 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
 from otelflow import _global, validate
-from otelflow._task_context import enter_task, exit_task
+from otelflow._task_context import task_id_var
 from otelflow.errors import ConfigError
 from otelflow.events.model import (
     TaskCanceled,
@@ -48,6 +48,7 @@ from otelflow.events.model import (
 )
 from otelflow.events.model import _ids as _event_ids
 from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
+from otelflow.tracing import ids
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -60,6 +61,18 @@ _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
 _T_MIN, _T_MAX = validate.TIME_MIN_NS, validate.TIME_MAX_NS
 _get_scope = _global.scope_var.get  # the innermost workflow/block scope (otelflow.scope)
 _get_current_span = otel_trace.get_current_span
+
+
+def _span_key() -> str | None:
+    """The context key OTel keeps the current span under, found with its public API; None
+    if that no longer holds (then every lookup takes ``get_current_span``)."""
+    probe = otel_trace.NonRecordingSpan(otel_trace.INVALID_SPAN_CONTEXT)
+    ctx = otel_trace.set_span_in_context(probe, otel_context.Context())
+    keys = [key for key, value in ctx.items() if value is probe]
+    return keys[0] if len(keys) == 1 and otel_trace.get_current_span(ctx) is probe else None
+
+
+_SPAN_KEY = _span_key()
 
 
 class _ProcessTag:
@@ -76,7 +89,11 @@ class _ProcessTag:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ProcessTag.redraw)
 _MAX_MESSAGE = 2000
-_thread_time = time.thread_time
+_thread_time_ns = time.thread_time_ns
+_SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
+_enter_task = task_id_var.set
+_reset_task = task_id_var.reset
+_detach = otel_context.detach  # never raises: OTel logs a failure to detach
 
 
 def error_type_name(exc: BaseException | type[BaseException]) -> str:
@@ -396,9 +413,7 @@ class TaskTracker:
             return  # not an Outcome: nothing trustworthy to record
         self.started(task_id, start, worker=outcome.worker, pid=outcome.pid)
         if outcome.error_type is None:
-            self.completed(
-                task_id, end, cpu_time_s=outcome.cpu_time_s, peak_rss_bytes=outcome.peak_rss_bytes
-            )
+            self.completed(task_id, end, cpu_time_s=outcome.cpu_time_s, peak_rss_bytes=outcome.peak_rss_bytes)
         else:
             self.failed(
                 task_id,
@@ -558,9 +573,7 @@ def task(func: F, /) -> F: ...
 def task(*, name: str | None = None, backend: str = "inline") -> Callable[[F], F]: ...
 
 
-def task(
-    func: F | None = None, /, *, name: str | None = None, backend: str = "inline"
-) -> F | Callable[[F], F]:
+def task(func: F | None = None, /, *, name: str | None = None, backend: str = "inline") -> F | Callable[[F], F]:
     """Record each call of a function (sync or async) as a task.
 
     The call is one task: created and started when called, completed when it returns,
@@ -570,54 +583,73 @@ def task(
     """
 
     if name is not None and (not isinstance(name, str) or not name):
-        raise ConfigError(
-            f"@otelflow.task(name=...) takes a non-empty string, not {name!r}; e.g. name={str(name)!r}."
-        )
+        raise ConfigError(f"@otelflow.task(name=...) takes a non-empty string, not {name!r}; e.g. name={str(name)!r}.")
 
     def decorate(fn: F) -> F:
         task_name = name or fn.__qualname__
-        trk = TaskTracker(backend=backend)
+        trk = TaskTracker(backend=backend)  # its id prefix and counter name this function's calls
+        # The name is checked once, here, as created() would check it at every call; a name
+        # that had to be fixed is still counted at every call.
+        clean_name = task_name if task_name.isascii() else validate.clean_text(task_name)
+        bad_name = task_name if clean_name != task_name else None
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if trk._tel() is None:
+                tel = _global._current
+                if tel is None or not tel.active:
                     return await fn(*args, **kwargs)
-                tid = trk.created(None, task_name)
-                token = _attach(trk, tid)
-                trk.started(tid)
+                call = _begin_call(tel, trk, clean_name, bad_name)
                 try:
                     result = await fn(*args, **kwargs)
                 except asyncio.CancelledError:
-                    trk.canceled(tid, reason="cancelled")
+                    _end_call(tel, call, TaskCanceled, reason="cancelled")
                     raise
                 except BaseException as exc:
-                    trk.failed(tid, exc)
+                    _end_failed(tel, call, exc, None)
                     raise
                 finally:
-                    _detach(token)
-                trk.completed(tid)
+                    _exit_call(call)
+                _end_call(tel, call, TaskCompleted)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if trk._tel() is None:
+            tel = _global._current
+            if tel is None or not tel.active:
                 return fn(*args, **kwargs)
-            tid = trk.created(None, task_name)
-            token = _attach(trk, tid)
-            trk.started(tid)
-            cpu0 = _thread_time()  # CPU of this thread only: the task runs in it
+            call = _begin_call(tel, trk, clean_name, bad_name)
+            cpu0 = _thread_time_ns()  # CPU of this thread only: the task runs in it
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
+                _end_failed(tel, call, exc, (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6)
                 raise
             finally:
-                _detach(token)
-            trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
+                try:
+                    _reset_task(call[5])  # type: ignore[arg-type]
+                except ValueError:  # created in another context: nothing of ours to undo here
+                    pass
+                _detach(call[4])  # type: ignore[arg-type]
+            cpu = (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6  # seconds, to the microsecond
+            if tel.active:  # stopped meanwhile: record nothing more, as the tracker would
+                t = now_ns()
+                tel.bus_put(
+                    TaskCompleted(
+                        event_id=_event_ids._prefix | next(_event_ids._counter),
+                        event_time=t,
+                        emit_time=t,
+                        session_id=tel.session_id,
+                        workflow_id=call[1],
+                        block_id=call[2],
+                        task_id=call[0],
+                        task_name=clean_name,
+                        cpu_time_s=cpu,
+                    )
+                )
             return result
 
         return wrapper  # type: ignore[return-value]
@@ -627,20 +659,157 @@ def task(
     return decorate
 
 
-def _attach(trk: TaskTracker, task_id: str) -> tuple[object, object] | None:
-    ctx = trk.span_context(task_id)
-    if ctx is None:
-        return None
-    return (
-        otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx))),
-        enter_task(task_id),  # what the task logs names it
+# -- @task's calls -------------------------------------------------------------------------------
+#
+# A decorated call knows all a tracker would look up or check (its name, checked once; its id,
+# made here; its scope, read once), so it builds its events directly: what created(),
+# started() and completed() would record, on the telemetry current when the call began.
+
+_Call = tuple[str, str | None, str | None, str, object, object]
+"""A running ``@task`` call: task id, workflow id, block id, name, OTel and task-id tokens."""
+
+
+class _TaskSpan(otel_trace.NonRecordingSpan):
+    """A running ``@task`` call's span as the current OTel span.
+
+    Its ``SpanContext`` — the span id the dispatcher derives for the task (a keyed BLAKE2b
+    of its id, :func:`otelflow.tracing.ids.task_span_id`), in the trace current when the
+    call began — is made the first time something asks for it (a span or task made inside,
+    a log record), not at every call.
+    """
+
+    _made: otel_trace.SpanContext | None = None
+
+    def __init__(self, span_ids: tuple[int, str | None, str]) -> None:
+        # (session trace id, workflow id with a trace per workflow else None, task id)
+        self._ids = span_ids
+
+    def get_span_context(self) -> otel_trace.SpanContext:
+        ctx = self._made
+        if ctx is None:
+            trace, workflow_id, task_id = self._ids
+            span_id = ids.task_span_id(trace, task_id)
+            if workflow_id is not None:
+                trace = ids.workflow_trace_id(trace, workflow_id)
+            ctx = self._made = otel_trace.SpanContext(trace, span_id, False, _SAMPLED)
+        return ctx
+
+    @property  # what NonRecordingSpan keeps its context in
+    def _context(self) -> otel_trace.SpanContext:
+        return self.get_span_context()
+
+    @_context.setter
+    def _context(self, value: otel_trace.SpanContext) -> None:
+        self._made = value
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
+def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | None) -> _Call:
+    """Record a ``@task`` call as created and started; make its span and id current."""
+    if bad_name is not None:
+        tel.invalid_argument("name", bad_name)
+    task_id = f"{trk._prefix}{_ProcessTag.value}-{next(trk._counter)}"
+    scope = _get_scope()
+    if scope is None:
+        wf = blk = None
+    else:
+        wf_scope = scope.workflow
+        wf = wf_scope.id if wf_scope is not None else None
+        blk = scope.id if scope.kind == "block" else None
+    # As in created(): under a span other than its scope's own (another task's), the task
+    # hangs under that span. The current context is read once, for this and for the attach.
+    current = otel_context.get_current()
+    span = current.get(_SPAN_KEY) if _SPAN_KEY is not None else None
+    if type(span) is not _TaskSpan and type(span) is not otel_trace.NonRecordingSpan:
+        span = _get_current_span(current)  # none, an SDK span, or anything: checked
+    span_ctx = span.get_span_context()
+    parent = (
+        f"{span_ctx.span_id:016x}"
+        if span_ctx.is_valid
+        and span_ctx.trace_id == tel.trace_id_int
+        and (scope is None or span_ctx.span_id != scope.span_id)
+        else None
+    )
+    put = tel.bus_put
+    session_id = tel.session_id
+    t = now_ns()
+    put(
+        TaskCreated(
+            event_id=_event_ids._prefix | next(_event_ids._counter),
+            event_time=t,
+            emit_time=t,
+            session_id=session_id,
+            workflow_id=wf,
+            block_id=blk,
+            task_id=task_id,
+            task_name=name,
+            backend=trk.backend,
+            parent_span_id=parent,
+        )
+    )
+    trace_wf = wf if wf is not None and tel.settings.trace_per == "workflow" else None
+    span = _TaskSpan((tel.trace_id_int, trace_wf, task_id))
+    otel_token = otel_context.attach(otel_trace.set_span_in_context(span, current))
+    task_token = _enter_task(task_id)  # what the task logs names it
+    if tel.active:
+        t = now_ns()
+        put(
+            TaskStarted(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=t,
+                emit_time=t,
+                session_id=session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+            )
+        )
+    return (task_id, wf, blk, name, otel_token, task_token)
+
+
+def _exit_call(call: _Call) -> None:
+    """Undo what :func:`_begin_call` made current (a token from another context is ignored)."""
+    try:
+        _reset_task(call[5])  # type: ignore[arg-type]
+    except ValueError:  # created in another context: nothing of ours to undo here
+        pass
+    _detach(call[4])  # type: ignore[arg-type]
+
+
+def _end_call(tel: Telemetry, call: _Call, cls: Any, **fields: Any) -> None:
+    """Record a ``@task`` call's terminal step (unless its telemetry stopped meanwhile)."""
+    if not tel.active:
+        return
+    t = now_ns()
+    tel.bus_put(
+        cls(
+            event_id=_event_ids._prefix | next(_event_ids._counter),
+            event_time=t,
+            emit_time=t,
+            session_id=tel.session_id,
+            workflow_id=call[1],
+            block_id=call[2],
+            task_id=call[0],
+            task_name=call[3],
+            **fields,
+        )
     )
 
 
-def _detach(token: tuple[object, object] | None) -> None:
-    if token is not None:
-        exit_task(token[1])  # type: ignore[arg-type]
-        try:
-            otel_context.detach(token[0])  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - context already gone
-            pass
+def _end_failed(tel: Telemetry, call: _Call, exc: BaseException, cpu_time_s: float | None) -> None:
+    """Record a ``@task`` call that raised ``exc``: as :meth:`TaskTracker.failed` would."""
+    if not tel.active:
+        return
+    etype, message, stacktrace = _error_fields(exc, None, None)
+    _end_call(
+        tel,
+        call,
+        TaskFailed,
+        error_type=etype,
+        error_message=message,
+        cpu_time_s=cpu_time_s,
+        stacktrace=stacktrace,
+    )
