@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
-from otelflow import _global, validate
+from otelflow import _global, _otel_compat, validate
 from otelflow._task_context import task_id_var
 from otelflow.errors import ConfigError
 from otelflow.events.model import (
@@ -93,7 +93,23 @@ _thread_time_ns = time.thread_time_ns
 _SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
 _enter_task = task_id_var.set
 _reset_task = task_id_var.reset
-_detach = otel_context.detach  # never raises: OTel logs a failure to detach
+_otel_var = _otel_compat.context_var()
+if _otel_var is not None:  # OTel's context variable itself: attach/detach without two calls around each
+    _get_context: Callable[[], otel_context.Context] = _otel_var.get
+    _attach: Callable[[otel_context.Context], object] = _otel_var.set
+    _reset_context = _otel_var.reset
+else:  # pragma: no cover - another runtime context (OTEL_PYTHON_CONTEXT)
+    _get_context = otel_context.get_current
+    _attach = otel_context.attach
+    _reset_context = otel_context.detach
+
+
+def _detach(token: Any) -> None:
+    """``context.detach(token)``; never raises (a failure is logged by OTel, as detach does)."""
+    try:
+        _reset_context(token)
+    except Exception:  # noqa: BLE001 - another context's token: let OTel log it as its detach does
+        otel_context.detach(token)
 
 
 def error_type_name(exc: BaseException | type[BaseException]) -> str:
@@ -452,13 +468,37 @@ def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
         return (validate.clean_id(depends_on),)
 
 
-def _parent_span(tel: Telemetry, scope: Any) -> str | None:
+_last_parent: tuple[object, object, int, str | None] = (None, None, 0, None)
+"""The last :func:`_parent_span` answer: (span in the context, scope, trace id, answer)."""
+
+
+def _parent_span(tel: Telemetry, scope: Any, current: otel_context.Context | None = None) -> str | None:
     """The current span's id (hex) when a task made now hangs under it rather than its scope.
 
     Inside a running task (or a user span) the current span is not the scope's own: the
-    new task hangs under it. One context lookup; no string unless it differs.
+    new task hangs under it. The answer depends only on the span object, the scope and the
+    trace, all immutable, so the last one is kept: tasks made one after another in a scope
+    look at the same span (the scope's) and cost one context lookup and three ``is``.
     """
-    span_ctx = _get_current_span().get_span_context()
+    global _last_parent
+    if current is None:
+        current = _get_context()
+    if _SPAN_KEY is None:  # pragma: no cover - an OTel API that keeps the span elsewhere
+        return _parent_of(_get_current_span(current), tel, scope)
+    span = current.get(_SPAN_KEY)
+    last = _last_parent
+    if span is last[0] and scope is last[1] and tel.trace_id_int == last[2]:
+        return last[3]
+    if type(span) is _TaskSpan or type(span) is otel_trace.NonRecordingSpan:
+        parent = _parent_of(span, tel, scope)
+    else:  # none, an SDK span, or anything: as get_current_span() sees it
+        parent = _parent_of(_get_current_span(current), tel, scope)
+    _last_parent = (span, scope, tel.trace_id_int, parent)
+    return parent
+
+
+def _parent_of(span: otel_trace.Span, tel: Telemetry, scope: Any) -> str | None:
+    span_ctx = span.get_span_context()
     if (
         span_ctx.is_valid
         and span_ctx.trace_id == tel.trace_id_int
@@ -633,7 +673,7 @@ def task(func: F | None = None, /, *, name: str | None = None, backend: str = "i
                     _reset_task(call[5])  # type: ignore[arg-type]
                 except ValueError:  # created in another context: nothing of ours to undo here
                     pass
-                _detach(call[4])  # type: ignore[arg-type]
+                _detach(call[4])
             cpu = (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6  # seconds, to the microsecond
             if tel.active:  # stopped meanwhile: record nothing more, as the tracker would
                 t = now_ns()
@@ -720,18 +760,8 @@ def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | Non
         blk = scope.id if scope.kind == "block" else None
     # As in created(): under a span other than its scope's own (another task's), the task
     # hangs under that span. The current context is read once, for this and for the attach.
-    current = otel_context.get_current()
-    span = current.get(_SPAN_KEY) if _SPAN_KEY is not None else None
-    if type(span) is not _TaskSpan and type(span) is not otel_trace.NonRecordingSpan:
-        span = _get_current_span(current)  # none, an SDK span, or anything: checked
-    span_ctx = span.get_span_context()
-    parent = (
-        f"{span_ctx.span_id:016x}"
-        if span_ctx.is_valid
-        and span_ctx.trace_id == tel.trace_id_int
-        and (scope is None or span_ctx.span_id != scope.span_id)
-        else None
-    )
+    current = _get_context()
+    parent = _parent_span(tel, scope, current)
     put = tel.bus_put
     session_id = tel.session_id
     t = now_ns()
@@ -751,7 +781,7 @@ def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | Non
     )
     trace_wf = wf if wf is not None and tel.settings.trace_per == "workflow" else None
     span = _TaskSpan((tel.trace_id_int, trace_wf, task_id))
-    otel_token = otel_context.attach(otel_trace.set_span_in_context(span, current))
+    otel_token = _attach(otel_trace.set_span_in_context(span, current))
     task_token = _enter_task(task_id)  # what the task logs names it
     if tel.active:
         t = now_ns()
@@ -776,7 +806,7 @@ def _exit_call(call: _Call) -> None:
         _reset_task(call[5])  # type: ignore[arg-type]
     except ValueError:  # created in another context: nothing of ours to undo here
         pass
-    _detach(call[4])  # type: ignore[arg-type]
+    _detach(call[4])
 
 
 def _end_call(tel: Telemetry, call: _Call, cls: Any, **fields: Any) -> None:
