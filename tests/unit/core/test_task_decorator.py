@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otelflow
+from otelflow import _otel_compat, tasks
 from otelflow._task_context import current_task_id
 from tests.conftest import read_lines
 
@@ -255,3 +259,57 @@ def test_without_telemetry_a_call_is_the_plain_function():
     assert plain(1, y=2) == 3
     assert asyncio.run(plain_async(4)) == 4
     assert seen == [(None, False), (None, False)]
+
+
+def test_whether_a_task_hangs_under_the_current_span_follows_every_change_of_it(capture):
+    tel = capture.telemetry
+    trk = otelflow.tracker()
+    tracer = tel.tracer("user")
+    made: dict[str, str] = {}
+    with otelflow.workflow_scope("wf"):
+        made["in-scope"] = trk.created(None, "a")
+        with tracer.start_as_current_span("user") as user:
+            made["in-user-span"] = trk.created(None, "b")
+            made["again-in-user-span"] = trk.created(None, "b")
+        made["in-scope-again"] = trk.created(None, "c")
+        with otelflow.block("blk"):
+            made["in-block"] = trk.created(None, "d")
+        made["in-scope-at-last"] = trk.created(None, "c")
+    made["outside"] = trk.created(None, "e")
+    tel.stop()
+    parents = {
+        key: next(e for e in _events(tel, tid) if e["type"] == "TaskCreated").get("parent_span_id")
+        for key, tid in made.items()
+    }
+    user_hex = f"{user.get_span_context().span_id:016x}"
+    assert parents == {
+        "in-scope": None,
+        "in-user-span": user_hex,
+        "again-in-user-span": user_hex,
+        "in-scope-again": None,
+        "in-block": None,
+        "in-scope-at-last": None,
+        "outside": None,
+    }
+
+
+def test_otels_context_variable_is_what_attach_and_detach_set(caplog):
+    var = _otel_compat.context_var()
+    assert var is not None  # OTel's default runtime context, on every version the suite runs on
+    ctx = otel_context.set_value("otelflow-test", 1)
+    token = otel_context.attach(ctx)
+    try:
+        assert var.get() is ctx
+    finally:
+        otel_context.detach(token)
+    before = otel_context.get_current()
+    token = var.set(ctx)
+    assert otel_context.get_current() is ctx
+    var.reset(token)
+    assert otel_context.get_current() is before
+    # A token from another context is not ours to reset: logged as OTel's detach logs it, never raised.
+    foreign = contextvars.copy_context().run(tasks._attach, ctx)
+    with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
+        tasks._detach(foreign)
+    assert "Failed to detach context" in caplog.text
+    assert otel_context.get_current() is before
