@@ -2,9 +2,10 @@
 
 The Python SDK has no public ``MetricProducer`` yet, no public way to stop a periodic
 reader's thread in a forked child, and keeps its "suppress instrumentation" context key
-private; its logs SDK is private as a whole. otelflow needs all of these; they live here,
-each with a fallback that degrades (logged once) instead of breaking, and
-``pyproject.toml`` bounds ``opentelemetry-sdk`` to the minor versions CI runs the suite on
+private; its logs SDK is private as a whole; the API keeps the context variable a hot path
+sets (instead of three calls deep through ``context.attach``) private. otelflow needs all
+of these; they live here, each with a fallback that degrades (logged once) instead of
+breaking, and ``pyproject.toml`` bounds ``opentelemetry-sdk`` to the minor versions CI runs the suite on
 (the lowest supported and the newest).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
@@ -20,6 +22,7 @@ __all__ = [
     "SUPPRESS_INSTRUMENTATION_KEY",
     "TESTED_SDK",
     "collect_callback",
+    "context_var",
     "disarm_periodic_reader",
     "emit_log",
     "histogram_temporality",
@@ -42,6 +45,28 @@ SUPPRESS_INSTRUMENTATION_KEY: str = _SUPPRESS
 """The context key OTel instrumentations check to skip telemetry made while exporting."""
 
 CollectFn = Callable[..., "MetricsData | None"]
+
+
+def context_var() -> ContextVar[Any] | None:
+    """The ``ContextVar`` OTel's default runtime context keeps the current ``Context`` in.
+
+    ``var.set(ctx)``/``var.reset(token)`` are what ``context.attach``/``detach`` do, without
+    the two calls around each. None — use ``attach``/``detach`` — when another runtime
+    context is configured (``OTEL_PYTHON_CONTEXT``) or this API keeps it elsewhere.
+    """
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    except ImportError:  # pragma: no cover - a future API that moved it
+        return None
+    if type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    var = getattr(runtime, "_current_context", None)
+    if not isinstance(var, ContextVar) or var.get() is not otel_context.get_current():
+        return None
+    return var
 
 
 def collect_callback(reader: MetricReader) -> CollectFn | None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from contextvars import ContextVar, Token
 
-__all__ = ["current_task_id", "enter_task", "exit_task"]
+__all__ = ["current_task_id", "enter_task", "exit_task", "task_id_var"]
 
 _task_id: ContextVar[str | None] = ContextVar("otelflow_task_id", default=None)
 
 current_task_id = _task_id.get
 """The running task's id, or None outside any task."""
+
+task_id_var = _task_id
+"""The variable itself, for a hot path (``@otelflow.task``): ``set`` is :func:`enter_task`,
+``reset`` is :func:`exit_task` (which also ignores a token from another context)."""
 
 
 def enter_task(task_id: str | None) -> Token[str | None]:

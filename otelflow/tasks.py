@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 
-from otelflow import _global, validate
-from otelflow._task_context import enter_task, exit_task
+from otelflow import _global, _otel_compat, validate
+from otelflow._task_context import task_id_var
 from otelflow.errors import ConfigError
 from otelflow.events.model import (
     TaskCanceled,
@@ -44,11 +44,11 @@ from otelflow.events.model import (
     TaskResolved,
     TaskStarted,
     TaskSubmitted,
-    new_event_id,
     now_ns,
 )
+from otelflow.events.model import _ids as _event_ids
 from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
-from otelflow.scope import active_scope
+from otelflow.tracing import ids
 
 if TYPE_CHECKING:
     from otelflow.session import Telemetry
@@ -59,6 +59,20 @@ __all__ = ["TaskTracker", "error_type_name", "task", "tracker"]
 F = TypeVar("F", bound=Callable[..., Any])
 _NO_CTX: tuple[str | None, str | None, str | None] = (None, None, None)
 _T_MIN, _T_MAX = validate.TIME_MIN_NS, validate.TIME_MAX_NS
+_get_scope = _global.scope_var.get  # the innermost workflow/block scope (otelflow.scope)
+_get_current_span = otel_trace.get_current_span
+
+
+def _span_key() -> str | None:
+    """The context key OTel keeps the current span under, found with its public API; None
+    if that no longer holds (then every lookup takes ``get_current_span``)."""
+    probe = otel_trace.NonRecordingSpan(otel_trace.INVALID_SPAN_CONTEXT)
+    ctx = otel_trace.set_span_in_context(probe, otel_context.Context())
+    keys = [key for key, value in ctx.items() if value is probe]
+    return keys[0] if len(keys) == 1 and otel_trace.get_current_span(ctx) is probe else None
+
+
+_SPAN_KEY = _span_key()
 
 
 class _ProcessTag:
@@ -75,7 +89,27 @@ class _ProcessTag:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ProcessTag.redraw)
 _MAX_MESSAGE = 2000
-_thread_time = time.thread_time
+_thread_time_ns = time.thread_time_ns
+_SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
+_enter_task = task_id_var.set
+_reset_task = task_id_var.reset
+_otel_var = _otel_compat.context_var()
+if _otel_var is not None:  # OTel's context variable itself: attach/detach without two calls around each
+    _get_context: Callable[[], otel_context.Context] = _otel_var.get
+    _attach: Callable[[otel_context.Context], object] = _otel_var.set
+    _reset_context = _otel_var.reset
+else:  # pragma: no cover - another runtime context (OTEL_PYTHON_CONTEXT)
+    _get_context = otel_context.get_current
+    _attach = otel_context.attach
+    _reset_context = otel_context.detach
+
+
+def _detach(token: Any) -> None:
+    """``context.detach(token)``; never raises (a failure is logged by OTel, as detach does)."""
+    try:
+        _reset_context(token)
+    except Exception:  # noqa: BLE001 - another context's token: let OTel log it as its detach does
+        otel_context.detach(token)
 
 
 def error_type_name(exc: BaseException | type[BaseException]) -> str:
@@ -112,6 +146,9 @@ class TaskTracker:
         """Return a fresh task id, unique within this process."""
         return f"{self._prefix}{_ProcessTag.value}-{next(self._counter)}"
 
+    # Every step below inlines the common case (telemetry running, a str id, no event time
+    # or a plausible one) and leaves anything else to the module's _fix_* helpers.
+
     def created(
         self,
         task_id: str | None = None,
@@ -134,9 +171,9 @@ class TaskTracker:
             The task id.
         """
         if task_id is None:
-            task_id = self.new_task_id()
-        tel = self._tel()
-        if tel is None:
+            task_id = f"{self._prefix}{_ProcessTag.value}-{next(self._counter)}"
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
             return task_id if type(task_id) is str else validate.clean_id(task_id)
         # The common case costs two type checks; anything else is fixed and counted.
         if type(task_id) is not str or not task_id.isascii() or not task_id:
@@ -150,27 +187,18 @@ class TaskTracker:
             attributes, fixed = validate.clean_attributes(given)
             if fixed:
                 _fix(tel, "attributes", given, None)
-        scope = active_scope()
+        scope = _get_scope()
         if scope is None:
             wf = blk = None
         else:
-            wf = scope.workflow.id if scope.workflow is not None else None
+            wf_scope = scope.workflow
+            wf = wf_scope.id if wf_scope is not None else None
             blk = scope.id if scope.kind == "block" else None
-        # Inside a running task (or a user span) the current span is not the scope's own:
-        # the new task hangs under it. One context lookup; no string unless it differs.
-        parent = None
-        span_ctx = otel_trace.get_current_span().get_span_context()
-        if (
-            span_ctx.is_valid
-            and span_ctx.trace_id == tel.trace_id_int
-            and (scope is None or span_ctx.span_id != scope.span_id)
-        ):
-            parent = f"{span_ctx.span_id:016x}"
         self._ctx[task_id] = (name, wf, blk)
         t = now_ns()
         tel.bus_put(
             TaskCreated(
-                event_id=new_event_id(),
+                event_id=_event_ids._prefix | next(_event_ids._counter),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -178,31 +206,31 @@ class TaskTracker:
                 block_id=blk,
                 task_id=task_id,
                 task_name=name,
-                depends_on=_as_ids(depends_on),
+                depends_on=_as_ids(depends_on) if depends_on else (),
                 backend=self.backend,
                 attributes=attributes,
-                parent_span_id=parent,
+                parent_span_id=_parent_span(tel, scope),
             )
         )
         return task_id
 
-    def _step(self, cls: Any, task_id: str, event_time: int | None, **extra: Any) -> str:
-        """Put one lifecycle event on the bus; return the (checked) task id it carries."""
-        tel = self._tel()
-        if tel is None:
-            return task_id if type(task_id) is str else validate.clean_id(task_id)
+    def _step(self, cls: Any, task_id: str, event_time: int | None) -> None:
+        """Put one plain lifecycle event (no fields of its own) on the bus."""
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            return
         if type(task_id) is not str or not task_id.isascii() or not task_id:
-            if task_id is None or task_id == "":  # no task to record it for: refused, counted
-                tel.invalid_argument("task_id", task_id)
-                return ""
-            task_id = _fix_id(tel, task_id)
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
         if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
             event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
         name, wf, blk = self._ctx.get(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
             cls(
-                event_id=new_event_id(),
+                event_id=_event_ids._prefix | next(_event_ids._counter),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -210,10 +238,37 @@ class TaskTracker:
                 block_id=blk,
                 task_id=task_id,
                 task_name=name,
-                **extra,
             )
         )
-        return task_id
+
+    def _terminal(self, tel: Telemetry, cls: Any, task_id: str, event_time: int | None, **fields: Any) -> None:
+        """Put a terminal event on the bus and forget the task's context (failed, canceled)."""
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        name, wf, blk = self._ctx.pop(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            cls(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                **fields,
+            )
+        )
+
+    def _forget(self, task_id: object) -> None:
+        """A terminal step with no telemetry running: only forget the task's context."""
+        self._ctx.pop(task_id if type(task_id) is str else validate.clean_id(task_id), None)
 
     def resolved(self, task_id: str, event_time: int | None = None) -> None:
         """Record that all of the task's dependencies are satisfied."""
@@ -236,9 +291,34 @@ class TaskTracker:
         pid: int | None = None,
     ) -> None:
         """Record that the task began running (pass the worker-side time if you have it)."""
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            return
         if (worker is not None and type(worker) is not str) or (pid is not None and type(pid) is not int):
-            worker, pid = _fix_worker(self._tel(), worker, pid)
-        self._step(TaskStarted, task_id, event_time, worker=worker, pid=pid)
+            worker, pid = _fix_worker(tel, worker, pid)
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        name, wf, blk = self._ctx.get(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            TaskStarted(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                worker=worker,
+                pid=pid,
+            )
+        )
 
     def completed(
         self,
@@ -254,19 +334,38 @@ class TaskTracker:
         ``attributes`` are span attributes known only now (e.g. the result came from a
         cache); they add to those given to :meth:`created`.
         """
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            self._forget(task_id)
+            return
         if cpu_time_s is not None or peak_rss_bytes is not None:
-            cpu_time_s, peak_rss_bytes = _fix_usage(self._tel(), cpu_time_s, peak_rss_bytes)
+            cpu_time_s, peak_rss_bytes = _fix_usage(tel, cpu_time_s, peak_rss_bytes)
         if attributes is not None:
-            attributes = _clean_attributes(self._tel(), attributes)
-        tid = self._step(
-            TaskCompleted,
-            task_id,
-            event_time,
-            cpu_time_s=cpu_time_s,
-            peak_rss_bytes=peak_rss_bytes,
-            attributes=attributes,
+            attributes = _clean_attributes(tel, attributes)
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_id(tel, task_id)
+            if checked is None:
+                return
+            task_id = checked
+        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+        name, wf, blk = self._ctx.pop(task_id, _NO_CTX)
+        t = now_ns()
+        tel.bus_put(
+            TaskCompleted(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=event_time or t,
+                emit_time=t,
+                session_id=tel.session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+                cpu_time_s=cpu_time_s,
+                peak_rss_bytes=peak_rss_bytes,
+                attributes=attributes,
+            )
         )
-        self._ctx.pop(tid, None)
 
     def failed(
         self,
@@ -285,46 +384,37 @@ class TaskTracker:
         ``stacktrace`` (bounded to 8 KiB) defaults to the exception's own traceback.
         ``attributes`` as for :meth:`completed`.
         """
-        if stacktrace is None and isinstance(error, BaseException):
-            stacktrace = format_stacktrace(error)
-        elif stacktrace is not None:
-            stacktrace = bound_stacktrace(str(stacktrace))
-        if isinstance(error, BaseException):
-            etype = error_type_name(error)
-            if message is None:
-                try:
-                    message = str(error)
-                except Exception:  # noqa: BLE001 - a broken __str__
-                    message = "<unprintable>"
-        else:
-            etype = validate.clean_text(error, 256)
-        if type(message) is not str or not message.isascii():
-            message = validate.clean_text(message) if message is not None else None
-        if stacktrace is not None and (type(stacktrace) is not str or not stacktrace.isascii()):
-            stacktrace = validate.clean_text(stacktrace, 1 << 20)
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            self._forget(task_id)
+            return
+        etype, message, stacktrace = _error_fields(error, message, stacktrace)
         if cpu_time_s is not None or peak_rss_bytes is not None:
-            cpu_time_s, peak_rss_bytes = _fix_usage(self._tel(), cpu_time_s, peak_rss_bytes)
+            cpu_time_s, peak_rss_bytes = _fix_usage(tel, cpu_time_s, peak_rss_bytes)
         if attributes is not None:
-            attributes = _clean_attributes(self._tel(), attributes)
-        tid = self._step(
+            attributes = _clean_attributes(tel, attributes)
+        self._terminal(
+            tel,
             TaskFailed,
             task_id,
             event_time,
             error_type=etype,
-            error_message=(message or "")[:_MAX_MESSAGE],
+            error_message=message,
             cpu_time_s=cpu_time_s,
             peak_rss_bytes=peak_rss_bytes,
             stacktrace=stacktrace,
             attributes=attributes,
         )
-        self._ctx.pop(tid, None)
 
     def canceled(self, task_id: str, event_time: int | None = None, *, reason: str | None = None) -> None:
         """Record that the task was canceled."""
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            self._forget(task_id)
+            return
         if reason is not None and (type(reason) is not str or not reason.isascii()):
             reason = validate.clean_text(reason)
-        tid = self._step(TaskCanceled, task_id, event_time, reason=reason)
-        self._ctx.pop(tid, None)
+        self._terminal(tel, TaskCanceled, task_id, event_time, reason=reason)
 
     def record_outcome(self, task_id: str, outcome: Outcome) -> None:
         """Record a task measured where it ran: ``TaskStarted`` and its terminal step.
@@ -339,9 +429,7 @@ class TaskTracker:
             return  # not an Outcome: nothing trustworthy to record
         self.started(task_id, start, worker=outcome.worker, pid=outcome.pid)
         if outcome.error_type is None:
-            self.completed(
-                task_id, end, cpu_time_s=outcome.cpu_time_s, peak_rss_bytes=outcome.peak_rss_bytes
-            )
+            self.completed(task_id, end, cpu_time_s=outcome.cpu_time_s, peak_rss_bytes=outcome.peak_rss_bytes)
         else:
             self.failed(
                 task_id,
@@ -378,6 +466,79 @@ def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
         return tuple(d if type(d) is str and d.isascii() else validate.clean_id(d) for d in depends_on)
     except TypeError:  # not iterable: record it as one id rather than raise into the engine
         return (validate.clean_id(depends_on),)
+
+
+_last_parent: tuple[object, object, int, str | None] = (None, None, 0, None)
+"""The last :func:`_parent_span` answer: (span in the context, scope, trace id, answer)."""
+
+
+def _parent_span(tel: Telemetry, scope: Any, current: otel_context.Context | None = None) -> str | None:
+    """The current span's id (hex) when a task made now hangs under it rather than its scope.
+
+    Inside a running task (or a user span) the current span is not the scope's own: the
+    new task hangs under it. The answer depends only on the span object, the scope and the
+    trace, all immutable, so the last one is kept: tasks made one after another in a scope
+    look at the same span (the scope's) and cost one context lookup and three ``is``.
+    """
+    global _last_parent
+    if current is None:
+        current = _get_context()
+    if _SPAN_KEY is None:  # pragma: no cover - an OTel API that keeps the span elsewhere
+        return _parent_of(_get_current_span(current), tel, scope)
+    span = current.get(_SPAN_KEY)
+    last = _last_parent
+    if span is last[0] and scope is last[1] and tel.trace_id_int == last[2]:
+        return last[3]
+    if type(span) is _TaskSpan or type(span) is otel_trace.NonRecordingSpan:
+        parent = _parent_of(span, tel, scope)
+    else:  # none, an SDK span, or anything: as get_current_span() sees it
+        parent = _parent_of(_get_current_span(current), tel, scope)
+    _last_parent = (span, scope, tel.trace_id_int, parent)
+    return parent
+
+
+def _parent_of(span: otel_trace.Span, tel: Telemetry, scope: Any) -> str | None:
+    span_ctx = span.get_span_context()
+    if (
+        span_ctx.is_valid
+        and span_ctx.trace_id == tel.trace_id_int
+        and (scope is None or span_ctx.span_id != scope.span_id)
+    ):
+        return f"{span_ctx.span_id:016x}"
+    return None
+
+
+def _error_fields(
+    error: BaseException | str, message: str | None, stacktrace: str | None
+) -> tuple[str, str, str | None]:
+    """A failure's ``(error_type, error_message, stacktrace)`` as a ``TaskFailed`` holds them."""
+    if stacktrace is None and isinstance(error, BaseException):
+        stacktrace = format_stacktrace(error)
+    elif stacktrace is not None:
+        stacktrace = bound_stacktrace(str(stacktrace))
+    if isinstance(error, BaseException):
+        etype = error_type_name(error)
+        if message is None:
+            try:
+                message = str(error)
+            except Exception:  # noqa: BLE001 - a broken __str__
+                message = "<unprintable>"
+    else:
+        etype = validate.clean_text(error, 256)
+    if type(message) is not str or not message.isascii():
+        message = validate.clean_text(message) if message is not None else None
+    if stacktrace is not None and (type(stacktrace) is not str or not stacktrace.isascii()):
+        stacktrace = validate.clean_text(stacktrace, 1 << 20)
+    return etype, (message or "")[:_MAX_MESSAGE], stacktrace
+
+
+def _check_id(tel: Telemetry, task_id: object) -> str | None:
+    """A later step's task id that is not a plain ASCII str: fixed, or None (refused, counted)
+    when there is no task to record it for."""
+    if task_id is None or task_id == "":
+        tel.invalid_argument("task_id", task_id)
+        return None
+    return _fix_id(tel, task_id)
 
 
 def _clean_attributes(tel: Telemetry | None, given: Any) -> Any:
@@ -452,9 +613,7 @@ def task(func: F, /) -> F: ...
 def task(*, name: str | None = None, backend: str = "inline") -> Callable[[F], F]: ...
 
 
-def task(
-    func: F | None = None, /, *, name: str | None = None, backend: str = "inline"
-) -> F | Callable[[F], F]:
+def task(func: F | None = None, /, *, name: str | None = None, backend: str = "inline") -> F | Callable[[F], F]:
     """Record each call of a function (sync or async) as a task.
 
     The call is one task: created and started when called, completed when it returns,
@@ -464,54 +623,73 @@ def task(
     """
 
     if name is not None and (not isinstance(name, str) or not name):
-        raise ConfigError(
-            f"@otelflow.task(name=...) takes a non-empty string, not {name!r}; e.g. name={str(name)!r}."
-        )
+        raise ConfigError(f"@otelflow.task(name=...) takes a non-empty string, not {name!r}; e.g. name={str(name)!r}.")
 
     def decorate(fn: F) -> F:
         task_name = name or fn.__qualname__
-        trk = TaskTracker(backend=backend)
+        trk = TaskTracker(backend=backend)  # its id prefix and counter name this function's calls
+        # The name is checked once, here, as created() would check it at every call; a name
+        # that had to be fixed is still counted at every call.
+        clean_name = task_name if task_name.isascii() else validate.clean_text(task_name)
+        bad_name = task_name if clean_name != task_name else None
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if trk._tel() is None:
+                tel = _global._current
+                if tel is None or not tel.active:
                     return await fn(*args, **kwargs)
-                tid = trk.created(None, task_name)
-                token = _attach(trk, tid)
-                trk.started(tid)
+                call = _begin_call(tel, trk, clean_name, bad_name)
                 try:
                     result = await fn(*args, **kwargs)
                 except asyncio.CancelledError:
-                    trk.canceled(tid, reason="cancelled")
+                    _end_call(tel, call, TaskCanceled, reason="cancelled")
                     raise
                 except BaseException as exc:
-                    trk.failed(tid, exc)
+                    _end_failed(tel, call, exc, None)
                     raise
                 finally:
-                    _detach(token)
-                trk.completed(tid)
+                    _exit_call(call)
+                _end_call(tel, call, TaskCompleted)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if trk._tel() is None:
+            tel = _global._current
+            if tel is None or not tel.active:
                 return fn(*args, **kwargs)
-            tid = trk.created(None, task_name)
-            token = _attach(trk, tid)
-            trk.started(tid)
-            cpu0 = _thread_time()  # CPU of this thread only: the task runs in it
+            call = _begin_call(tel, trk, clean_name, bad_name)
+            cpu0 = _thread_time_ns()  # CPU of this thread only: the task runs in it
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
+                _end_failed(tel, call, exc, (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6)
                 raise
             finally:
-                _detach(token)
-            trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
+                try:
+                    _reset_task(call[5])  # type: ignore[arg-type]
+                except ValueError:  # created in another context: nothing of ours to undo here
+                    pass
+                _detach(call[4])
+            cpu = (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6  # seconds, to the microsecond
+            if tel.active:  # stopped meanwhile: record nothing more, as the tracker would
+                t = now_ns()
+                tel.bus_put(
+                    TaskCompleted(
+                        event_id=_event_ids._prefix | next(_event_ids._counter),
+                        event_time=t,
+                        emit_time=t,
+                        session_id=tel.session_id,
+                        workflow_id=call[1],
+                        block_id=call[2],
+                        task_id=call[0],
+                        task_name=clean_name,
+                        cpu_time_s=cpu,
+                    )
+                )
             return result
 
         return wrapper  # type: ignore[return-value]
@@ -521,20 +699,147 @@ def task(
     return decorate
 
 
-def _attach(trk: TaskTracker, task_id: str) -> tuple[object, object] | None:
-    ctx = trk.span_context(task_id)
-    if ctx is None:
-        return None
-    return (
-        otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(ctx))),
-        enter_task(task_id),  # what the task logs names it
+# -- @task's calls -------------------------------------------------------------------------------
+#
+# A decorated call knows all a tracker would look up or check (its name, checked once; its id,
+# made here; its scope, read once), so it builds its events directly: what created(),
+# started() and completed() would record, on the telemetry current when the call began.
+
+_Call = tuple[str, str | None, str | None, str, object, object]
+"""A running ``@task`` call: task id, workflow id, block id, name, OTel and task-id tokens."""
+
+
+class _TaskSpan(otel_trace.NonRecordingSpan):
+    """A running ``@task`` call's span as the current OTel span.
+
+    Its ``SpanContext`` — the span id the dispatcher derives for the task (a keyed BLAKE2b
+    of its id, :func:`otelflow.tracing.ids.task_span_id`), in the trace current when the
+    call began — is made the first time something asks for it (a span or task made inside,
+    a log record), not at every call.
+    """
+
+    _made: otel_trace.SpanContext | None = None
+
+    def __init__(self, span_ids: tuple[int, str | None, str]) -> None:
+        # (session trace id, workflow id with a trace per workflow else None, task id)
+        self._ids = span_ids
+
+    def get_span_context(self) -> otel_trace.SpanContext:
+        ctx = self._made
+        if ctx is None:
+            trace, workflow_id, task_id = self._ids
+            span_id = ids.task_span_id(trace, task_id)
+            if workflow_id is not None:
+                trace = ids.workflow_trace_id(trace, workflow_id)
+            ctx = self._made = otel_trace.SpanContext(trace, span_id, False, _SAMPLED)
+        return ctx
+
+    @property  # what NonRecordingSpan keeps its context in
+    def _context(self) -> otel_trace.SpanContext:
+        return self.get_span_context()
+
+    @_context.setter
+    def _context(self, value: otel_trace.SpanContext) -> None:
+        self._made = value
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
+def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | None) -> _Call:
+    """Record a ``@task`` call as created and started; make its span and id current."""
+    if bad_name is not None:
+        tel.invalid_argument("name", bad_name)
+    task_id = f"{trk._prefix}{_ProcessTag.value}-{next(trk._counter)}"
+    scope = _get_scope()
+    if scope is None:
+        wf = blk = None
+    else:
+        wf_scope = scope.workflow
+        wf = wf_scope.id if wf_scope is not None else None
+        blk = scope.id if scope.kind == "block" else None
+    # As in created(): under a span other than its scope's own (another task's), the task
+    # hangs under that span. The current context is read once, for this and for the attach.
+    current = _get_context()
+    parent = _parent_span(tel, scope, current)
+    put = tel.bus_put
+    session_id = tel.session_id
+    t = now_ns()
+    put(
+        TaskCreated(
+            event_id=_event_ids._prefix | next(_event_ids._counter),
+            event_time=t,
+            emit_time=t,
+            session_id=session_id,
+            workflow_id=wf,
+            block_id=blk,
+            task_id=task_id,
+            task_name=name,
+            backend=trk.backend,
+            parent_span_id=parent,
+        )
+    )
+    trace_wf = wf if wf is not None and tel.settings.trace_per == "workflow" else None
+    span = _TaskSpan((tel.trace_id_int, trace_wf, task_id))
+    otel_token = _attach(otel_trace.set_span_in_context(span, current))
+    task_token = _enter_task(task_id)  # what the task logs names it
+    if tel.active:
+        t = now_ns()
+        put(
+            TaskStarted(
+                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_time=t,
+                emit_time=t,
+                session_id=session_id,
+                workflow_id=wf,
+                block_id=blk,
+                task_id=task_id,
+                task_name=name,
+            )
+        )
+    return (task_id, wf, blk, name, otel_token, task_token)
+
+
+def _exit_call(call: _Call) -> None:
+    """Undo what :func:`_begin_call` made current (a token from another context is ignored)."""
+    try:
+        _reset_task(call[5])  # type: ignore[arg-type]
+    except ValueError:  # created in another context: nothing of ours to undo here
+        pass
+    _detach(call[4])
+
+
+def _end_call(tel: Telemetry, call: _Call, cls: Any, **fields: Any) -> None:
+    """Record a ``@task`` call's terminal step (unless its telemetry stopped meanwhile)."""
+    if not tel.active:
+        return
+    t = now_ns()
+    tel.bus_put(
+        cls(
+            event_id=_event_ids._prefix | next(_event_ids._counter),
+            event_time=t,
+            emit_time=t,
+            session_id=tel.session_id,
+            workflow_id=call[1],
+            block_id=call[2],
+            task_id=call[0],
+            task_name=call[3],
+            **fields,
+        )
     )
 
 
-def _detach(token: tuple[object, object] | None) -> None:
-    if token is not None:
-        exit_task(token[1])  # type: ignore[arg-type]
-        try:
-            otel_context.detach(token[0])  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - context already gone
-            pass
+def _end_failed(tel: Telemetry, call: _Call, exc: BaseException, cpu_time_s: float | None) -> None:
+    """Record a ``@task`` call that raised ``exc``: as :meth:`TaskTracker.failed` would."""
+    if not tel.active:
+        return
+    etype, message, stacktrace = _error_fields(exc, None, None)
+    _end_call(
+        tel,
+        call,
+        TaskFailed,
+        error_type=etype,
+        error_message=message,
+        cpu_time_s=cpu_time_s,
+        stacktrace=stacktrace,
+    )
