@@ -116,6 +116,8 @@ class Pending:
         self, hist: HistogramAgg | None, key: tuple[Any, ...] = (), sketches: Sequence[Sketch] = ()
     ) -> list[float]:
         """A new stream; returns the list the writer appends its values to."""
+        if any(a.lock is not self.lock for a in (hist, *sketches) if a is not None):
+            raise ValueError("a stream's aggregates must share its Pending's lock")
         st = Stream(hist, key, sketches)
         with self.lock:
             self.streams.append(st)
@@ -155,7 +157,7 @@ class HistogramAgg:
             self.add_one(self.series(key), value)
 
     def series(self, key: tuple[Any, ...]) -> list[Any]:
-        """The series for ``key``, created if needed (under the lock). Series are capped at
+        """The series for ``key``, created if needed (lock held). Series are capped at
         ``MAX_SERIES``; further attribute combinations fold into one ``_other`` series."""
         entry = self.data.get(key)
         if entry is not None:
@@ -165,9 +167,7 @@ class HistogramAgg:
             entry = self.data.get(key)
             if entry is not None:
                 return entry
-        entry = [[0] * (len(self.bounds) + 1), 0, 0.0, math.inf, -math.inf]
-        with self.lock:
-            self.data[key] = entry
+        entry = self.data[key] = [[0] * (len(self.bounds) + 1), 0, 0.0, math.inf, -math.inf]
         return entry
 
     def add_one(self, entry: list[Any], value: float) -> None:
@@ -388,19 +388,44 @@ class Sketch:
         first = _bucket(vals[z])
         last = _bucket(vals[end - 1])
         off = self._cover(first, last)
-        win = self._win
         if first == last:
-            win[off] += end - z
-        elif last - first > 2 * (end - z):  # far more buckets than values: one by one
-            base = self._base
-            for idx in map(_ceil, map(_INV_LOG_GAMMA.__mul__, map(_math_log, vals[z:end]))):
-                win[idx - base] += 1
+            self._win[off] += end - z
+            return
+        # A bisect per bucket costs about what one value costs one by one: sparse tails (a
+        # few values spread over many buckets, common with waits) go one by one.
+        n = end - z
+        if n >= 64:
+            k = n >> 5
+            low = _bucket(vals[z + k])
+            if low - first > 2 * k:
+                self._add_each(vals, z, z + k)
+                z += k
+                first = _bucket(vals[z])
+            high = _bucket(vals[end - 1 - k])
+            if last - high > 2 * k:
+                self._add_each(vals, end - k, end)
+                end -= k
+                last = _bucket(vals[end - 1])
+        if last - first > 2 * (end - z):  # far more buckets than values
+            self._add_each(vals, z, end)
+        elif first == last:
+            self._win[first - self._base] += end - z
         else:
-            # ends[k]: the values in buckets <= first + k; the last bucket ends at `end`.
+            # ends[k]: the values in buckets <= first + k (the tails cut off above are below
+            # E(first) or above E(last - 1), so they shift nothing).
             ends = list(map(bisect_right, repeat(vals), _edges(first, last)))
             ends.append(end)
+            win = self._win
+            off = first - self._base
             stop = off + last - first + 1
             win[off:stop] = map(add, win[off:stop], map(sub, ends, [z, *ends]))
+
+    def _add_each(self, vals: list[float], start: int, stop: int) -> None:
+        """Bucket ``vals[start:stop]`` (all > 1e-9 and finite, window covering them) one by one."""
+        win = self._win
+        base = self._base
+        for idx in map(_ceil, map(_INV_LOG_GAMMA.__mul__, map(_math_log, vals[start:stop]))):
+            win[idx - base] += 1
 
     # -- readers ------------------------------------------------------------------------------
 

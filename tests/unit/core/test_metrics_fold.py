@@ -158,9 +158,10 @@ def test_narrow_and_wide_batches_take_both_sketch_paths():
 def test_values_at_the_bucket_edges_are_counted_in_their_bucket(seed):
     """Bisecting a batch per bucket: a value equal to an edge is in that edge's bucket."""
     rng = random.Random(seed)
-    lo = rng.randint(agg._FIRST, 900)
+    lo = rng.randint(agg._FIRST + 400, 400)
     vals = []
-    for i in range(lo, lo + 150):
+    # A dense middle, bisected per bucket, and sparse tails (bucketed one by one).
+    for i in [*range(lo, lo + 150), *range(lo - 400, lo - 390), *range(lo + 600, lo + 610)]:
         e = agg._edge(i)
         vals += [e, math.nextafter(e, 0.0), math.nextafter(e, math.inf)]
     vals += [rng.uniform(agg._edge(lo), agg._edge(lo + 150)) for _ in range(500)]
