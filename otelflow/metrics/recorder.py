@@ -17,7 +17,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from otelflow.events.model import ResourceUpdate
 from otelflow.events.waits import dispatched_at
 from otelflow.metrics import instruments as inst
-from otelflow.metrics.aggregates import HistogramAgg, Sketch, TaskCounts
+from otelflow.metrics.aggregates import HistogramAgg, Pending, Sketch, TaskCounts
 
 if TYPE_CHECKING:
     from otelflow.tracing.records import ScopeRec, TaskRec
@@ -26,6 +26,26 @@ _log = logging.getLogger("otelflow")
 
 _TASK_KEYS = (inst.TASK_NAME, inst.WORKFLOW_NAME, inst.BACKEND)
 _MAX_WORKFLOWS = 10_000
+#: Tasks between two folds of the pending values by the dispatcher (at least; see
+#: MetricRecorder._writer_fold). Each task appends about 5 values, so this bounds what is
+#: pending to ~10 000 floats. Measured: larger batches amortize a fold's per-bucket work,
+#: but sorting 4 096 scattered floats is slower per value than 2 048.
+_FOLD_EVERY = 2048
+
+
+class _Series:
+    """The streams a (task name, workflow name, backend) series' tasks append to."""
+
+    __slots__ = ("cpu", "dep", "dispatch", "dur", "key", "queue", "rss", "sched")
+
+    key: tuple[str, str | None, str | None]
+    dur: dict[str, list[float]]  # by status
+    sched: list[float]
+    dispatch: list[float]
+    queue: list[float]
+    dep: list[float]
+    cpu: list[float]
+    rss: list[float]
 
 
 class MetricRecorder:
@@ -36,21 +56,28 @@ class MetricRecorder:
         self.counts: dict[tuple[str, str | None, str | None], list[int]] = {}
         self._counts_lock = threading.Lock()
         self._overflow_warned = False
-        self.duration = HistogramAgg(inst.DURATION_BUCKETS, (*_TASK_KEYS, inst.STATUS), start_ns)
-        self.dependency_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
-        self.dispatch_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
-        self.queue_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns)
+        # Per-task values go through streams (aggregates.Stream): one append on the
+        # dispatcher thread, folded in bulk every _FOLD_EVERY tasks and before every read.
+        self._pending = pending = Pending()
+        self._lock = pending.lock
+        self.duration = HistogramAgg(inst.DURATION_BUCKETS, (*_TASK_KEYS, inst.STATUS), start_ns, pending)
+        self.dependency_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns, pending)
+        self.dispatch_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns, pending)
+        self.queue_wait = HistogramAgg(inst.DURATION_BUCKETS, _TASK_KEYS, start_ns, pending)
         self.workflow_duration = HistogramAgg(
-            inst.DURATION_BUCKETS, (inst.WORKFLOW_NAME, inst.STATUS), start_ns
+            inst.DURATION_BUCKETS, (inst.WORKFLOW_NAME, inst.STATUS), start_ns, pending
         )
-        self.cpu_time = HistogramAgg(inst.DURATION_BUCKETS, (inst.TASK_NAME, inst.BACKEND), start_ns)
-        self.peak_rss = HistogramAgg(inst.BYTES_BUCKETS, (inst.TASK_NAME, inst.BACKEND), start_ns)
+        self.cpu_time = HistogramAgg(inst.DURATION_BUCKETS, (inst.TASK_NAME, inst.BACKEND), start_ns, pending)
+        self.peak_rss = HistogramAgg(inst.BYTES_BUCKETS, (inst.TASK_NAME, inst.BACKEND), start_ns, pending)
         # summary(): streaming stats, bounded memory.
-        self.duration_stats = Sketch()
-        self.dependency_wait_stats = Sketch()
-        self.scheduling_wait_stats = Sketch()
-        self.dispatch_wait_stats = Sketch()
-        self.queue_wait_stats = Sketch()
+        self.duration_stats = Sketch(pending)
+        self.dependency_wait_stats = Sketch(pending)
+        self.scheduling_wait_stats = Sketch(pending)
+        self.dispatch_wait_stats = Sketch(pending)
+        self.queue_wait_stats = Sketch(pending)
+        # (task name, workflow name, backend) -> its streams; not the overflow series.
+        self._series: dict[tuple[str, str | None, str | None], _Series] = {}
+        self._fold_in = _FOLD_EVERY
         self.by_name: dict[str, Sketch] = {}
         self.workflows: dict[str, dict[str, Any]] = {}
         self.workflows_forgotten = 0
@@ -89,31 +116,123 @@ class MetricRecorder:
         return counts
 
     def task_finished(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
-        wf = rec.workflow
-        name = rec.name
-        key = (name, wf.name if wf is not None else None, rec.backend)
-        if len(self.counts) >= inst.MAX_SERIES and key not in self.counts:
-            key = (inst.OVERFLOW, inst.OVERFLOW, rec.backend)
+        """Record a finished task's duration and waits: a few appends (dispatcher thread).
+
+        Dependency + dispatch + queue wait + execution add up to the task's lifetime
+        (otelflow.events.waits; the report uses the same split).
+        """
         if status == "incomplete":
             self.incomplete_tasks += 1
             return
-        if rec.started:
-            duration = (end - rec.started) / 1e9
+        wf = rec.workflow
+        key = (rec.name, wf.name if wf is not None else None, rec.backend)
+        s = self._series.get(key)
+        if s is None:
+            s = self._new_series(key)
+            if s is None:
+                self._overflow_task_finished(rec, end, status, ev)
+                return
+        started = rec.started
+        if started:
+            dur = s.dur.get(status)
+            if dur is None:
+                dur = self._duration_stream(s, status)
+            dur.append((end - started) / 1e9)
+            submitted = rec.submitted
+            ready = rec.resolved or submitted or rec.created
+            if ready:
+                if ready <= started:
+                    # dispatched_at(ready, submitted, rec.queued, started), inlined: this runs
+                    # once per task (test_metrics_fold.py checks that they agree).
+                    queued = rec.queued
+                    if submitted and submitted >= ready:
+                        hand = queued if queued and ready <= queued < submitted else submitted
+                    elif queued and queued >= ready:
+                        hand = queued
+                    else:
+                        hand = ready
+                    if hand > started:  # noqa: PLR1730 - cheaper than min() here
+                        hand = started
+                    s.sched.append((started - ready) / 1e9)
+                    s.dispatch.append((hand - ready) / 1e9)
+                    s.queue.append((started - hand) / 1e9)
+                else:  # started before it was ready: every wait is 0
+                    s.sched.append(0.0)
+                    s.dispatch.append(0.0)
+                    s.queue.append(0.0)
+        resolved = rec.resolved
+        if resolved:
+            created = rec.created
+            s.dep.append((resolved - created) / 1e9 if resolved > created else 0.0)
+        if ev is not None:
+            cpu = ev.cpu_time_s
+            if cpu is not None:
+                s.cpu.append(cpu)
+            rss = ev.peak_rss_bytes
+            if rss is not None:
+                s.rss.append(float(rss))
+        self._fold_in -= 1
+        if not self._fold_in:
+            self._writer_fold()
+
+    def _writer_fold(self) -> None:
+        """Fold every stream (dispatcher thread): bounds the values held pending."""
+        pending = self._pending
+        pending.fold()
+        # Each fold looks at every stream: with many series, fold less often (the values
+        # pending stay bounded by a few per stream).
+        self._fold_in = max(_FOLD_EVERY, len(pending.streams))
+
+    def _new_series(self, key: tuple[str, str | None, str | None]) -> _Series | None:
+        """The streams of a (task name, workflow name, backend) series; None for a task in
+        the overflow series, which is recorded value by value."""
+        if key not in self.counts and max(len(self.counts), len(self._series)) >= inst.MAX_SERIES:
+            return None
+        name, _, backend = key
+        p = self._pending
+        s = _Series()
+        s.dur = {}
+        s.key = key
+        # summary()["scheduling_wait_s"] only (compatibility): no histogram, the dispatch and
+        # queue wait histograms add up to it.
+        s.sched = p.stream(None, (), (self.scheduling_wait_stats,))
+        s.dispatch = p.stream(self.dispatch_wait, key, (self.dispatch_wait_stats,))
+        s.queue = p.stream(self.queue_wait, key, (self.queue_wait_stats,))
+        s.dep = p.stream(self.dependency_wait, key, (self.dependency_wait_stats,))
+        s.cpu = p.stream(self.cpu_time, (name, backend))
+        s.rss = p.stream(self.peak_rss, (name, backend))
+        self._series[key] = s
+        return s
+
+    def _by_name(self, name: str) -> Sketch | None:
+        sketch = self.by_name.get(name)
+        if sketch is None and len(self.by_name) < inst.MAX_SERIES:
+            sketch = self.by_name[name] = Sketch(self._pending)
+        return sketch
+
+    def _duration_stream(self, s: _Series, status: str) -> list[float]:
+        sketches = [self.duration_stats]
+        by_name = self._by_name(s.key[0])
+        if by_name is not None:
+            sketches.append(by_name)
+        dur = s.dur[status] = self._pending.stream(self.duration, (*s.key, status), sketches)
+        return dur
+
+    def _overflow_task_finished(self, rec: TaskRec, end: int, status: str, ev: Any) -> None:
+        """task_finished() for a task beyond MAX_SERIES series: value by value, as ever."""
+        name = rec.name
+        key = (inst.OVERFLOW, inst.OVERFLOW, rec.backend)
+        started = rec.started
+        if started:
+            duration = (end - started) / 1e9
             self.duration.record((*key, status), duration)
             self.duration_stats.add(duration)
-            sketch = self.by_name.get(name)
-            if sketch is None and len(self.by_name) < inst.MAX_SERIES:
-                sketch = self.by_name[name] = Sketch()
+            sketch = self._by_name(name)
             if sketch is not None:
                 sketch.add(duration)
-            # Dependency + dispatch + queue wait + execution add up to the task's
-            # lifetime (otelflow.events.waits; the report uses the same split).
             ready = rec.resolved or rec.submitted or rec.created
             if ready:
-                started = rec.started
                 hand = dispatched_at(ready, rec.submitted, rec.queued, started)
-                # summary()["scheduling_wait_s"] only (compatibility): no histogram, the
-                # dispatch and queue wait histograms add up to it.
                 self.scheduling_wait_stats.add(max(0, started - ready) / 1e9)
                 wait = (hand - ready) / 1e9
                 self.dispatch_wait.record(key, wait)
@@ -207,9 +326,7 @@ class MetricRecorder:
         )  # fmt: skip
         for scope, gauges in (("node", inst.NODE_GAUGES), ("process", inst.PROCESS_GAUGES), ("gpu", inst.GPU_GAUGES)):
             for name, unit, desc, field in gauges:
-                meter.create_observable_gauge(
-                    name, [self._resource_cb(scope, field)], unit=unit, description=desc
-                )
+                meter.create_observable_gauge(name, [self._resource_cb(scope, field)], unit=unit, description=desc)
         meter.create_observable_counter(
             inst.NODE_DISK_IO, [self._io_cb(inst.NODE_DISK_IO)], unit="By",
             description="Bytes read from and written to the host's disks.",
@@ -321,14 +438,29 @@ class MetricRecorder:
                 )
                 if v is not None
             }
+        # Fold once, copy the sketches under the lock, compute their stats outside it.
+        with self._lock:
+            self._pending.fold()
+            sketches = [
+                s.copy_folded()
+                for s in (
+                    self.duration_stats,
+                    self.dependency_wait_stats,
+                    self.dispatch_wait_stats,
+                    self.queue_wait_stats,
+                    self.scheduling_wait_stats,
+                )
+            ]
+            by_name = [(name, s.copy_folded()) for name, s in sorted(self.by_name.items())]
+        duration, dependency_wait, dispatch_wait, queue_wait, scheduling_wait = (s.stats() for s in sketches)
         return {
             "tasks": {**totals, "running": running, "queued_now": queued, "incomplete": self.incomplete_tasks},
-            "duration_s": self.duration_stats.stats(),
-            "dependency_wait_s": self.dependency_wait_stats.stats(),
-            "dispatch_wait_s": self.dispatch_wait_stats.stats(),
-            "queue_wait_s": self.queue_wait_stats.stats(),
-            "scheduling_wait_s": self.scheduling_wait_stats.stats(),
-            "by_task_name": {name: s.stats() for name, s in sorted(self.by_name.items())},
+            "duration_s": duration,
+            "dependency_wait_s": dependency_wait,
+            "dispatch_wait_s": dispatch_wait,
+            "queue_wait_s": queue_wait,
+            "scheduling_wait_s": scheduling_wait,
+            "by_task_name": {name: s.stats() for name, s in by_name},
             "workflows": dict(self.workflows),
             "resources": resources,
         }
