@@ -453,6 +453,11 @@ class Telemetry:
         with a trace per workflow (``OTELFLOW_TRACE_PER=workflow``) the current workflow's."""
         return SpanContext(self._current_trace(), span_id, False, _SAMPLED)
 
+    def current_trace_id(self) -> int:
+        """The trace a task created now is in: this session's, or with a trace per workflow
+        the current workflow's."""
+        return self._current_trace()
+
     def _current_trace(self) -> int:
         if self.settings.trace_per != "workflow":
             return self.trace_id_int

@@ -501,7 +501,9 @@ def _parent_of(span: otel_trace.Span, tel: Telemetry, scope: Any) -> str | None:
     span_ctx = span.get_span_context()
     if (
         span_ctx.is_valid
-        and span_ctx.trace_id == tel.trace_id_int
+        # The new task's own trace: with a trace per workflow, its workflow's (a task made
+        # inside another task of that workflow hangs under it, as in a session trace).
+        and span_ctx.trace_id == tel.current_trace_id()
         and (scope is None or span_ctx.span_id != scope.span_id)
     ):
         return f"{span_ctx.span_id:016x}"

@@ -145,6 +145,33 @@ def test_with_a_trace_per_workflow_the_current_span_is_in_the_workflows_trace(tm
     assert spans["user-step"].parent.span_id == spans["in-wf"].context.span_id
 
 
+@pytest.mark.parametrize("trace_per", ["session", "workflow"])
+def test_a_task_made_inside_a_running_task_hangs_under_its_span(tmp_path, trace_per):
+    tel = _start(tmp_path, trace_per=trace_per)
+
+    @otelflow.task(name="inner")
+    def inner() -> None:
+        pass
+
+    @otelflow.task(name="outer")
+    def outer() -> None:
+        inner()
+        tid = otelflow.tracker().created(None, "made-inside")
+        otelflow.tracker().canceled(tid, reason="not needed")
+
+    with otelflow.workflow_scope("wf"):
+        outer()
+    tel.stop()
+    spans = {s["name"]: s for s in read_lines(tel.run_dir, "span")}
+    outer_span = spans["outer"]
+    assert outer_span["parent_span_id"] == spans["workflow wf"]["span_id"]
+    for name in ("inner", "made-inside"):
+        assert spans[name]["parent_span_id"] == outer_span["span_id"], name
+        assert spans[name]["trace_id"] == outer_span["trace_id"] == spans["workflow wf"]["trace_id"]
+    if trace_per == "workflow":
+        assert outer_span["trace_id"] != tel.trace_id
+
+
 def test_a_call_records_the_events_the_tracker_calls_would(capture):
     tel = capture.telemetry
     trk = otelflow.tracker("inline")
