@@ -151,7 +151,7 @@ class SpanEmitter:
             )
 
     def task_events(self, rec: TaskRec, end: int, status: str) -> list[tuple[str, int]]:
-        events: list[tuple[str, int]] = [("TaskCreated", rec.created)]
+        events = [("TaskCreated", rec.created)]
         if rec.resolved:
             events.append(("TaskResolved", rec.resolved))
         if rec.submitted:
@@ -160,32 +160,17 @@ class SpanEmitter:
             events.append(("TaskQueued", rec.queued))
         if rec.started:
             events.append(("TaskStarted", rec.started))
-        events.append((_TERMINAL_EVENT.get(status) or "Task" + status.capitalize(), end))
+        events.append(("Task" + status.capitalize(), end))
         return events
 
     def task_attributes(self, rec: TaskRec, status: str, ev: Any, end: int) -> dict[str, Any]:
-        # The lifecycle times and waits inline (as _add_waits): this runs once per task.
-        created = rec.created
-        resolved, submitted, queued, started = rec.resolved, rec.submitted, rec.queued, rec.started
         attrs: dict[str, Any] = {
             "otelflow.task.id": rec.id,
             "otelflow.task.name": rec.name,
             "otelflow.task.status": status,
-            "otelflow.task.started": started != 0,
-            "otelflow.task.created_time": created,
+            "otelflow.task.started": bool(rec.started),
         }
-        if resolved:
-            attrs["otelflow.task.resolved_time"] = resolved
-            attrs["otelflow.task.dependency_wait_s"] = max(0, resolved - created) / 1e9
-        if submitted:
-            attrs["otelflow.task.submitted_time"] = submitted
-        if queued:
-            attrs["otelflow.task.queued_time"] = queued
-        if started:
-            ready = resolved or submitted or created
-            hand = dispatched_at(ready, submitted, queued, started)
-            attrs["otelflow.task.dispatch_wait_s"] = (hand - ready) / 1e9
-            attrs["otelflow.task.queue_wait_s"] = max(0, started - hand) / 1e9
+        _add_waits(attrs, rec, end)
         wf = rec.workflow
         if wf is not None:
             attrs["otelflow.workflow.id"] = wf.id
@@ -215,12 +200,10 @@ class SpanEmitter:
             rss = getattr(ev, "peak_rss_bytes", None)
             if rss is not None:
                 attrs["otelflow.task.peak_rss_bytes"] = rss
-            end_attrs = getattr(ev, "attributes", None)
-        else:
-            end_attrs = None
         if rec.attributes:
             for k, v in rec.attributes.items():
                 attrs.setdefault(k, v)
+        end_attrs = getattr(ev, "attributes", None)
         if end_attrs:  # known only at the end (TaskTerminal.attributes)
             for k, v in end_attrs.items():
                 attrs.setdefault(k, v)
@@ -229,7 +212,6 @@ class SpanEmitter:
     def _write_task_span(self, rec: TaskRec, end: int, status: str, ev: Any, attrs: dict[str, Any]) -> None:
         assert self.jsonl is not None
         scope = rec.scope
-        started = rec.started
         failed = type(ev) is TaskFailed
         self.jsonl.write_struct(
             SpanLine(
@@ -238,12 +220,12 @@ class SpanEmitter:
                 parent_span_id=rec.parent_hex,
                 name=rec.name,
                 kind="task",
-                start_time=(started if started < end else end) if started else end,
+                start_time=task_span_start(rec, end),
                 end_time=end,
                 status=status,
                 attributes=attrs,
                 events=self.task_events(rec, end, status),
-                links=self._link_texts(rec) if rec.deps else [],
+                links=self._link_texts(rec) if rec.deps else [],  # most tasks have no upstream
                 error_message=ev.error_message if failed else None,
                 error_stacktrace=ev.stacktrace if failed else None,
             )
@@ -429,9 +411,6 @@ class SpanEmitter:
                 refusing,
                 trace_id=rec.trace_id,
             )
-
-
-_TERMINAL_EVENT = {"completed": "TaskCompleted", "failed": "TaskFailed", "canceled": "TaskCanceled"}
 
 
 def task_span_start(rec: TaskRec, end: int) -> int:
