@@ -44,9 +44,9 @@ from otelflow.events.model import (
     TaskResolved,
     TaskStarted,
     TaskSubmitted,
+    new_event_id,
     now_ns,
 )
-from otelflow.events.model import _ids as _event_ids
 from otelflow.events.stacktrace import bound_stacktrace, format_stacktrace
 from otelflow.tracing import ids
 
@@ -198,7 +198,7 @@ class TaskTracker:
         t = now_ns()
         tel.bus_put(
             TaskCreated(
-                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_id=new_event_id(),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -219,18 +219,16 @@ class TaskTracker:
         tel = self._telemetry or _global._current
         if tel is None or not tel.active:
             return
-        if type(task_id) is not str or not task_id.isascii() or not task_id:
-            checked = _check_id(tel, task_id)
+        if event_time is not None or type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_step(tel, task_id, event_time)
             if checked is None:
                 return
-            task_id = checked
-        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
-            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+            task_id, event_time = checked
         name, wf, blk = self._ctx.get(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
             cls(
-                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_id=new_event_id(),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -243,18 +241,16 @@ class TaskTracker:
 
     def _terminal(self, tel: Telemetry, cls: Any, task_id: str, event_time: int | None, **fields: Any) -> None:
         """Put a terminal event on the bus and forget the task's context (failed, canceled)."""
-        if type(task_id) is not str or not task_id.isascii() or not task_id:
-            checked = _check_id(tel, task_id)
+        if event_time is not None or type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_step(tel, task_id, event_time)
             if checked is None:
                 return
-            task_id = checked
-        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
-            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+            task_id, event_time = checked
         name, wf, blk = self._ctx.pop(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
             cls(
-                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_id=new_event_id(),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -296,18 +292,16 @@ class TaskTracker:
             return
         if (worker is not None and type(worker) is not str) or (pid is not None and type(pid) is not int):
             worker, pid = _fix_worker(tel, worker, pid)
-        if type(task_id) is not str or not task_id.isascii() or not task_id:
-            checked = _check_id(tel, task_id)
+        if event_time is not None or type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_step(tel, task_id, event_time)
             if checked is None:
                 return
-            task_id = checked
-        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
-            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+            task_id, event_time = checked
         name, wf, blk = self._ctx.get(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
             TaskStarted(
-                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_id=new_event_id(),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -342,18 +336,16 @@ class TaskTracker:
             cpu_time_s, peak_rss_bytes = _fix_usage(tel, cpu_time_s, peak_rss_bytes)
         if attributes is not None:
             attributes = _clean_attributes(tel, attributes)
-        if type(task_id) is not str or not task_id.isascii() or not task_id:
-            checked = _check_id(tel, task_id)
+        if event_time is not None or type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_step(tel, task_id, event_time)
             if checked is None:
                 return
-            task_id = checked
-        if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
-            event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+            task_id, event_time = checked
         name, wf, blk = self._ctx.pop(task_id, _NO_CTX)
         t = now_ns()
         tel.bus_put(
             TaskCompleted(
-                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_id=new_event_id(),
                 event_time=event_time or t,
                 emit_time=t,
                 session_id=tel.session_id,
@@ -534,6 +526,19 @@ def _error_fields(
     return etype, (message or "")[:_MAX_MESSAGE], stacktrace
 
 
+def _check_step(tel: Telemetry, task_id: object, event_time: object) -> tuple[str, int | None] | None:
+    """A later step's task id and event time, each fixed (and counted) if it is not the plain
+    kind; None (refused, counted) when there is no task to record it for."""
+    if type(task_id) is not str or not task_id.isascii() or not task_id:
+        checked = _check_id(tel, task_id)
+        if checked is None:
+            return None
+        task_id = checked
+    if event_time is not None and (type(event_time) is not int or not _T_MIN <= event_time <= _T_MAX):
+        event_time = _fix(tel, "event_time", event_time, validate.clean_time(event_time))
+    return task_id, event_time  # type: ignore[return-value]
+
+
 def _check_id(tel: Telemetry, task_id: object) -> str | None:
     """A later step's task id that is not a plain ASCII str: fixed, or None (refused, counted)
     when there is no task to record it for."""
@@ -681,7 +686,7 @@ def task(func: F | None = None, /, *, name: str | None = None, backend: str = "i
                 t = now_ns()
                 tel.bus_put(
                     TaskCompleted(
-                        event_id=_event_ids._prefix | next(_event_ids._counter),
+                        event_id=new_event_id(),
                         event_time=t,
                         emit_time=t,
                         session_id=tel.session_id,
@@ -769,7 +774,7 @@ def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | Non
     t = now_ns()
     put(
         TaskCreated(
-            event_id=_event_ids._prefix | next(_event_ids._counter),
+            event_id=new_event_id(),
             event_time=t,
             emit_time=t,
             session_id=session_id,
@@ -789,7 +794,7 @@ def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | Non
         t = now_ns()
         put(
             TaskStarted(
-                event_id=_event_ids._prefix | next(_event_ids._counter),
+                event_id=new_event_id(),
                 event_time=t,
                 emit_time=t,
                 session_id=session_id,
@@ -818,7 +823,7 @@ def _end_call(tel: Telemetry, call: _Call, cls: Any, **fields: Any) -> None:
     t = now_ns()
     tel.bus_put(
         cls(
-            event_id=_event_ids._prefix | next(_event_ids._counter),
+            event_id=new_event_id(),
             event_time=t,
             emit_time=t,
             session_id=tel.session_id,

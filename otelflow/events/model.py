@@ -44,34 +44,28 @@ now_ns = time.time_ns
 """Current wall-clock time in ns since the epoch: the clock every event uses."""
 
 
-class _EventIds:
-    """Process-unique 64-bit event ids: a random 32-bit prefix and a counter.
-
-    ``next()`` on an :func:`itertools.count` is atomic under the GIL, so no lock is needed.
-    A forked child draws a new prefix so its ids cannot collide with the parent's.
-    """
-
-    __slots__ = ("_counter", "_prefix")
-
-    def __init__(self) -> None:
-        self.reseed()
-
-    def reseed(self) -> None:
-        self._prefix = random.getrandbits(31) << 32
-        self._counter = itertools.count(1)
-
-    def next(self) -> int:
-        return self._prefix | next(self._counter)
+# Process-unique 64-bit event ids: a random 32-bit prefix and a counter. ``next()`` on an
+# itertools.count is atomic under the GIL, so no lock is needed. A forked child draws a new
+# prefix so its ids cannot collide with the parent's. Module globals, not an object: the id
+# is made for every event, and this keeps it to one call.
+_id_prefix = 0
+_id_counter = itertools.count(1)
 
 
-_ids = _EventIds()
+def _reseed_event_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = random.getrandbits(31) << 32
+    _id_counter = itertools.count(1)
+
+
+_reseed_event_ids()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ids.reseed)
+    os.register_at_fork(after_in_child=_reseed_event_ids)
 
 
 def new_event_id() -> int:
     """Return a new event id, unique within this process and very likely across processes."""
-    return _ids.next()
+    return _id_prefix | next(_id_counter)
 
 
 class Event(
