@@ -96,7 +96,7 @@ def test_compare_a_tal_run_with_an_otelflow_run_of_the_same_workflow(
     assert cmp["tasks"]["total"]["a"] == cmp["tasks"]["total"]["b"] == 8
     assert (cmp["tasks"]["failed"]["a"], cmp["tasks"]["failed"]["b"]) == (1, 2)
     # The TAL's TaskStarted is the dispatch time: its 0.2 s tasks look longer than otelflow's.
-    assert wf.SLEEP <= cmp["by_task_name"]["a"]["mean_s"]["b"] < wf.SLEEP + 0.1
+    assert wf.SLEEP <= cmp["by_task_name"]["a"]["mean_s"]["b"] < 2 * wf.SLEEP  # ceiling: slack for a loaded machine
 
 
 def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_the_drop_in_serves_tal_subscribers(tmp_path: Path) -> None:
     dq = [ln for ln in read_lines(run_dir, "event") if ln["type"] == "asyncflow.DataQualityChecked"]
     assert [(d["score"], d["rows_checked"]) for d in dq] == [(0.97, 1000)]
     tasks = {t.name: t for t in open_run(run_dir).data.tasks.values()}
-    assert wf.SLEEP <= tasks["a"].execution_s < wf.SLEEP + 0.1
+    assert wf.SLEEP <= tasks["a"].execution_s < 2 * wf.SLEEP  # ceiling: slack for a loaded machine
 
 
 def test_the_drop_in_records_on_telemetry_already_running(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_map_and_reduce_are_task_spans_under_the_workflow_with_links_and_worker_
     assert {s["attributes"]["otelflow.task.worker"] for s in spans.values()} <= workers
     (napped,) = [s for s in spans.values() if s["name"] == "nap"]
     ran = (napped["end_time"] - span_event(napped, "TaskStarted")) / 1e9
-    assert ran == pytest.approx(0.2, abs=0.02)
+    assert 0.18 <= ran < 0.6  # the 0.2 s nap: sleep sets the floor; the ceiling leaves a loaded machine slack
 
 
 def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):

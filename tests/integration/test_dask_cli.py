@@ -148,7 +148,8 @@ def test_worker_records_reach_the_submit_host_without_a_shared_directory(cluster
     assert {e["workflow_id"] for e in notes} == {wid}
     (napped,) = [s for s in spans.values() if s["name"] == "nap"]
     started = dict(napped["events"])["TaskStarted"]
-    assert (napped["end_time"] - started) / 1e9 == pytest.approx(0.2, abs=0.02)
+    # The 0.2 s nap: sleep sets the floor; the ceiling leaves a loaded machine slack.
+    assert 0.18 <= (napped["end_time"] - started) / 1e9 < 0.6
     # The workers' lines came home over Dask's connections: one file per worker process.
     pids = {str(p.pid) for p in cluster.workers.values()}
     forwarded = {f.stem.rsplit("-", 1)[-1] for f in run_dir.glob("worker-*.jsonl")}
