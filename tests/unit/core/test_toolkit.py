@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import multiprocessing as mp
 import pickle
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import msgspec
 import pytest
 from opentelemetry import trace
 
 import otelflow
 from otelflow import toolkit
+from otelflow.logs.capture import LogCapture
 
 
 def _spans(run_dir):
@@ -159,6 +162,41 @@ def test_carrier_round_trips_and_points_at_the_task(tel):
     assert c.traceparent is not None
     assert c.traceparent.split("-")[2] == toolkit.task_span_id(c.trace_id, "t-9")
     assert toolkit.Carrier.from_dict({"run_id": 3}) is None
+
+
+def test_carriers_and_outcomes_pickle_compactly_and_whole(tel):
+    """A pool pickles the same carrier with every task: it travels as bytes encoded once, and
+    a worker decodes each distinct carrier once; outcomes travel as positional tuples."""
+    log_capture = LogCapture(loggers=("app",), level=logging.DEBUG, set_level=True)
+    with otelflow.workflow_scope("wf"):
+        scoped = msgspec.structs.replace(toolkit.carrier("t-1"), logs=log_capture)  # type: ignore[type-var]
+    plain = toolkit.carrier()
+    assert scoped is not None and plain is not None and scoped.scope is not None
+    for c in (scoped, plain):
+        blob = pickle.dumps(c)
+        assert pickle.loads(blob) == c
+        assert pickle.loads(blob) is pickle.loads(pickle.dumps(c))  # decoded once per carrier
+    assert pickle.loads(pickle.dumps(scoped)) != pickle.loads(pickle.dumps(plain))
+    # An equal carrier made anew (another id) pickles to the same bytes, and back.
+    twin = msgspec.structs.replace(scoped)
+    assert twin is not scoped and pickle.dumps(twin) == pickle.dumps(scoped)
+    full = toolkit.Outcome(
+        task_id="t-1",
+        start_ns=1,
+        end_ns=2,
+        cpu_time_s=0.5,
+        peak_rss_bytes=3,
+        pid=4,
+        worker="h:4",
+        error_type="KeyError",
+        error_message="m",
+        stacktrace="st",
+    )
+    for out in (full, toolkit.Outcome(task_id="t-2", start_ns=5, end_ns=6)):
+        assert pickle.loads(pickle.dumps(out)) == out
+        ret = toolkit.Returned({"v": [1]}, out)
+        assert pickle.loads(pickle.dumps(ret)) == ret
+        assert b"error_message" not in pickle.dumps(ret)
 
 
 def test_no_carrier_without_telemetry():
