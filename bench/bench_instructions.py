@@ -10,8 +10,15 @@ per task — start-up and shutdown cancel out.
     python bench/bench_instructions.py                     # caller + dispatcher
     python bench/bench_instructions.py --caller-only       # the four tracker calls alone
     python bench/bench_instructions.py --off metrics --off event-lines   # a stage switched off
+    python bench/bench_instructions.py --executor processes   # a real ProcessPoolExecutor(2)
 
-Needs ``valgrind`` (Debian: ``apt install valgrind``); takes about 30 s.
+``--executor processes`` (or ``threads``) runs no-op tasks on a real pool of 2, plain and
+``otelflow.instrument``-ed, and prints instructions per task in the submitting process
+(all its threads: submit, the pool's feeder and result threads, otelflow's dispatcher) and
+in the workers, and what instrumenting added to each.
+
+Needs ``valgrind`` (Debian: ``apt install valgrind``); takes about 30 s (``--executor``:
+about 2 min).
 """
 
 from __future__ import annotations
@@ -63,6 +70,79 @@ def child(n: int, caller_only: bool, off: list[str]) -> None:
         tel.stop()
 
 
+def noop() -> None:
+    return None
+
+
+def pool_child(n: int, executor: str, instrumented: bool) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import otelflow
+
+    def run(pool: Executor, count: int) -> None:
+        for f in [pool.submit(noop) for _ in range(count)]:
+            f.result()
+
+    with tempfile.TemporaryDirectory() as runs:
+        tel = otelflow.start_telemetry(checkpoint_path=runs, resource_poll_interval=0, environ={})
+        if executor == "processes":
+            pool: Executor = ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
+        else:
+            pool = ThreadPoolExecutor(2)
+        if instrumented:
+            pool = otelflow.instrument(pool)
+        run(pool, 100)  # the workers start, and each joins the run, before the measured tasks
+        with otelflow.workflow_scope("bench"):
+            run(pool, n)
+        tel.flush(60)
+        pool.shutdown()
+        tel.stop()
+
+
+def count_pool(n: int, executor: str, instrumented: bool) -> tuple[int, int]:
+    """Instructions (submitting process, all workers) for a run of ``n`` tasks."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, __file__, "--pool-child", str(n), "--executor", executor]
+        if instrumented:
+            cmd.append("--instrumented")
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"the pool run failed:\n{err.decode(errors='replace')[-2000:]}")
+        parent = workers = 0
+        for f in Path(out).glob("cg.*"):
+            m = re.search(r"^summary: (\d+)", f.read_text(errors="replace"), re.MULTILINE)
+            if m is None:
+                continue
+            if f.name == f"cg.{proc.pid}":  # valgrind runs the program in its own process
+                parent = int(m.group(1))
+            else:
+                workers += int(m.group(1))
+        return parent, workers
+
+
+def pool_report(args: argparse.Namespace) -> None:
+    small, large = 200, 200 + args.tasks
+    rows = {}
+    for instrumented in (False, True):
+        a = count_pool(small, args.executor, instrumented)
+        b = count_pool(large, args.executor, instrumented)
+        rows[instrumented] = [(b[i] - a[i]) / args.tasks for i in range(2)]
+    print(f"instructions per no-op task on {args.executor} (pool of 2, fork):")
+    print(f"{'':24} {'submitting process':>19} {'workers':>10}")
+    for label, key in (("plain", False), ("instrumented", True)):
+        print(f"{label:24} {rows[key][0]:19,.0f} {rows[key][1]:10,.0f}")
+    added = [rows[True][i] - rows[False][i] for i in range(2)]
+    print(f"{'added by otelflow':24} {added[0]:19,.0f} {added[1]:10,.0f}")
+
+
 def count(n: int, args: argparse.Namespace) -> int:
     cmd = [sys.executable, __file__, "--child", str(n)]
     if args.caller_only:
@@ -87,14 +167,23 @@ def main() -> int:
     ap.add_argument("--caller-only", action="store_true", help="count the tracker calls only")
     ap.add_argument("--off", action="append", choices=STAGES, help="switch a dispatcher stage off (repeatable)")
     ap.add_argument("--tasks", type=int, default=2000, help="tasks in the difference (default 2000)")
+    ap.add_argument("--executor", choices=("processes", "threads"), help="no-op tasks on a real pool of 2")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--pool-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         child(args.child, args.caller_only, args.off or [])
         return 0
+    if args.pool_child is not None:
+        pool_child(args.pool_child, args.executor, args.instrumented)
+        return 0
     if shutil.which("valgrind") is None:
         print("bench_instructions needs valgrind: apt install valgrind", file=sys.stderr)
         return 2
+    if args.executor is not None:
+        pool_report(args)
+        return 0
     small, large = 200, 200 + args.tasks
     per_task = (count(large, args) - count(small, args)) / args.tasks
     what = "caller" if args.caller_only else "caller + dispatcher"

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
+    "AdoptedScope",
     "Scope",
     "ScopeRef",
     "active_scope",
@@ -44,7 +45,9 @@ __all__ = [
     "block",
     "current_ids",
     "current_scope",
+    "enter_adopted_scope",
     "enter_remote_scope",
+    "exit_adopted_scope",
     "exit_remote_scope",
     "workflow_scope",
 ]
@@ -179,33 +182,74 @@ def adopt_scope(scope: ScopeRef | None) -> Iterator[ScopeRef | None]:
     Yields:
         The adopted scope.
     """
+    entry = enter_adopted_scope(scope)
+    try:
+        yield scope if isinstance(scope, ScopeRef) else None
+    finally:
+        exit_adopted_scope(entry)
+
+
+class AdoptedScope:
+    """What :func:`enter_adopted_scope` made current: undo it with :func:`exit_adopted_scope`."""
+
+    __slots__ = ("otel_token", "token")
+
+    def __init__(self, token: Token[Scope | None], otel_token: object | None) -> None:
+        self.token = token
+        self.otel_token = otel_token
+
+
+# The last adopted scope and the Scope it became: a worker adopts the same one for task
+# after task (its carrier is decoded once), so it is built once.
+_last_adopted: tuple[ScopeRef | None, Scope | None] = (None, None)
+
+
+def enter_adopted_scope(scope: ScopeRef | None, *, span: bool = True) -> AdoptedScope:
+    """:func:`adopt_scope` without the ``with``: for engines that enter and exit in two hooks.
+
+    Args:
+        scope: From :func:`current_scope`, or None for "no scope".
+        span: Also make the scope's span current (False when the caller makes a span of its
+            own current over it at once, such as a task's).
+
+    Returns:
+        The handle to pass to :func:`exit_adopted_scope`. Never raises.
+    """
+    global _last_adopted
     if scope is not None and not isinstance(scope, ScopeRef):
         scope = None  # a wrong value must not break the engine: run unscoped
-    wf_id = scope.workflow_id if scope is not None else None
-    blk_id = scope.block_id if scope is not None else None
-    wf = Scope("workflow", wf_id, scope.workflow_name or wf_id, 0, None) if scope and wf_id else None
-    inner = Scope("block", blk_id, scope.block_name or blk_id, 0, wf) if scope and blk_id else wf
+    last_ref, inner = _last_adopted
+    if scope is None:
+        inner = None
+    elif scope is not last_ref:
+        wf_id, blk_id = scope.workflow_id, scope.block_id
+        wf = Scope("workflow", wf_id, scope.workflow_name or wf_id, 0, None) if wf_id else None
+        inner = Scope("block", blk_id, scope.block_name or blk_id, 0, wf) if blk_id else wf
+        _last_adopted = (scope, inner)  # one tuple swap: safe for threads that adopt at once
     token = _scope.set(inner)
     otel_token = None
-    tel = _global.current()
-    if scope is not None and scope.span_id and tel is not None and tel.active:
-        try:
-            span_id = int(scope.span_id, 16)
-        except ValueError:
-            span_id = 0
-        if span_id:
-            otel_token = otel_context.attach(
-                otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(tel.span_context(span_id)))
-            )
-    try:
-        yield scope
-    finally:
-        if otel_token is not None:
+    if span and scope is not None and scope.span_id:
+        tel = _global.current()
+        if tel is not None and tel.active:
             try:
-                otel_context.detach(otel_token)
-            except Exception:  # noqa: BLE001 - a context switched elsewhere; nothing to undo
-                pass
-        exit_remote_scope(token)
+                span_id = int(scope.span_id, 16)
+            except ValueError:
+                span_id = 0
+            if span_id:
+                otel_token = otel_context.attach(
+                    otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(tel.span_context(span_id)))
+                )
+    return AdoptedScope(token, otel_token)
+
+
+def exit_adopted_scope(entry: AdoptedScope) -> None:
+    """Undo :func:`enter_adopted_scope` (tolerates being called from another context)."""
+    if entry.otel_token is not None:
+        try:
+            otel_context.detach(entry.otel_token)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a context switched elsewhere; nothing to undo
+            pass
+    exit_remote_scope(entry.token)
 
 
 def _new_id(prefix: str) -> str:

@@ -48,7 +48,7 @@ from otelflow._task_context import enter_task, exit_task
 from otelflow.events.stacktrace import format_stacktrace
 from otelflow.integrations import _worker
 from otelflow.logs.capture import LogCapture, capture_for
-from otelflow.scope import ScopeRef, adopt_scope, current_scope
+from otelflow.scope import AdoptedScope, ScopeRef, adopt_scope, current_scope, enter_adopted_scope, exit_adopted_scope
 from otelflow.tasks import error_type_name
 from otelflow.tracing import ids
 
@@ -399,9 +399,28 @@ def task_context(carrier: Carrier | None, task_id: str | None = None) -> Iterato
     carrier's ``traceparent``. Spans made inside become children of it; events and tasks
     made inside carry the carrier's workflow and block ids. ``None`` runs the body as is.
     """
-    if carrier is None:
+    entered = _enter_task_context(carrier, task_id)
+    try:
         yield
-        return
+    finally:
+        _exit_task_context(entered)
+
+
+class _InTask:
+    """What :func:`_enter_task_context` made current, to undo in reverse order."""
+
+    __slots__ = ("otel_token", "scope", "task_token")
+
+    def __init__(self, scope: AdoptedScope, otel_token: object | None, task_token: Any) -> None:
+        self.scope = scope
+        self.otel_token = otel_token
+        self.task_token = task_token
+
+
+def _enter_task_context(carrier: Carrier | None, task_id: str | None) -> _InTask | None:
+    # Plain calls rather than a generator: Measured runs this around every task in a worker.
+    if carrier is None:
+        return None
     try:
         trace_id = int(carrier.trace_id, 16)
         if task_id is not None:
@@ -410,20 +429,25 @@ def task_context(carrier: Carrier | None, task_id: str | None = None) -> Iterato
             parsed = ids.parse_traceparent(carrier.traceparent) if carrier.traceparent else None
     except (ValueError, TypeError):
         parsed = None
-    # The scope first, the task span over it: the innermost current span is the task's.
-    with adopt_scope(carrier.scope):
-        token = None
-        if parsed is not None:
-            span = otel_trace.NonRecordingSpan(otel_trace.SpanContext(parsed[0], parsed[1], True, _SAMPLED))
-            token = otel_context.attach(otel_trace.set_span_in_context(span))
-        task_token = enter_task(task_id) if task_id is not None else None  # logs name their task
-        try:
-            yield
-        finally:
-            exit_task(task_token)
-            if token is not None:
-                with contextlib.suppress(Exception):  # a context switched elsewhere: nothing to undo
-                    otel_context.detach(token)
+    # The scope first, the task span over it: the innermost current span is the task's (so
+    # the scope's own span need not be made current under it).
+    scope = enter_adopted_scope(carrier.scope, span=parsed is None)
+    token = None
+    if parsed is not None:
+        span = otel_trace.NonRecordingSpan(otel_trace.SpanContext(parsed[0], parsed[1], True, _SAMPLED))
+        token = otel_context.attach(otel_trace.set_span_in_context(span))
+    task_token = enter_task(task_id) if task_id is not None else None  # logs name their task
+    return _InTask(scope, token, task_token)
+
+
+def _exit_task_context(entered: _InTask | None) -> None:
+    if entered is None:
+        return
+    exit_task(entered.task_token)
+    if entered.otel_token is not None:
+        with contextlib.suppress(Exception):  # a context switched elsewhere: nothing to undo
+            otel_context.detach(entered.otel_token)  # type: ignore[arg-type]
+    exit_adopted_scope(entered.scope)
 
 
 # --- ingesting forwarded lines on the submit side ---------------------------------------------
@@ -582,12 +606,14 @@ class Measured:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Returned[Any]:
         meter = _Meter(self.carrier, cpu=True)
-        with task_context(self.carrier, self.task_id if self.carrier is not None else None):
-            try:
-                value = self.fn(*args, **kwargs)
-            except BaseException as exc:
-                _attach_outcome(exc, meter.outcome(self.task_id, exc))
-                raise
+        entered = _enter_task_context(self.carrier, self.task_id)
+        try:
+            value = self.fn(*args, **kwargs)
+        except BaseException as exc:
+            _attach_outcome(exc, meter.outcome(self.task_id, exc))
+            raise
+        finally:
+            _exit_task_context(entered)
         return Returned(value, meter.outcome(self.task_id, None))
 
 

@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 import otelflow
 from otelflow import toolkit
+from otelflow._task_context import current_task_id
 from otelflow.logs.capture import LogCapture
 
 
@@ -75,6 +76,56 @@ def test_adopt_scope_ignores_a_wrong_value():
     with otelflow.adopt_scope("wf-1") as got:  # type: ignore[arg-type]
         assert got is None
         assert otelflow.current_scope() is None
+
+
+def test_enter_adopted_scope_with_and_without_its_span_and_alternating_scopes(tel):
+    with otelflow.workflow_scope("wf", workflow_id="wf-1"), otelflow.block("b", block_id="b-1"):
+        block_ref = otelflow.current_scope()
+        block_span = trace.get_current_span().get_span_context().span_id
+    with otelflow.workflow_scope("other", workflow_id="wf-2"):
+        wf_ref = otelflow.current_scope()
+    assert block_ref is not None and wf_ref is not None
+    outside = trace.get_current_span()
+    # Alternating between two scopes (a worker running tasks of two workflows) each time
+    # makes that scope current, ids and names both.
+    for ref, ids in ((block_ref, ("wf-1", "b-1")), (wf_ref, ("wf-2", None)), (block_ref, ("wf-1", "b-1"))):
+        entry = otelflow.scope.enter_adopted_scope(ref)
+        assert otelflow.scope.current_ids()[1:] == ids
+        got = otelflow.current_scope()
+        assert got is not None and (got.workflow_name, got.block_name) == (ref.workflow_name, ref.block_name)
+        otelflow.scope.exit_adopted_scope(entry)
+        assert otelflow.current_scope() is None
+    entry = otelflow.scope.enter_adopted_scope(block_ref)
+    assert trace.get_current_span().get_span_context().span_id == block_span  # the scope's span
+    otelflow.scope.exit_adopted_scope(entry)
+    entry = otelflow.scope.enter_adopted_scope(block_ref, span=False)
+    assert otelflow.scope.current_ids()[1:] == ("wf-1", "b-1")
+    assert trace.get_current_span() is outside  # ids only: the caller makes its own span current
+    otelflow.scope.exit_adopted_scope(entry)
+    entry = otelflow.scope.enter_adopted_scope("not a scope")  # type: ignore[arg-type]
+    assert otelflow.current_scope() is None
+    otelflow.scope.exit_adopted_scope(entry)
+
+
+def test_measured_makes_the_task_span_current_over_its_adopted_scope(tel):
+    with otelflow.workflow_scope("wf", workflow_id="wf-1"), otelflow.block("b", block_id="b-1"):
+        cfg = toolkit.carrier()
+    assert cfg is not None
+
+    def inside() -> tuple[int, tuple[str | None, str | None], str | None]:
+        return trace.get_current_span().get_span_context().span_id, otelflow.scope.current_ids()[1:], current_task_id()
+
+    def boom() -> None:
+        raise ValueError("x")
+
+    span_id, ids, task = toolkit.Measured(inside, "t-7", cfg)().value
+    assert f"{span_id:016x}" == toolkit.task_span_id(cfg.trace_id, "t-7")
+    assert ids == ("wf-1", "b-1") and task == "t-7"
+    with pytest.raises(ValueError):
+        toolkit.Measured(boom, "t-8", cfg)()
+    # Undone after the call, whether it returned or raised.
+    assert otelflow.current_scope() is None and current_task_id() is None
+    assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_measured_returns_the_value_and_worker_side_times():
