@@ -27,6 +27,14 @@ def nap(seconds: float) -> float:
     return seconds
 
 
+def nap_unless_on(seconds: float, stall_on: str) -> float:
+    """Sleep ``seconds``; on the worker at address ``stall_on`` (one a test kills) 120 s."""
+    from distributed import get_worker
+
+    time.sleep(120.0 if get_worker().address == stall_on else seconds)
+    return seconds
+
+
 def traced(n: int) -> int:
     """A log record and a user event in the task, then a user span."""
     logging.getLogger("tests.dask").warning("inside task %d", n)

@@ -17,11 +17,10 @@ pytest.importorskip("rhapsody")
 
 import otelflow
 from otelflow.analysis import open_run
+from otelflow.analysis.utilization import peak_concurrency
 from otelflow.integrations import asyncflow as af_integration
 from otelflow.integrations.asyncflow import _engine
 from tests.integration import asyncflow_workflow as wf
-
-TOL = 0.02  # ± on a recorded execution time, seconds
 
 
 async def _sleepy(seconds: float) -> float:
@@ -96,15 +95,19 @@ def test_the_workflow_is_recorded_as_it_ran(kind: str, tmp_path: Path) -> None:
         assert set(task_spans[name]["links"]) == {task_spans[u]["span_id"] for u in ups}, name
         assert set(tasks[name].depends_on) == {tasks[u].task_id for u in ups}
 
-    # Execution measured in the worker: a 0.2 s task is recorded as 0.2 s ± 20 ms. On a
-    # loaded machine the sleep itself can overrun, so the bound is on what the task measured
-    # itself (which is 0.2 s when the machine keeps up): no dispatch or queue time in it.
+    # Execution measured in the worker, around what the task measured itself: the recorded
+    # start and end bracket the task's own readings. No dispatch or queue time in it, shown
+    # with the stamps rather than a tolerance a loaded machine's stalls break: AsyncFlow's
+    # dispatch lag (most of a second here) ends before the start (submitted <= started,
+    # below), and a start stamped before a worker took the task would put more than the
+    # pool's two tasks in execution at once.
     for name in "abcdef":
         _, start, end = seen["futures"][name].result()
         own = (end - start) / 1e9
         assert own >= wf.SLEEP
-        assert tasks[name].execution_s == pytest.approx(own, abs=TOL), name
         assert tasks[name].started <= start and tasks[name].ended >= end
+        assert own - 1e-6 <= tasks[name].execution_s < own + 1.0, name  # ceiling: stalls only
+    assert peak_concurrency(tasks.values())[0] <= 2
     assert tasks["g"].execution_s >= 0.1
     if kind == "processes":  # they ran in the pool's worker processes, not here
         ran = [t for n, t in tasks.items() if n != "h"]

@@ -51,20 +51,30 @@ def test_create_task_records_the_lifecycle_in_the_callers_scope(tel):
     assert span["attributes"]["otelflow.task.backend"] == "asyncio"
     ev = dict(span["events"])
     assert ev["TaskCreated"] <= ev["TaskResolved"] <= ev["TaskSubmitted"] <= ev["TaskStarted"]
-    assert 0.04 < (ev["TaskCompleted"] - ev["TaskStarted"]) / 1e9 < 0.5
+    # The 0.05 s sleep sets the floor; the ceiling leaves a loaded machine a second of stalls.
+    assert 0.04 < (ev["TaskCompleted"] - ev["TaskStarted"]) / 1e9 < 1.05
 
 
 def test_depends_on_waits_for_upstreams_and_links_them(tel):
     order: list[str] = []
 
-    async def step(tag: str, delay: float) -> str:
+    async def step(
+        tag: str, delay: float, after: asyncio.Event | None = None, done: asyncio.Event | None = None
+    ) -> str:
         await asyncio.sleep(delay)
+        if after is not None:
+            await after.wait()
         order.append(tag)
+        if done is not None:
+            done.set()
         return tag
 
     async def main():
-        a = oasyncio.create_task(step("a", 0.05))
-        b = oasyncio.create_task(step("b", 0.01))
+        # a, made first, ends last: it waits for b's end, not on the sleeps' 40 ms difference,
+        # which a stall between the two tasks' first steps could undo.
+        b_done = asyncio.Event()
+        a = oasyncio.create_task(step("a", 0.05, after=b_done))
+        b = oasyncio.create_task(step("b", 0.01, done=b_done))
         c = oasyncio.create_task(step("c", 0), depends_on=[a, b])
         await c
         return a, b, c

@@ -86,7 +86,7 @@ def test_map_and_reduce_are_task_spans_under_the_workflow_with_links_and_worker_
     assert {s["attributes"]["otelflow.task.worker"] for s in spans.values()} <= workers
     (napped,) = [s for s in spans.values() if s["name"] == "nap"]
     ran = (napped["end_time"] - span_event(napped, "TaskStarted")) / 1e9
-    assert 0.18 <= ran < 0.6  # the 0.2 s nap: sleep sets the floor; the ceiling leaves a loaded machine slack
+    assert 0.18 <= ran < 1.2  # the 0.2 s nap: sleep sets the floor; the ceiling leaves a second of stalls
 
 
 def test_user_span_log_and_event_inside_a_task_join_its_trace(client, tmp_path):
@@ -151,7 +151,7 @@ def test_a_canceled_task_is_recorded_canceled(client, tmp_path):
     otelflow.instrument(client)
     running = threading.Event()
     otelflow.subscribe(lambda ev: running.set(), TaskStarted)
-    fut = client.submit(nap, 1.0)
+    fut = client.submit(nap, 3.0)  # long enough to be still running when the cancel arrives
     assert running.wait(30)
     fut.cancel()
     client.submit(square, 3).result()  # a later task completes normally
@@ -189,7 +189,7 @@ def test_resource_updates_arrive_for_every_worker(client, tmp_path):
     client.submit(square, 2).result()
     workers = set(client.scheduler_info()["workers"])
     client_rec = otelflow.integrations.dask.recorder_of(client)
-    assert client_rec is not None and client_rec.flush()
+    assert client_rec is not None and client_rec.flush(timeout=30)  # a round trip to the scheduler
     run_dir = tel.run_dir
     tel.stop()
     updates = [e for e in events(run_dir, "ResourceUpdate") if e.get("device") == "dask-worker"]
@@ -272,13 +272,15 @@ def test_a_client_closing_mid_run_leaves_a_complete_run_directory(client, tmp_pa
     otelflow.instrument(other)
     done = other.submit(square, 7)
     assert done.result() == 49
-    pending = other.submit(nap, 1.0)
+    # 3 s naps: the closes come well before they could end, however a loaded machine stalls
+    # the way from the worker's start to here.
+    pending = other.submit(nap, 3.0)
     with running:
         assert running.wait_for(lambda: pending.key in started, 30)
     other.close()  # while `pending` runs
     hasty = Client(client.scheduler.address)
     otelflow.instrument(hasty)
-    unsent = hasty.submit(nap, 1.0)
+    unsent = hasty.submit(nap, 3.0)
     hasty.close()  # right after submitting: the graph may still be on its way
     run_dir = tel.run_dir
     tel.stop()

@@ -119,7 +119,7 @@ def test_metrics_exporter_prometheus_opens_the_port(tmp_path):
     run_workload(tasks=3, failing=0)
     tel.flush()
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    body = opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    body = opener.open(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
     assert "otelflow_tasks_completed_total" in body
     tel.stop()
     with pytest.raises(OSError):
@@ -188,7 +188,9 @@ def test_metric_export_interval_sends_metrics_during_the_run(tmp_path, grpc_rece
         },
     )
     run_workload(tasks=3, failing=0)
-    grpc_receiver.wait_for(lambda: len(grpc_receiver.requests("metrics")) >= 2, 5, "periodic metric exports")
+    # Two exports at 0.1 s, long before stop(); the deadline only has to stay short of the
+    # SDK's default 60 s interval, not tight to 0.2 s.
+    grpc_receiver.wait_for(lambda: len(grpc_receiver.requests("metrics")) >= 2, 20, "periodic metric exports")
     tel.stop()
 
 

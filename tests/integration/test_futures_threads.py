@@ -207,9 +207,9 @@ def test_one_worker_measures_execution_and_growing_queue_waits(tel):
     stamps = [times(spans[task_id_of(f)]) for f in futs]
     execs = [(t["TaskCompleted"] - t["TaskStarted"]) / 1e9 for t in stamps]
     waits = [(t["TaskStarted"] - t["TaskSubmitted"]) / 1e9 for t in stamps]
-    # Execution is the sleep (sleep guarantees the floor; the ceiling only has to tell it
-    # from the 0.6 s that a start stamped at submit time would give the third task).
-    assert all(0.19 < e < 0.5 for e in execs), execs
+    # Execution is the sleep (sleep guarantees the floor; the ceiling leaves a loaded machine
+    # a second of stalls). A start stamped at submit time fails the ordering below instead.
+    assert all(0.19 < e < 1.2 for e in execs), execs
     # One worker, all three queued before the first starts: each waits in the queue until
     # the task before it ends, so the waits grow by one execution each. Stated with the
     # stamps rather than with wall-clock bounds, which a loaded machine breaks.

@@ -187,7 +187,8 @@ def test_diamond_four_levels_links_and_worker_execution_time(recorded: dict[str,
         assert span["name"] == "sleepy" and span["status"] == "completed"
         assert span["attributes"]["otelflow.workflow.id"] == "wf-diamond"
         execution = (ev["TaskCompleted"] - ev["TaskStarted"]) / 1e9
-        assert abs(execution - SLEEP) <= TOL, (name, execution)
+        # The sleep sets the floor; the ceiling leaves a loaded machine a second of stalls.
+        assert SLEEP - TOL <= execution < SLEEP + 1.0, (name, execution)
         assert ev["TaskCreated"] <= ev["TaskResolved"] <= ev["TaskSubmitted"] <= ev["TaskStarted"]
     # d is resolved only after both b and c ended (their worker-side end times).
     assert _events(tasks[ids["d"]])["TaskResolved"] >= max(

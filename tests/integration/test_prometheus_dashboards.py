@@ -238,15 +238,12 @@ def test_every_dashboard_query_returns_data(
             for workflow in WORKFLOWS:
                 run_round(workflow, engine, pool)
             write_to_disk(tmp_path / f"io-{round_}.bin")
-            if round_ == 0:
-                # Later rounds must land in later scrapes, so rate() sees them as increases.
-                prom.wait_for("otelflow_tasks_completed_total", timeout=30)
-            time.sleep(1.5)
-        prom.wait_for(
-            "sum(otelflow_tasks_completed_total)",
-            lambda r: promtools.sample_values(r) == [float(TOTALS["completed"])],
-            timeout=30,
-        )
+            # Later rounds must land in later scrapes, so rate() sees them as increases: wait
+            # until Prometheus has scraped this round's total (not a sleep a stall outlasts).
+            done = float(PER_RUN["completed"] * len(WORKFLOWS) * (round_ + 1))
+            prom.wait_for(
+                "sum(otelflow_tasks_completed_total)", lambda r, done=done: promtools.sample_values(r) == [done], 30
+            )
         for needed in (
             "otelflow_node_cpu_utilization",
             "otelflow_node_disk_io_bytes_total",
@@ -254,8 +251,14 @@ def test_every_dashboard_query_returns_data(
             "otelflow_process_cpu_utilization",
         ):
             prom.wait_for(needed, timeout=30)
-        time.sleep(2.5)  # a few more scrapes of the final values
-        problems = check_dashboards(prom) + check_headline_numbers(prom) + check_thread_cpu(prom)
+        # A few more scrapes of the final values: the checks are polled until they hold (a
+        # query that never returns data still fails, after the deadline).
+        deadline = time.monotonic() + 60
+        while True:
+            problems = check_dashboards(prom) + check_headline_numbers(prom) + check_thread_cpu(prom)
+            if not problems or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
         assert not problems, "\n".join(problems)
     finally:
         pool.shutdown()

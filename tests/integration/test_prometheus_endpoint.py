@@ -26,7 +26,7 @@ def prometheus_address(tel: otelflow.Telemetry) -> tuple[str, int]:
 
 
 def scrape(addr: tuple[str, int]) -> str:
-    return _opener.open(f"http://{addr[0]}:{addr[1]}/metrics", timeout=5).read().decode()
+    return _opener.open(f"http://{addr[0]}:{addr[1]}/metrics", timeout=30).read().decode()
 
 
 def start(tmp_path: Path, **kwargs: object) -> otelflow.Telemetry:

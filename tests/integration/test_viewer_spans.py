@@ -7,6 +7,7 @@ a task that never started is a zero-length span with ``otelflow.task.started=fal
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,11 +79,18 @@ def test_span_of_a_task_that_waited_0_3s_and_ran_0_1s(tmp_path, receiver):
 
 def test_a_real_pool_task_span_is_its_execution_not_its_wait(tmp_path, receiver):
     tel = start(tmp_path, receiver)
+    gate = threading.Event()
+
+    def hold() -> None:  # holds the only worker for 0.3 s from the moment both are queued
+        gate.wait(30)
+        time.sleep(0.3)
+
     with ThreadPoolExecutor(1) as pool:
         instrument(pool)
         try:
-            first = pool.submit(time.sleep, 0.3)  # holds the only worker
-            second = pool.submit(time.sleep, 0.1)  # waits ~0.3 s for it, runs 0.1 s
+            first = pool.submit(hold)
+            second = pool.submit(time.sleep, 0.1)  # waits ≥ 0.3 s for it, runs 0.1 s
+            gate.set()  # a stall between the two submits cannot shorten that wait now
             second.result(timeout=30)
             first.result(timeout=30)
             tid = task_id_of(second)

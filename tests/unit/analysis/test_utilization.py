@@ -83,20 +83,21 @@ def _sleep(s: float) -> float:
 def test_pool_of_two_workers_four_equal_tasks_is_fully_efficient(tmp_path: Path) -> None:
     with otelflow.start_telemetry(checkpoint_path=tmp_path, resource_poll_interval=0, environ={}) as tel:
         with otelflow.instrument(ThreadPoolExecutor(2)) as pool, otelflow.workflow_scope("pool"):
-            futures = [pool.submit(_sleep, 0.4) for _ in range(4)]
-            assert [f.result() for f in futures] == [0.4] * 4
+            futures = [pool.submit(_sleep, 0.5) for _ in range(4)]
+            assert [f.result() for f in futures] == [0.5] * 4
     u = utilization(open_run(tel.run_dir).data)
     assert u["worker_count"] == 2
     assert u["peak_concurrency"] == 2
     runs = _task_runs(tel.run_dir)
     busy, first, last = sum(e - s for s, e in runs), min(s for s, _ in runs), max(e for _, e in runs)
-    # Exactly what the task stamps say; the floor (1.6 s busy in ≤ 1.0 s on 2 workers)
-    # leaves a loaded machine 0.2 s of stalls between tasks, where ideal is 1.0.
+    # Exactly what the task stamps say. Ideal is 1.0 (2 s busy in 1 s on 2 workers); a pool
+    # that ran one task at a time could reach 0.5 at most (busy ≤ span). The floor between
+    # them leaves a loaded machine 0.67 s of stalls (2 s busy in < 1.67 s).
     assert u["efficiency"] == approx(busy / (2 * (last - first)))
-    assert u["efficiency"] > 0.8
+    assert u["efficiency"] > 0.6
     for w in u["workers"].values():
         assert w["tasks"] == 2
-        assert w["utilization"] > 0.8
+        assert w["utilization"] > 0.6
 
 
 def test_diamond_with_set_sleeps(tmp_path: Path) -> None:

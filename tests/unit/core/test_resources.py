@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import otelflow
+from otelflow.events.model import ResourceUpdate
 from tests.conftest import read_lines
 
 
@@ -17,7 +18,11 @@ def test_resource_updates_reach_jsonl_gauges_and_summary(tmp_path, monkeypatch):
         checkpoint_path=str(tmp_path), resource_poll_interval=0.1, metric_readers=[reader], environ={}
     )
     assert tel.resource.attributes["team"] == "hpc"
-    time.sleep(0.5)
+    node_samples = []
+    tel.subscribe(lambda e: e.scope == "node" and node_samples.append(e), ResourceUpdate)
+    deadline = time.monotonic() + 30  # three samples at 0.1 s: polled, not slept for
+    while len(node_samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
     tel.flush()
     names = {
         m.name: m

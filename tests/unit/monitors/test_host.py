@@ -8,9 +8,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
+
+import psutil
+import pytest
 
 from otelflow.events.model import ResourceUpdate
-from otelflow.monitors import ResourceMonitor
+from otelflow.monitors import ResourceMonitor, host
 from otelflow.monitors.host import MIN_CPU_WINDOW_S, _sum_deltas
 
 _BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end:\n    pass\n"
@@ -81,15 +85,22 @@ def test_second_sample_after_disk_and_network_activity_has_non_negative_deltas()
     assert node.cpu_utilization is not None and 0.0 <= node.cpu_utilization <= 1.0
 
 
-def test_cpu_is_none_when_samples_are_closer_than_the_minimum_window() -> None:
+def test_cpu_is_none_when_samples_are_closer_than_the_minimum_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The samplers' clock is held still between two samples, so they are closer than the
+    # window however long a loaded machine stalls between the two calls; the real sleeps
+    # only let the CPU counters move.
+    clock = [time.monotonic()]
+    monkeypatch.setattr(host, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     m = _monitor()
     time.sleep(MIN_CPU_WINDOW_S + 0.02)
+    clock[0] += MIN_CPU_WINDOW_S + 0.02
     m.sample_once()
     again = m.sample_once()
     assert _by(again, "node").cpu_utilization is None
     assert _by(again, "process", "self").cpu_utilization is None
     # The baseline was kept, so the next sample measures over the longer window.
     time.sleep(MIN_CPU_WINDOW_S + 0.02)
+    clock[0] += MIN_CPU_WINDOW_S + 0.02
     assert _by(m.sample_once(), "node").cpu_utilization is not None
 
 
@@ -97,9 +108,14 @@ def test_busy_child_shows_up_in_children_cpu_and_rss() -> None:
     m = _monitor()
     # Other tests may leave long-lived children (e.g. multiprocessing's resource tracker).
     base_rss = _by(m.sample_once(), "process", "children").memory_used_bytes or 0
-    child = subprocess.Popen([sys.executable, "-c", _BURN.format(s=0.5)])
+    child = subprocess.Popen([sys.executable, "-c", _BURN.format(s=1.0)])
     try:
-        time.sleep(0.3)
+        # Until the child has burned 0.1 s of its 1 s (a loaded machine may start it late);
+        # what is left keeps it alive and busy through the next sample.
+        proc = psutil.Process(child.pid)
+        deadline = time.monotonic() + 60
+        while sum(proc.cpu_times()[:2]) < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         kids = _by(m.sample_once(), "process", "children")
         assert kids.cpu_utilization is not None and kids.cpu_utilization > 0
         assert kids.memory_used_bytes is not None and kids.memory_used_bytes > base_rss
