@@ -135,7 +135,8 @@ def pool_report(args: argparse.Namespace) -> None:
         a = count_pool(small, args.executor, instrumented)
         b = count_pool(large, args.executor, instrumented)
         rows[instrumented] = [(b[i] - a[i]) / args.tasks for i in range(2)]
-    print(f"instructions per no-op task on {args.executor} (pool of 2, fork):")
+    how = "pool of 2, fork" if args.executor == "processes" else "pool of 2"
+    print(f"instructions per no-op task on {args.executor} ({how}):")
     print(f"{'':24} {'submitting process':>19} {'workers':>10}")
     for label, key in (("plain", False), ("instrumented", True)):
         print(f"{label:24} {rows[key][0]:19,.0f} {rows[key][1]:10,.0f}")

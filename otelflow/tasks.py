@@ -447,6 +447,45 @@ class TaskTracker:
             return None
         return tel.span_context(tel.task_span_id(task_id))
 
+    def enter(self, task_id: str) -> TaskEntry | None:
+        """Make task ``task_id`` current here, for the work it runs in this thread or context.
+
+        Its span becomes the current OTel span (spans and tasks made inside are its
+        children; the span's ``SpanContext`` is derived only if something asks for it), and
+        log records name the task. Undo with :meth:`leave` in the same context. Returns None,
+        changing nothing, when no telemetry runs or ``task_id`` is not an id. Never raises.
+        """
+        tel = self._telemetry or _global._current
+        if tel is None or not tel.active:
+            return None
+        if type(task_id) is not str or not task_id.isascii() or not task_id:
+            checked = _check_step(tel, task_id, None)  # the id the steps recorded, cleaned alike
+            if checked is None:
+                return None
+            task_id = checked[0]
+        trace_wf = None
+        if tel.settings.trace_per == "workflow":  # the task's trace is its workflow's
+            scope = _get_scope()
+            wf_scope = scope.workflow if scope is not None else None
+            trace_wf = wf_scope.id if wf_scope is not None else None
+        span = _TaskSpan((tel.trace_id_int, trace_wf, task_id))
+        return (_attach(otel_trace.set_span_in_context(span, _get_context())), _enter_task(task_id))
+
+    @staticmethod
+    def leave(entry: TaskEntry | None) -> None:
+        """Undo :meth:`enter` (None, or a token from another context, is ignored)."""
+        if entry is None:
+            return
+        try:
+            _reset_task(entry[1])  # type: ignore[arg-type]
+        except ValueError:  # made in another context: nothing of ours to undo here
+            pass
+        _detach(entry[0])
+
+
+TaskEntry = tuple[object, object]
+"""What :meth:`TaskTracker.enter` made current (the OTel context and task-id tokens)."""
+
 
 def _as_ids(depends_on: Iterable[str] | str | None) -> tuple[str, ...]:
     """``depends_on`` as a tuple of ids: one str is one id; anything else is str()-ed."""

@@ -37,7 +37,6 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from otelflow import _global
-from otelflow._task_context import enter_task, exit_task
 from otelflow.logs.capture import LogCapture, capture_for
 
 if TYPE_CHECKING:
@@ -64,6 +63,7 @@ _SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
 _now = time.time_ns
 _process_time = time.process_time
 _thread_time = time.thread_time
+_thread_time_ns = time.thread_time_ns
 
 
 # --- thread pools ----------------------------------------------------------------------------
@@ -94,22 +94,16 @@ class LocalCall:
         trk = self.tracker
         tid = self.task_id
         trk.started(tid, worker=threading.current_thread().name)
-        token = None
-        span_ctx = trk.span_context(tid)
-        if span_ctx is not None:
-            token = otel_context.attach(otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(span_ctx)))
-        cpu0 = _thread_time()  # CPU of this worker thread only: the task runs in it
-        task_token = enter_task(tid)  # what the task logs names it
+        entry = trk.enter(tid)  # its span current (derived only if asked for), its id for logs
+        cpu0 = _thread_time_ns()  # CPU of this worker thread only: the task runs in it
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
-            trk.failed(tid, exc, cpu_time_s=round(_thread_time() - cpu0, 6))
+            trk.failed(tid, exc, cpu_time_s=(_thread_time_ns() - cpu0 + 500) // 1000 / 1e6)
             raise
         finally:
-            exit_task(task_token)
-            if token is not None:
-                _detach(token)
-        trk.completed(tid, cpu_time_s=round(_thread_time() - cpu0, 6))
+            trk.leave(entry)
+        trk.completed(tid, cpu_time_s=(_thread_time_ns() - cpu0 + 500) // 1000 / 1e6)  # s, to the µs
         return result
 
 

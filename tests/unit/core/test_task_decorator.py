@@ -172,6 +172,61 @@ def test_a_task_made_inside_a_running_task_hangs_under_its_span(tmp_path, trace_
         assert outer_span["trace_id"] != tel.trace_id
 
 
+@pytest.mark.parametrize("trace_per", ["session", "workflow"])
+def test_tracker_enter_makes_the_task_span_current_for_work_in_another_thread(tmp_path, trace_per):
+    """What an engine's worker thread does around a task: enter, run, leave."""
+    import threading
+
+    tel = _start(tmp_path, trace_per=trace_per)
+    trk = otelflow.tracker(backend="engine")
+    seen: dict[str, Any] = {}
+    with otelflow.workflow_scope("wf"):
+        tid = trk.created(None, "step")
+        ctx = contextvars.copy_context()
+
+    def worker() -> None:  # runs the task in the submitter's copied context, as a pool does
+        outside = trace.get_current_span()
+        trk.started(tid)
+        entry = trk.enter(tid)
+        seen["current"] = trace.get_current_span().get_span_context()
+        seen["expected"], seen["task"] = trk.span_context(tid), current_task_id()
+        with tel.tracer("user").start_as_current_span("user-step"):
+            pass
+        otelflow.tracker().canceled(otelflow.tracker().created(None, "made-inside"), reason="x")
+        trk.leave(entry)
+        seen["after"] = (trace.get_current_span() is outside, current_task_id())
+        trk.completed(tid)
+
+    th = threading.Thread(target=ctx.run, args=(worker,))
+    th.start()
+    th.join()
+    tel.stop()
+    spans = {s["name"]: s for s in read_lines(tel.run_dir, "span")}
+    task = spans["step"]
+    assert seen["current"] == seen["expected"] and seen["task"] == tid
+    current = seen["current"]
+    assert f"{current.span_id:016x}" == task["span_id"] and f"{current.trace_id:032x}" == task["trace_id"]
+    assert spans["user-step"]["parent_span_id"] == task["span_id"]
+    assert spans["made-inside"]["parent_span_id"] == task["span_id"]
+    assert seen["after"] == (True, None)
+    if trace_per == "workflow":
+        assert task["trace_id"] == spans["workflow wf"]["trace_id"] != tel.trace_id
+
+
+def test_tracker_enter_without_telemetry_or_with_a_bad_id_changes_nothing_or_cleans_it(tmp_path):
+    trk = otelflow.tracker()
+    assert trk.enter("t-1") is None  # no telemetry: nothing to make current
+    trk.leave(None)
+    tel = _start(tmp_path)
+    entry = trk.enter(42)  # type: ignore[arg-type]
+    assert entry is not None and current_task_id() == "42"  # recorded as its text, as the steps do
+    trk.leave(entry)
+    assert current_task_id() is None
+    assert trk.enter("") is None and current_task_id() is None  # no task to enter: refused, counted
+    tel.stop()
+    assert tel.summary()["dropped"]["invalid_arguments"] == 1
+
+
 def test_a_call_records_the_events_the_tracker_calls_would(capture):
     tel = capture.telemetry
     trk = otelflow.tracker("inline")
