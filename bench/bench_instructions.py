@@ -15,7 +15,8 @@ per task — start-up and shutdown cancel out.
 ``--executor processes`` (or ``threads``) runs no-op tasks on a real pool of 2, plain and
 ``otelflow.instrument``-ed, and prints instructions per task in the submitting process
 (all its threads: submit, the pool's feeder and result threads, otelflow's dispatcher) and
-in the workers, and what instrumenting added to each.
+in the worker processes (0 for threads, which run in the submitting process), and what
+instrumenting added to each.
 
 Needs ``valgrind`` (Debian: ``apt install valgrind``); takes about 30 s (``--executor``:
 about 2 min).

@@ -465,20 +465,25 @@ class TaskTracker:
             task_id = checked[0]
         trace_wf = None
         if tel.settings.trace_per == "workflow":  # the task's trace is its workflow's
-            scope = _get_scope()
-            wf_scope = scope.workflow if scope is not None else None
-            trace_wf = wf_scope.id if wf_scope is not None else None
+            known = self._ctx.get(task_id)
+            if known is not None:  # the workflow it was created in, as the dispatcher has it
+                trace_wf = known[1]
+            else:  # created by another tracker: the scope current here
+                scope = _get_scope()
+                wf_scope = scope.workflow if scope is not None else None
+                trace_wf = wf_scope.id if wf_scope is not None else None
         span = _TaskSpan((tel.trace_id_int, trace_wf, task_id))
         return (_attach(otel_trace.set_span_in_context(span, _get_context())), _enter_task(task_id))
 
     @staticmethod
     def leave(entry: TaskEntry | None) -> None:
-        """Undo :meth:`enter` (None, or a token from another context, is ignored)."""
+        """Undo :meth:`enter`. Never raises: None is ignored; an entry made in another
+        context, or left already, changes nothing here (OTel logs it, as its ``detach`` does)."""
         if entry is None:
             return
         try:
             _reset_task(entry[1])  # type: ignore[arg-type]
-        except ValueError:  # made in another context: nothing of ours to undo here
+        except (ValueError, RuntimeError):  # another context's, or reset already
             pass
         _detach(entry[0])
 

@@ -120,9 +120,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
         """True if the function returned (did not raise)."""
         return self.error_type is None
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         # Positional: one pickled per task, and msgspec's default pickles a dict whose ten
-        # field names cost more than the values (≈ 2 µs each way).
+        # field names cost more than the values (≈ 2 µs each way). A subclass: the default.
+        if type(self) is not Outcome:
+            return super().__reduce__()
         return (_new_outcome, msgspec.structs.astuple(self))
 
 
@@ -158,7 +160,9 @@ class Returned(msgspec.Struct, Generic[T], frozen=True):
     value: T
     outcome: Outcome
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if type(self) is not Returned:
+            return super().__reduce__()
         return (Returned, (self.value, self.outcome))
 
 
@@ -194,6 +198,8 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         logs: The log capture in effect on the submit side (:class:`LogCapture`), which the
             worker session applies to the worker's loggers (and undoes when it stops), or
             None.
+        trace_per: The session's ``trace_per`` setting: with ``"workflow"``, a task's span is
+            in its workflow's trace (``scope``'s), as the submit side records it.
     """
 
     run_id: str
@@ -209,12 +215,17 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     scope: ScopeRef | None = None
     join: bool = True
     logs: LogCapture | None = None
+    trace_per: str = "session"
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         # As its msgpack bytes, encoded once per carrier and decoded once per worker: a pool
         # pickles the same carrier with every task, and pickling its 13 named fields costs
-        # more than the task's own call (≈ 3 µs to pickle, 2 µs to unpickle).
-        return (_carrier_from_msgpack, (_carrier_msgpack(self),))
+        # more than the task's own call (≈ 3 µs to pickle, 2 µs to unpickle). A subclass, or
+        # a hand-made carrier msgpack cannot carry back as it is: the default.
+        blob = _carrier_msgpack(self) if type(self) is Carrier else None
+        if blob is None:
+            return super().__reduce__()
+        return (_carrier_from_msgpack, (blob,))
 
     def to_dict(self) -> dict[str, Any]:
         """The carrier as a plain JSON-compatible dict."""
@@ -232,10 +243,19 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def with_task(self, task_id: str) -> Carrier:
         """This carrier with ``traceparent`` pointing at task ``task_id``'s span."""
-        return msgspec.structs.replace(self, traceparent=ids.traceparent(int(self.trace_id, 16), self._span(task_id)))
+        return msgspec.structs.replace(self, traceparent=ids.traceparent(*self._task_span(task_id)))
 
     def _span(self, task_id: str) -> int:
         return ids.task_span_id(int(self.trace_id, 16), task_id)
+
+    def _task_span(self, task_id: str) -> tuple[int, int]:
+        """(trace id, span id) of task ``task_id``'s span, as the submit side records it."""
+        session_trace = int(self.trace_id, 16)
+        span_id = ids.task_span_id(session_trace, task_id)  # keyed by the session's trace always
+        wf = self.scope.workflow_id if self.scope is not None else None
+        if self.trace_per == "workflow" and wf:
+            return ids.workflow_trace_id(session_trace, wf), span_id
+        return session_trace, span_id
 
     def _config(self) -> _worker.WorkerConfig:
         return _worker.WorkerConfig(
@@ -250,21 +270,30 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             session=self.join,
             session_span_id=self.session_span_id,
             log_capture=self.logs,
+            trace_per=self.trace_per,
         )
 
 
 _carrier_encoder = msgspec.msgpack.Encoder()
 _carrier_decoder = msgspec.msgpack.Decoder(Carrier)
-# id -> (carrier, its msgpack bytes); the carrier is held so its id is not reused meanwhile.
-_carrier_blobs: dict[int, tuple[Carrier, bytes]] = {}
+# id -> (carrier, its msgpack bytes or None); the carrier is held so its id is not reused.
+_carrier_blobs: dict[int, tuple[Carrier, bytes | None]] = {}
 _BLOB_CACHE = 64  # carriers in use at once: one per scope tasks are submitted in, so few
 
 
-def _carrier_msgpack(c: Carrier) -> bytes:
+def _carrier_msgpack(c: Carrier) -> bytes | None:
+    """``c`` as msgpack bytes that decode back to an equal carrier; None if they would not
+    (a field of the wrong type in a hand-made carrier), so a worker never fails to unpickle."""
     hit = _carrier_blobs.get(id(c))
     if hit is not None and hit[0] is c:
         return hit[1]
-    blob = _carrier_encoder.encode(c)
+    blob: bytes | None
+    try:
+        blob = _carrier_encoder.encode(c)
+        if _carrier_decoder.decode(blob) != c:  # once per carrier: it must come back whole
+            blob = None
+    except (TypeError, ValueError, msgspec.MsgspecError):
+        blob = None
     if len(_carrier_blobs) >= _BLOB_CACHE:
         _carrier_blobs.clear()
     _carrier_blobs[id(c)] = (c, blob)
@@ -295,8 +324,8 @@ def carrier(task_id: str | None = None, *, telemetry: Any = None, join: bool = T
     else:
         ctx = otel_trace.get_current_span().get_span_context()
         tp = (
-            ids.traceparent(tel.trace_id_int, ctx.span_id)
-            if ctx.is_valid and ctx.trace_id == tel.trace_id_int
+            ids.traceparent(ctx.trace_id, ctx.span_id)
+            if ctx.is_valid and ctx.trace_id in (tel.trace_id_int, tel.current_trace_id())
             else None
         )
     service = tel.resource.attributes.get("service.name") if tel.resource is not None else None
@@ -314,6 +343,7 @@ def carrier(task_id: str | None = None, *, telemetry: Any = None, join: bool = T
         scope=current_scope(),
         join=join,
         logs=capture_for(tel),
+        trace_per=tel.settings.trace_per,
     )
 
 
@@ -422,12 +452,11 @@ def _enter_task_context(carrier: Carrier | None, task_id: str | None) -> _InTask
     if carrier is None:
         return None
     try:
-        trace_id = int(carrier.trace_id, 16)
         if task_id is not None:
-            parsed: tuple[int, int] | None = (trace_id, ids.task_span_id(trace_id, task_id))
+            parsed: tuple[int, int] | None = carrier._task_span(task_id)
         else:
             parsed = ids.parse_traceparent(carrier.traceparent) if carrier.traceparent else None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         parsed = None
     # The scope first, the task span over it: the innermost current span is the task's (so
     # the scope's own span need not be made current under it).

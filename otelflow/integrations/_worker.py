@@ -32,7 +32,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
@@ -62,7 +61,6 @@ _log = logging.getLogger("otelflow")
 _SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)
 _now = time.time_ns
 _process_time = time.process_time
-_thread_time = time.thread_time
 _thread_time_ns = time.thread_time_ns
 
 
@@ -126,6 +124,8 @@ class WorkerConfig:
         session_span_id: The parent's session span id (16 hex digits).
         log_capture: The parent's log capture (``otelflow.logs.LogCapture``), applied in
             the worker session (and undone when it stops); None captures nothing.
+        trace_per: The parent's ``trace_per`` setting, so the worker's spans made under an
+            adopted scope are in the trace the parent records the scope in.
     """
 
     __slots__ = (
@@ -140,6 +140,7 @@ class WorkerConfig:
         "session_span_id",
         "set_global_providers",
         "trace_id",
+        "trace_per",
     )
 
     def __init__(
@@ -155,6 +156,7 @@ class WorkerConfig:
         session: bool,
         session_span_id: str | None = None,
         log_capture: LogCapture | None = None,
+        trace_per: str = "session",
     ) -> None:
         self.parent_pid = parent_pid
         self.runs_dir = runs_dir
@@ -167,6 +169,7 @@ class WorkerConfig:
         self.session = session
         self.session_span_id = session_span_id
         self.log_capture = log_capture
+        self.trace_per = trace_per
 
     @classmethod
     def of(cls, tel: Telemetry, session: bool) -> WorkerConfig:
@@ -186,6 +189,7 @@ class WorkerConfig:
             session=session,
             session_span_id=f"{tel.session_span_id:016x}",
             log_capture=capture_for(tel),
+            trace_per=s.trace_per,
         )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -203,6 +207,7 @@ class WorkerConfig:
                 self.session,
                 self.session_span_id,
                 self.log_capture,
+                self.trace_per,
             ),
         )
 
@@ -212,13 +217,6 @@ _HOST = socket.gethostname()
 
 def _worker_name(pid: int) -> str:
     return f"{_HOST}:{pid}"
-
-
-def _detach(token: object) -> None:
-    try:
-        otel_context.detach(token)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - the context was switched elsewhere; nothing to undo
-        pass
 
 
 # --- per-task resource use -------------------------------------------------------------------
@@ -398,6 +396,7 @@ def _start(cfg: WorkerConfig, forward: Callable[[bytes], object] | None = None, 
         service_name=cfg.service_name,
         flush_interval=cfg.flush_interval,
         set_global_providers=cfg.set_global_providers,
+        trace_per=cfg.trace_per,
         span_processors=[_activity],
         # The parent's exporters are not repeated here: worker lines reach the run
         # directory only (see docs/executors.md). environ={} keeps an inherited

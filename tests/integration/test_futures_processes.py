@@ -202,6 +202,28 @@ def test_user_span_in_a_worker_process_is_a_child_of_the_task_span(tel, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_with_a_trace_per_workflow_worker_spans_are_in_the_tasks_trace_under_it(tmp_path, method):
+    tel = otelflow.start_telemetry(
+        checkpoint_path=str(tmp_path), resource_poll_interval=0, environ={}, trace_per="workflow"
+    )
+    try:
+        pool = shared_pool(method)
+        with otelflow.workflow_scope("traced"):
+            futs = [pool.submit(traced, n) for n in range(2)]
+            results = [f.result(timeout=30) for f in futs]
+    finally:
+        tel.stop()
+    spans = task_spans(tel.run_dir)
+    (wf,) = [s for s in read_lines(tel.run_dir, "span") if s["kind"] == "workflow"]
+    assert wf["trace_id"] != tel.trace_id  # the workflow has a trace of its own
+    assert {spans[task_id_of(f)]["trace_id"] for f in futs} == {wf["trace_id"]}
+    user = [s for s in read_lines(tel.run_dir, "span") if s["name"] == "user-work"]
+    # Made in the worker, in the trace the task is in, under the task's span.
+    assert {r["trace_id"] for r in results} == {s["trace_id"] for s in user} == {wf["trace_id"]}
+    assert {s["parent_span_id"] for s in user} == {spans[task_id_of(f)]["span_id"] for f in futs}
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_one_worker_measures_execution_and_growing_queue_waits(tel, method, tmp_path):
     pool = shared_pool(method, workers=1)
     pool.submit(inc).result(timeout=30)  # the worker is up

@@ -213,6 +213,40 @@ def test_tracker_enter_makes_the_task_span_current_for_work_in_another_thread(tm
         assert task["trace_id"] == spans["workflow wf"]["trace_id"] != tel.trace_id
 
 
+def test_tracker_enter_in_a_bare_thread_uses_the_workflow_the_task_was_created_in(tmp_path):
+    """An engine's own thread has no copied context (no scope): with a trace per workflow the
+    span is still in the trace the dispatcher writes the task in, and leaving twice is safe."""
+    import threading
+
+    tel = _start(tmp_path, trace_per="workflow")
+    trk = otelflow.tracker(backend="engine")
+    with otelflow.workflow_scope("wf"):
+        tid = trk.created(None, "step")
+    seen: dict[str, Any] = {}
+
+    def worker() -> None:
+        trk.started(tid)
+        entry = trk.enter(tid)
+        seen["current"] = trace.get_current_span().get_span_context()
+        with tel.tracer("user").start_as_current_span("user-step"):
+            pass
+        trk.leave(entry)
+        trk.leave(entry)  # twice: changes nothing, raises nothing
+        seen["task"] = current_task_id()
+        trk.completed(tid)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    tel.stop()
+    spans = {s["name"]: s for s in read_lines(tel.run_dir, "span")}
+    assert spans["step"]["trace_id"] == spans["workflow wf"]["trace_id"] != tel.trace_id
+    assert f"{seen['current'].trace_id:032x}" == spans["step"]["trace_id"]
+    assert spans["user-step"]["trace_id"] == spans["step"]["trace_id"]
+    assert spans["user-step"]["parent_span_id"] == spans["step"]["span_id"]
+    assert seen["task"] is None
+
+
 def test_tracker_enter_without_telemetry_or_with_a_bad_id_changes_nothing_or_cleans_it(tmp_path):
     trk = otelflow.tracker()
     assert trk.enter("t-1") is None  # no telemetry: nothing to make current

@@ -10,6 +10,7 @@ import pickle
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -248,6 +249,28 @@ def test_carriers_and_outcomes_pickle_compactly_and_whole(tel):
         ret = toolkit.Returned({"v": [1]}, out)
         assert pickle.loads(pickle.dumps(ret)) == ret
         assert b"error_message" not in pickle.dumps(ret)
+
+
+class _TaggedCarrier(toolkit.Carrier, frozen=True, kw_only=True):
+    tag: str = ""
+
+
+class _TaggedOutcome(toolkit.Outcome, frozen=True, kw_only=True):
+    tag: str = ""
+
+
+def test_subclasses_and_hand_made_carriers_still_pickle_whole(tel):
+    base = toolkit.carrier()
+    assert base is not None
+    tagged = _TaggedCarrier(**msgspec.structs.asdict(base), tag="x")
+    again = pickle.loads(pickle.dumps(tagged))
+    assert type(again) is _TaggedCarrier and again == tagged
+    out = _TaggedOutcome(task_id="t", start_ns=1, end_ns=2, tag="y")
+    assert pickle.loads(pickle.dumps(out)) == out
+    # A field msgpack would not bring back as it is (a Path, not a str): the default pickling.
+    odd = msgspec.structs.replace(base, runs_dir=Path("/tmp/x"))  # type: ignore[arg-type]
+    back = pickle.loads(pickle.dumps(odd))
+    assert back == odd and isinstance(back.runs_dir, Path)
 
 
 def test_no_carrier_without_telemetry():
