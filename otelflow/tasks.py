@@ -479,13 +479,8 @@ class TaskTracker:
     def leave(entry: TaskEntry | None) -> None:
         """Undo :meth:`enter`. Never raises: None is ignored; an entry made in another
         context, or left already, changes nothing here (OTel logs it, as its ``detach`` does)."""
-        if entry is None:
-            return
-        try:
-            _reset_task(entry[1])  # type: ignore[arg-type]
-        except (ValueError, RuntimeError):  # another context's, or reset already
-            pass
-        _detach(entry[0])
+        if entry is not None:
+            _leave_task(entry[0], entry[1])
 
 
 TaskEntry = tuple[object, object]
@@ -720,11 +715,7 @@ def task(func: F | None = None, /, *, name: str | None = None, backend: str = "i
                 _end_failed(tel, call, exc, (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6)
                 raise
             finally:
-                try:
-                    _reset_task(call[5])  # type: ignore[arg-type]
-                except ValueError:  # created in another context: nothing of ours to undo here
-                    pass
-                _detach(call[4])
+                _leave_task(call[4], call[5])
             cpu = (_thread_time_ns() - cpu0 + 500) // 1000 / 1e6  # seconds, to the microsecond
             if tel.active:  # stopped meanwhile: record nothing more, as the tracker would
                 t = now_ns()
@@ -853,11 +844,16 @@ def _begin_call(tel: Telemetry, trk: TaskTracker, name: str, bad_name: str | Non
 
 def _exit_call(call: _Call) -> None:
     """Undo what :func:`_begin_call` made current (a token from another context is ignored)."""
+    _leave_task(call[4], call[5])
+
+
+def _leave_task(otel_token: object, task_token: object) -> None:
+    """Undo a task's span and id made current (by a ``@task`` call or :meth:`TaskTracker.enter`)."""
     try:
-        _reset_task(call[5])  # type: ignore[arg-type]
-    except ValueError:  # created in another context: nothing of ours to undo here
+        _reset_task(task_token)  # type: ignore[arg-type]
+    except (ValueError, RuntimeError):  # another context's token, or one used already
         pass
-    _detach(call[4])
+    _detach(otel_token)
 
 
 def _end_call(tel: Telemetry, call: _Call, cls: Any, **fields: Any) -> None:

@@ -245,9 +245,6 @@ class Carrier(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         """This carrier with ``traceparent`` pointing at task ``task_id``'s span."""
         return msgspec.structs.replace(self, traceparent=ids.traceparent(*self._task_span(task_id)))
 
-    def _span(self, task_id: str) -> int:
-        return ids.task_span_id(int(self.trace_id, 16), task_id)
-
     def _task_span(self, task_id: str) -> tuple[int, int]:
         """(trace id, span id) of task ``task_id``'s span, as the submit side records it."""
         session_trace = int(self.trace_id, 16)
